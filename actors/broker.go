@@ -1,0 +1,225 @@
+// Package actors holds the broker's behaviour: one actor per client
+// connection, a channel grain per channel (its subscribers and the order of
+// its publications), a session grain per user (their live connections) and
+// one relay per node that fans publications out to local sockets.
+package actors
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
+	"github.com/switchboard/switchboard/transport"
+)
+
+// Grain kinds, as the cluster knows them.
+const (
+	ChannelKind = "channel"
+	SessionKind = "session"
+	relayName   = "relay"
+)
+
+// Options tune the broker's actors.
+type Options struct {
+	// RequestTimeout bounds a call from a connection to a grain.
+	RequestTimeout time.Duration
+	// GrainIdleTimeout is how long a channel without subscribers, or a
+	// session without connections, stays active before it passivates.
+	GrainIdleTimeout time.Duration
+}
+
+// Broker wires actors to the cluster and offers the backend operations.
+type Broker struct {
+	opts    Options
+	metrics *transport.Metrics
+	log     *slog.Logger
+
+	system  *actor.ActorSystem
+	cluster *cluster.Cluster
+	relay   *actor.PID
+	local   *localConnections
+}
+
+var _ transport.Connector = (*Broker)(nil)
+var _ transport.Backend = (*Broker)(nil)
+
+func NewBroker(opts Options, metrics *transport.Metrics, log *slog.Logger) *Broker {
+	return &Broker{opts: opts, metrics: metrics, log: log, local: newLocalConnections()}
+}
+
+// Kinds are the grain kinds this broker hosts; register them with the
+// cluster before it starts.
+func (b *Broker) Kinds() []*cluster.Kind {
+	return []*cluster.Kind{
+		cluster.NewKind(ChannelKind, actor.PropsFromProducer(func() actor.Actor { return newChannel(b) })),
+		cluster.NewKind(SessionKind, actor.PropsFromProducer(func() actor.Actor { return newSession(b) })),
+	}
+}
+
+// Start binds the broker to a started cluster member and spawns its relay.
+func (b *Broker) Start(c *cluster.Cluster) error {
+	b.cluster = c
+	b.system = c.ActorSystem
+	pid, err := b.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newRelay(b) }), relayName)
+	if err != nil {
+		return fmt.Errorf("spawn relay: %w", err)
+	}
+	b.relay = pid
+	return nil
+}
+
+// Open starts the actor of a new client connection.
+func (b *Broker) Open(out *transport.Outbox) transport.Inbound {
+	props := actor.PropsFromProducer(func() actor.Actor { return newConnection(b, out) })
+	pid, err := b.system.Root.SpawnNamed(props, "conn/"+out.ID)
+	if err != nil {
+		b.log.Error("spawn connection", "connection", out.ID, "err", err)
+		out.Close(1011, "internal error")
+		return closedInbound{}
+	}
+	return &connectionInbox{root: b.system.Root, pid: pid}
+}
+
+// request calls a grain and waits for its typed answer.
+func request[T proto.Message](ctx context.Context, b *Broker, kind, identity string, msg proto.Message) (T, error) {
+	var zero T
+	timeout := b.opts.RequestTimeout
+	if deadline, ok := ctx.Deadline(); ok {
+		timeout = time.Until(deadline)
+	}
+	res, err := b.cluster.Request(identity, kind, msg, cluster.WithTimeout(timeout))
+	if err != nil {
+		return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrUnavailable, err)
+	}
+	answer, ok := res.(T)
+	if !ok {
+		return zero, fmt.Errorf("%s %s: unexpected answer %T", kind, identity, res)
+	}
+	return answer, nil
+}
+
+// tell sends to a grain without waiting; used where the sender must not block.
+func (b *Broker) tell(ctx actor.SenderContext, kind, identity string, msg proto.Message) {
+	if pid := b.cluster.Get(identity, kind); pid != nil {
+		ctx.Send(pid, msg)
+	}
+}
+
+func nowMillis() int64 { return time.Now().UnixMilli() }
+
+// Publish publishes server-side data to a channel; from is empty.
+func (b *Broker) Publish(ctx context.Context, channel string, data []byte, excludeUser string) (uint64, error) {
+	if err := checkChannelAndData(channel, data); err != nil {
+		return 0, err
+	}
+	res, err := request[*pb.Published](ctx, b, ChannelKind, channel, &pb.Publish{Channel: channel, Data: data, ExcludeUser: excludeUser})
+	if err != nil {
+		return 0, err
+	}
+	return res.Offset, nil
+}
+
+// SendToUser delivers data to every connection of user.
+func (b *Broker) SendToUser(ctx context.Context, user string, data []byte) (int, error) {
+	if !transport.ValidJSON(data) {
+		return 0, fmt.Errorf("send to %s: data is not valid JSON", user)
+	}
+	res, err := request[*pb.SentToUser](ctx, b, SessionKind, user, &pb.SendToUser{Frame: transport.DirectFrame("", data, nowMillis())})
+	if err != nil {
+		return 0, err
+	}
+	return int(res.Connections), nil
+}
+
+// Broadcast delivers data to every connection on every node.
+func (b *Broker) Broadcast(ctx context.Context, data []byte) (int, error) {
+	if !transport.ValidJSON(data) {
+		return 0, fmt.Errorf("broadcast: data is not valid JSON")
+	}
+	msg := &pb.Broadcast{Frame: transport.DirectFrame("", data, nowMillis())}
+	total := 0
+	for _, member := range b.cluster.MemberList.Members().Members() {
+		relay := actor.NewPID(member.Address(), relayName)
+		res, err := b.system.Root.RequestFuture(relay, msg, b.timeout(ctx)).Result()
+		if err != nil {
+			return total, fmt.Errorf("broadcast via %s: %w: %v", member.Address(), transport.ErrUnavailable, err)
+		}
+		if sent, ok := res.(*pb.SentToUser); ok {
+			total += int(sent.Connections)
+		}
+	}
+	return total, nil
+}
+
+// Subscribers lists the user ids subscribed to channel, one per user.
+func (b *Broker) Subscribers(ctx context.Context, channel string) ([]string, error) {
+	if !transport.ValidChannel(channel) {
+		return nil, fmt.Errorf("invalid channel name %q", channel)
+	}
+	res, err := request[*pb.SubscriberList](ctx, b, ChannelKind, channel, &pb.ListSubscribers{})
+	if err != nil {
+		return nil, err
+	}
+	return res.Users, nil
+}
+
+// UserConnections counts user's open connections across the cluster.
+func (b *Broker) UserConnections(ctx context.Context, user string) (int, error) {
+	res, err := request[*pb.SessionInfo](ctx, b, SessionKind, user, &pb.QuerySession{})
+	if err != nil {
+		return 0, err
+	}
+	return len(res.Connections), nil
+}
+
+// DisconnectUser closes every connection of user with CloseKicked.
+func (b *Broker) DisconnectUser(ctx context.Context, user string) (int, error) {
+	res, err := request[*pb.DisconnectedUser](ctx, b, SessionKind, user,
+		&pb.DisconnectUser{Code: transport.CloseKicked, Reason: "disconnected by server"})
+	if err != nil {
+		return 0, err
+	}
+	return int(res.Connections), nil
+}
+
+// CloseAll closes every connection on this node, e.g. before shutdown.
+func (b *Broker) CloseAll(code uint16, reason string) {
+	b.local.each(func(out *transport.Outbox) { out.Close(code, reason) })
+}
+
+func (b *Broker) timeout(ctx context.Context) time.Duration {
+	if deadline, ok := ctx.Deadline(); ok {
+		return time.Until(deadline)
+	}
+	return b.opts.RequestTimeout
+}
+
+func checkChannelAndData(channel string, data []byte) error {
+	if !transport.ValidChannel(channel) {
+		return fmt.Errorf("invalid channel name %q", channel)
+	}
+	if !transport.ValidJSON(data) {
+		return fmt.Errorf("publish to %s: data is not valid JSON", channel)
+	}
+	return nil
+}
+
+// connectionInbox forwards socket events to the connection actor.
+type connectionInbox struct {
+	root *actor.RootContext
+	pid  *actor.PID
+}
+
+func (c *connectionInbox) Command(cmd *pb.ClientCommand) { c.root.Send(c.pid, cmd) }
+func (c *connectionInbox) Closed()                       { c.root.Send(c.pid, &pb.SocketClosed{}) }
+
+type closedInbound struct{}
+
+func (closedInbound) Command(*pb.ClientCommand) {}
+func (closedInbound) Closed()                   {}

@@ -1,0 +1,150 @@
+package actors
+
+import (
+	"context"
+	"errors"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
+	"github.com/switchboard/switchboard/transport"
+)
+
+// connection is the actor of one client socket. It owns the connection's
+// identity and subscriptions; frames leave through its outbox, which
+// relays also write to directly.
+type connection struct {
+	b             *Broker
+	out           *transport.Outbox
+	subscriptions map[string]struct{}
+}
+
+func newConnection(b *Broker, out *transport.Outbox) *connection {
+	return &connection{b: b, out: out, subscriptions: make(map[string]struct{})}
+}
+
+func (c *connection) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		c.start(ctx)
+	case *pb.ClientCommand:
+		c.command(ctx, msg)
+	case *pb.Push:
+		c.out.Push(msg.Frame)
+	case *pb.Kick:
+		c.out.Close(uint16(msg.Code), msg.Reason)
+	case *pb.SocketClosed:
+		ctx.Stop(ctx.Self())
+	case *actor.Stopping:
+		c.stop(ctx)
+	}
+}
+
+func (c *connection) start(ctx actor.Context) {
+	c.b.metrics.Actors.WithLabelValues("connection").Inc()
+	c.b.local.add(c.out)
+	self := ctx.Self()
+	_, err := request[*pb.Attached](context.Background(), c.b, SessionKind, c.out.User,
+		&pb.Attach{ConnectionId: c.out.ID, Address: self.Address, ActorId: self.Id})
+	if err != nil {
+		c.b.log.Warn("session attach failed", "user", c.out.User, "err", err)
+		c.out.Close(1011, "session unavailable")
+		return
+	}
+	c.out.Push(transport.WelcomeFrame(c.out.User, c.out.ID))
+}
+
+func (c *connection) stop(ctx actor.Context) {
+	for ch := range c.subscriptions {
+		c.b.tell(ctx, ChannelKind, ch, &pb.Unsubscribe{Channel: ch, ConnectionId: c.out.ID})
+	}
+	ctx.Send(c.b.relay, &pb.ConnectionClosed{ConnectionId: c.out.ID})
+	c.b.tell(ctx, SessionKind, c.out.User, &pb.Detach{ConnectionId: c.out.ID})
+	c.b.local.remove(c.out.ID)
+	c.b.metrics.Actors.WithLabelValues("connection").Dec()
+}
+
+func (c *connection) command(ctx actor.Context, cmd *pb.ClientCommand) {
+	switch cmd.Kind {
+	case pb.ClientCommand_KIND_SUBSCRIBE:
+		c.subscribe(ctx, cmd)
+	case pb.ClientCommand_KIND_UNSUBSCRIBE:
+		c.unsubscribe(cmd)
+	case pb.ClientCommand_KIND_PUBLISH:
+		c.publish(cmd)
+	case pb.ClientCommand_KIND_SEND:
+		c.send(cmd)
+	case pb.ClientCommand_KIND_PING:
+		c.out.Push(transport.PongFrame(cmd.Id))
+	case pb.ClientCommand_KIND_DISCONNECT:
+		c.out.Close(transport.CloseNormal, "bye")
+	}
+}
+
+func (c *connection) subscribe(ctx actor.Context, cmd *pb.ClientCommand) {
+	_, err := request[*pb.Subscribed](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Subscribe{
+		Channel:      cmd.Channel,
+		ConnectionId: c.out.ID,
+		User:         c.out.User,
+		RelayAddress: ctx.Self().Address,
+		ReplyId:      cmd.Id,
+	})
+	if err != nil {
+		c.fail(cmd, err)
+		return
+	}
+	c.subscriptions[cmd.Channel] = struct{}{}
+}
+
+func (c *connection) unsubscribe(cmd *pb.ClientCommand) {
+	if _, ok := c.subscriptions[cmd.Channel]; !ok {
+		c.out.Push(transport.UnsubscribedFrame(cmd.Channel, cmd.Id))
+		return
+	}
+	res, err := request[*pb.Unsubscribed](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Unsubscribe{
+		Channel: cmd.Channel, ConnectionId: c.out.ID, ReplyId: cmd.Id, Reply: true,
+	})
+	if err != nil {
+		c.fail(cmd, err)
+		return
+	}
+	delete(c.subscriptions, cmd.Channel)
+	if !res.Removed {
+		c.out.Push(transport.UnsubscribedFrame(cmd.Channel, cmd.Id))
+	}
+}
+
+func (c *connection) publish(cmd *pb.ClientCommand) {
+	res, err := request[*pb.Published](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Publish{
+		Channel: cmd.Channel, User: c.out.User, Data: cmd.Data,
+	})
+	if err != nil {
+		c.fail(cmd, err)
+		return
+	}
+	if len(cmd.Id) > 0 {
+		c.out.Push(transport.PublishedFrame(cmd.Channel, res.Offset, cmd.Id))
+	}
+}
+
+func (c *connection) send(cmd *pb.ClientCommand) {
+	frame := transport.DirectFrame(c.out.User, cmd.Data, nowMillis())
+	res, err := request[*pb.SentToUser](context.Background(), c.b, SessionKind, cmd.User, &pb.SendToUser{Frame: frame})
+	if err != nil {
+		c.fail(cmd, err)
+		return
+	}
+	if len(cmd.Id) > 0 {
+		c.out.Push(transport.SentFrame(cmd.User, res.Connections, cmd.Id))
+	}
+}
+
+func (c *connection) fail(cmd *pb.ClientCommand, err error) {
+	c.b.log.Warn("client command failed", "connection", c.out.ID, "kind", cmd.Kind.String(), "err", err)
+	text := "Temporarily unavailable, try again"
+	if !errors.Is(err, transport.ErrUnavailable) {
+		text = err.Error()
+	}
+	c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeUnavailable).Inc()
+	c.out.Push(transport.ErrorFrame(transport.CodeUnavailable, text, cmd.Id))
+}

@@ -1,0 +1,223 @@
+package transport
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Backend is what the HTTP API asks of the broker; the broker's Go API
+// offers the same operations to programs that embed it.
+type Backend interface {
+	Publish(ctx context.Context, channel string, data []byte, excludeUser string) (offset uint64, err error)
+	SendToUser(ctx context.Context, user string, data []byte) (connections int, err error)
+	Broadcast(ctx context.Context, data []byte) (connections int, err error)
+	Subscribers(ctx context.Context, channel string) (users []string, err error)
+	UserConnections(ctx context.Context, user string) (connections int, err error)
+	DisconnectUser(ctx context.Context, user string) (connections int, err error)
+}
+
+// ErrUnavailable wraps failures to reach a channel or session in time.
+var ErrUnavailable = errors.New("broker unavailable")
+
+const (
+	apiRequestTimeout = 10 * time.Second
+	apiBodyOverhead   = 4096
+)
+
+type api struct {
+	key     string
+	limits  Limits
+	backend Backend
+	log     *slog.Logger
+	mux     *http.ServeMux
+}
+
+func newAPI(key string, limits Limits, backend Backend, log *slog.Logger) http.Handler {
+	a := &api{key: key, limits: limits, backend: backend, log: log, mux: http.NewServeMux()}
+	a.mux.HandleFunc("/api/publish", a.publish)
+	a.mux.HandleFunc("/api/send", a.send)
+	a.mux.HandleFunc("/api/broadcast", a.broadcast)
+	a.mux.HandleFunc("/api/subscribers", a.subscribers)
+	a.mux.HandleFunc("/api/connected", a.connected)
+	a.mux.HandleFunc("/api/disconnect", a.disconnect)
+	return a
+}
+
+func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if a.key == "" {
+		apiError(w, http.StatusNotFound, "api_disabled", "the HTTP API is off: start the broker with --api-key")
+		return
+	}
+	if !a.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard"`)
+		apiError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong API key (Authorization: Bearer KEY or X-API-Key: KEY)")
+		return
+	}
+	if _, pattern := a.mux.Handler(r); pattern == "" {
+		apiError(w, http.StatusNotFound, "not_found", "no such API method: "+r.URL.Path)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		apiError(w, http.StatusMethodNotAllowed, "method_not_allowed", "API methods take POST with a JSON body")
+		return
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+func (a *api) authorized(r *http.Request) bool {
+	given := r.Header.Get("X-API-Key")
+	if auth := r.Header.Get("Authorization"); given == "" && auth != "" {
+		scheme, token, _ := strings.Cut(auth, " ")
+		if strings.EqualFold(scheme, "bearer") || strings.EqualFold(scheme, "apikey") {
+			given = strings.TrimSpace(token)
+		}
+	}
+	return given != "" && subtle.ConstantTimeCompare([]byte(given), []byte(a.key)) == 1
+}
+
+type apiRequest struct {
+	Channel     string          `json:"channel"`
+	User        string          `json:"user"`
+	Data        json.RawMessage `json:"data"`
+	ExcludeUser string          `json:"exclude_user"`
+}
+
+// decode reads the JSON body and checks the fields named in need.
+func (a *api) decode(w http.ResponseWriter, r *http.Request, need ...string) (*apiRequest, bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, int64(a.limits.MaxDataBytes+apiBodyOverhead))
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	var req apiRequest
+	if err := dec.Decode(&req); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			apiError(w, http.StatusRequestEntityTooLarge, CodeDataTooLarge, "request body too large")
+			return nil, false
+		}
+		apiError(w, http.StatusBadRequest, CodeInvalidJSON, "body must be a JSON object: "+err.Error())
+		return nil, false
+	}
+	for _, field := range need {
+		switch field {
+		case "channel":
+			if !ValidChannel(req.Channel) {
+				apiError(w, http.StatusBadRequest, CodeInvalidChannel, "channel must be 1-255 bytes of letters, digits and _ - . : @ / =")
+				return nil, false
+			}
+		case "user":
+			if !ValidUserID(req.User) {
+				apiError(w, http.StatusBadRequest, CodeInvalidUser, "user must be 1-255 bytes of UTF-8 without control characters")
+				return nil, false
+			}
+		case "data":
+			if len(req.Data) == 0 {
+				apiError(w, http.StatusBadRequest, CodeMissingData, "missing data")
+				return nil, false
+			}
+			if len(req.Data) > a.limits.MaxDataBytes {
+				apiError(w, http.StatusRequestEntityTooLarge, CodeDataTooLarge, "data too large")
+				return nil, false
+			}
+		}
+	}
+	if req.ExcludeUser != "" && !ValidUserID(req.ExcludeUser) {
+		apiError(w, http.StatusBadRequest, CodeInvalidUser, "exclude_user must be 1-255 bytes of UTF-8 without control characters")
+		return nil, false
+	}
+	return &req, true
+}
+
+func (a *api) publish(w http.ResponseWriter, r *http.Request) {
+	req, ok := a.decode(w, r, "channel", "data")
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
+	defer cancel()
+	offset, err := a.backend.Publish(ctx, req.Channel, req.Data, req.ExcludeUser)
+	a.reply(w, err, map[string]any{"channel": req.Channel, "offset": offset})
+}
+
+func (a *api) send(w http.ResponseWriter, r *http.Request) {
+	req, ok := a.decode(w, r, "user", "data")
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
+	defer cancel()
+	n, err := a.backend.SendToUser(ctx, req.User, req.Data)
+	a.reply(w, err, map[string]any{"user": req.User, "connections": n})
+}
+
+func (a *api) broadcast(w http.ResponseWriter, r *http.Request) {
+	req, ok := a.decode(w, r, "data")
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
+	defer cancel()
+	n, err := a.backend.Broadcast(ctx, req.Data)
+	a.reply(w, err, map[string]any{"connections": n})
+}
+
+func (a *api) subscribers(w http.ResponseWriter, r *http.Request) {
+	req, ok := a.decode(w, r, "channel")
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
+	defer cancel()
+	users, err := a.backend.Subscribers(ctx, req.Channel)
+	if users == nil {
+		users = []string{}
+	}
+	a.reply(w, err, map[string]any{"channel": req.Channel, "users": users})
+}
+
+func (a *api) connected(w http.ResponseWriter, r *http.Request) {
+	req, ok := a.decode(w, r, "user")
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
+	defer cancel()
+	n, err := a.backend.UserConnections(ctx, req.User)
+	a.reply(w, err, map[string]any{"user": req.User, "connected": n > 0, "connections": n})
+}
+
+func (a *api) disconnect(w http.ResponseWriter, r *http.Request) {
+	req, ok := a.decode(w, r, "user")
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
+	defer cancel()
+	n, err := a.backend.DisconnectUser(ctx, req.User)
+	a.reply(w, err, map[string]any{"user": req.User, "connections": n})
+}
+
+func (a *api) reply(w http.ResponseWriter, err error, body map[string]any) {
+	if err != nil {
+		a.log.Warn("api request failed", "err", err)
+		apiError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func apiError(w http.ResponseWriter, status int, code, text string) {
+	writeJSON(w, status, map[string]string{"error": text, "code": code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}

@@ -1,0 +1,189 @@
+// Package transport turns bytes into broker messages and back: the
+// WebSocket server (gws), the JSON protocol codec, per-connection outboxes
+// and the HTTP endpoints.
+package transport
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+
+	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
+)
+
+// Limits the decoder enforces on client frames.
+type Limits struct {
+	// MaxDataBytes bounds the raw JSON `data` of a publication or send.
+	MaxDataBytes int
+}
+
+// ProtocolError is a client frame the broker refuses. It becomes an
+// `error` frame; the connection stays open.
+type ProtocolError struct {
+	Code string // stable, machine readable
+	Text string // for humans
+	ID   []byte // the offending frame's id, raw JSON, when it had a valid one
+}
+
+func (e *ProtocolError) Error() string { return e.Code + ": " + e.Text }
+
+// Machine codes of protocol errors; documented in docs/protocol.md.
+const (
+	CodeInvalidJSON     = "invalid_json"
+	CodeInvalidFrame    = "invalid_frame"
+	CodeInvalidID       = "invalid_id"
+	CodeMissingType     = "missing_type"
+	CodeUnknownType     = "unknown_type"
+	CodeInvalidChannel  = "invalid_channel"
+	CodeInvalidUser     = "invalid_user"
+	CodeMissingData     = "missing_data"
+	CodeDataTooLarge    = "data_too_large"
+	CodeBinaryFrame     = "binary_not_supported"
+	CodeUnavailable     = "unavailable"
+	CodeNotSubscribed   = "not_subscribed"
+	MaxChannelNameBytes = 255
+	MaxUserIDBytes      = 255
+)
+
+// clientFrame holds the fields of any client frame, undecoded, so each can
+// be checked for its JSON kind and relayed verbatim.
+type clientFrame struct {
+	Type    json.RawMessage `json:"type"`
+	Channel json.RawMessage `json:"channel"`
+	Data    json.RawMessage `json:"data"`
+	ID      json.RawMessage `json:"id"`
+	User    json.RawMessage `json:"user"`
+}
+
+var commandKinds = map[string]pb.ClientCommand_Kind{
+	"subscribe":   pb.ClientCommand_KIND_SUBSCRIBE,
+	"unsubscribe": pb.ClientCommand_KIND_UNSUBSCRIBE,
+	"message":     pb.ClientCommand_KIND_PUBLISH,
+	"publish":     pb.ClientCommand_KIND_PUBLISH,
+	"send":        pb.ClientCommand_KIND_SEND,
+	"ping":        pb.ClientCommand_KIND_PING,
+	"disconnect":  pb.ClientCommand_KIND_DISCONNECT,
+}
+
+// DecodeCommand parses one client text frame.
+func DecodeCommand(frame []byte, limits Limits) (*pb.ClientCommand, *ProtocolError) {
+	trimmed := bytes.TrimLeft(frame, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		if json.Valid(frame) {
+			return nil, &ProtocolError{Code: CodeInvalidFrame, Text: "Frame must be a JSON object"}
+		}
+		return nil, &ProtocolError{Code: CodeInvalidJSON, Text: "Invalid JSON"}
+	}
+	var f clientFrame
+	if err := json.Unmarshal(frame, &f); err != nil {
+		return nil, &ProtocolError{Code: CodeInvalidJSON, Text: "Invalid JSON"}
+	}
+	if len(f.ID) > 0 && !isNumberOrString(f.ID) {
+		return nil, &ProtocolError{Code: CodeInvalidID, Text: "id must be a number or a string"}
+	}
+	fail := func(code, text string) (*pb.ClientCommand, *ProtocolError) {
+		return nil, &ProtocolError{Code: code, Text: text, ID: f.ID}
+	}
+	if len(f.Type) == 0 || isNull(f.Type) {
+		return fail(CodeMissingType, "Missing message type")
+	}
+	typ, ok := decodeString(f.Type)
+	if !ok {
+		return fail(CodeMissingType, "Message type must be a string")
+	}
+	kind, known := commandKinds[typ]
+	if !known {
+		return fail(CodeUnknownType, "Unknown message type: "+typ)
+	}
+	cmd := &pb.ClientCommand{Kind: kind, Id: f.ID}
+	switch kind {
+	case pb.ClientCommand_KIND_SUBSCRIBE, pb.ClientCommand_KIND_UNSUBSCRIBE, pb.ClientCommand_KIND_PUBLISH:
+		channel, perr := decodeChannel(f.Channel)
+		if perr != nil {
+			perr.ID = f.ID
+			return nil, perr
+		}
+		cmd.Channel = channel
+	case pb.ClientCommand_KIND_SEND:
+		user, ok := decodeString(f.User)
+		if !ok || !ValidUserID(user) {
+			return fail(CodeInvalidUser, "send needs a user: a string of 1-255 bytes")
+		}
+		cmd.User = user
+	}
+	if kind == pb.ClientCommand_KIND_PUBLISH || kind == pb.ClientCommand_KIND_SEND {
+		if len(f.Data) == 0 {
+			return fail(CodeMissingData, "Missing data")
+		}
+		if len(f.Data) > limits.MaxDataBytes {
+			return fail(CodeDataTooLarge, "Data exceeds "+strconv.Itoa(limits.MaxDataBytes)+" bytes")
+		}
+		cmd.Data = f.Data
+	}
+	return cmd, nil
+}
+
+func decodeChannel(raw json.RawMessage) (string, *ProtocolError) {
+	if len(raw) == 0 || isNull(raw) {
+		return "", &ProtocolError{Code: CodeInvalidChannel, Text: "Missing channel"}
+	}
+	name, ok := decodeString(raw)
+	if !ok || !ValidChannel(name) {
+		return "", &ProtocolError{Code: CodeInvalidChannel,
+			Text: "Invalid channel name: 1-255 bytes of letters, digits and _ - . : @ / ="}
+	}
+	return name, nil
+}
+
+// ValidChannel reports whether name is a legal channel name.
+func ValidChannel(name string) bool {
+	if len(name) == 0 || len(name) > MaxChannelNameBytes {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '_', c == '-', c == '.', c == ':', c == '@', c == '/', c == '=':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidUserID reports whether id is usable as a user id: 1-255 bytes of
+// valid UTF-8 without control characters.
+func ValidUserID(id string) bool {
+	if len(id) == 0 || len(id) > MaxUserIDBytes || !utf8.ValidString(id) {
+		return false
+	}
+	for _, r := range id {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidJSON reports whether data is one complete JSON value.
+func ValidJSON(data []byte) bool { return len(data) > 0 && json.Valid(data) }
+
+func isNull(raw json.RawMessage) bool { return string(raw) == "null" }
+
+func isNumberOrString(raw json.RawMessage) bool {
+	c := raw[0]
+	return c == '"' || c == '-' || (c >= '0' && c <= '9')
+}
+
+func decodeString(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", false
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}

@@ -1,0 +1,241 @@
+package transport
+
+import (
+	"encoding/binary"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Server frames are built straight into WebSocket wire format: a JSON
+// payload behind an unmasked frame header. Built once, the same bytes go
+// to every receiver, so fan-out never re-encodes.
+
+const maxHeaderBytes = 10
+
+// frame accumulates one JSON object behind room for its WebSocket header.
+type frame struct{ buf []byte }
+
+func newFrame(typ string, size int) *frame {
+	f := &frame{buf: make([]byte, maxHeaderBytes, maxHeaderBytes+size+32+len(typ))}
+	f.buf = append(f.buf, `{"type":"`...)
+	f.buf = append(f.buf, typ...)
+	f.buf = append(f.buf, '"')
+	return f
+}
+
+func (f *frame) key(name string) {
+	f.buf = append(f.buf, ',', '"')
+	f.buf = append(f.buf, name...)
+	f.buf = append(f.buf, '"', ':')
+}
+
+func (f *frame) str(name, value string) {
+	f.key(name)
+	f.buf = appendJSONString(f.buf, value)
+}
+
+func (f *frame) uint(name string, value uint64) {
+	f.key(name)
+	f.buf = strconv.AppendUint(f.buf, value, 10)
+}
+
+func (f *frame) int(name string, value int64) {
+	f.key(name)
+	f.buf = strconv.AppendInt(f.buf, value, 10)
+}
+
+// raw appends an already valid JSON value; an empty one is left out.
+func (f *frame) raw(name string, value []byte) {
+	if len(value) == 0 {
+		return
+	}
+	f.key(name)
+	f.buf = append(f.buf, value...)
+}
+
+// done closes the object and writes the header in front of it.
+func (f *frame) done() []byte {
+	f.buf = append(f.buf, '}')
+	return wrapText(f.buf)
+}
+
+// wrapText puts a text-frame header in the first maxHeaderBytes of buf,
+// right before the payload, and returns the frame.
+func wrapText(buf []byte) []byte {
+	return wrap(0x81, buf)
+}
+
+func wrap(opcode byte, buf []byte) []byte {
+	n := len(buf) - maxHeaderBytes
+	switch {
+	case n < 126:
+		buf[8], buf[9] = opcode, byte(n)
+		return buf[8:]
+	case n <= 0xffff:
+		buf[6], buf[7] = opcode, 126
+		binary.BigEndian.PutUint16(buf[8:], uint16(n))
+		return buf[6:]
+	default:
+		buf[0], buf[1] = opcode, 127
+		binary.BigEndian.PutUint64(buf[2:], uint64(n))
+		return buf
+	}
+}
+
+// FramePayload returns the JSON payload of a frame built here.
+func FramePayload(frame []byte) []byte {
+	switch frame[1] {
+	case 126:
+		return frame[4:]
+	case 127:
+		return frame[10:]
+	default:
+		return frame[2:]
+	}
+}
+
+// MessageFrame is a publication as every subscriber receives it.
+func MessageFrame(channel, from string, data []byte, offset uint64, timestampMs int64) []byte {
+	f := newFrame("message", len(channel)+len(from)+len(data)+64)
+	f.str("channel", channel)
+	if from != "" {
+		f.str("from", from)
+	}
+	f.raw("data", data)
+	f.uint("offset", offset)
+	f.int("timestamp", timestampMs)
+	return f.done()
+}
+
+// DirectFrame is data sent to one user.
+func DirectFrame(from string, data []byte, timestampMs int64) []byte {
+	f := newFrame("direct", len(from)+len(data)+32)
+	if from != "" {
+		f.str("from", from)
+	}
+	f.raw("data", data)
+	f.int("timestamp", timestampMs)
+	return f.done()
+}
+
+// SubscribedFrame answers a subscribe.
+func SubscribedFrame(channel string, offset uint64, epoch string, id []byte) []byte {
+	f := newFrame("subscribed", len(channel)+len(epoch)+len(id)+48)
+	f.str("channel", channel)
+	f.uint("offset", offset)
+	f.str("epoch", epoch)
+	f.raw("id", id)
+	return f.done()
+}
+
+// UnsubscribedFrame answers an unsubscribe.
+func UnsubscribedFrame(channel string, id []byte) []byte {
+	f := newFrame("unsubscribed", len(channel)+len(id)+16)
+	f.str("channel", channel)
+	f.raw("id", id)
+	return f.done()
+}
+
+// PublishedFrame acknowledges a publication that carried an id.
+func PublishedFrame(channel string, offset uint64, id []byte) []byte {
+	f := newFrame("published", len(channel)+len(id)+32)
+	f.str("channel", channel)
+	f.uint("offset", offset)
+	f.raw("id", id)
+	return f.done()
+}
+
+// SentFrame acknowledges a send to a user.
+func SentFrame(user string, connections uint32, id []byte) []byte {
+	f := newFrame("sent", len(user)+len(id)+32)
+	f.str("user", user)
+	f.uint("connections", uint64(connections))
+	f.raw("id", id)
+	return f.done()
+}
+
+// PongFrame answers a ping.
+func PongFrame(id []byte) []byte {
+	f := newFrame("pong", len(id))
+	f.raw("id", id)
+	return f.done()
+}
+
+// WelcomeFrame is the first frame of every connection.
+func WelcomeFrame(user, connectionID string) []byte {
+	f := newFrame("welcome", len(user)+len(connectionID)+32)
+	f.str("user", user)
+	f.str("connection_id", connectionID)
+	return f.done()
+}
+
+// ErrorFrame reports a refused frame or a failed operation.
+func ErrorFrame(code, text string, id []byte) []byte {
+	f := newFrame("error", len(code)+len(text)+len(id)+24)
+	f.str("error", text)
+	f.str("code", code)
+	f.raw("id", id)
+	return f.done()
+}
+
+// CloseFrame is a WebSocket close control frame with a code and reason.
+func CloseFrame(code uint16, reason string) []byte {
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	buf := make([]byte, maxHeaderBytes, maxHeaderBytes+2+len(reason))
+	buf = binary.BigEndian.AppendUint16(buf, code)
+	buf = append(buf, reason...)
+	return wrap(0x88, buf)
+}
+
+// PongControlFrame answers a WebSocket ping control frame.
+func PongControlFrame(payload []byte) []byte {
+	buf := make([]byte, maxHeaderBytes, maxHeaderBytes+len(payload))
+	buf = append(buf, payload...)
+	return wrap(0x8A, buf)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
+func appendJSONString(buf []byte, s string) []byte {
+	buf = append(buf, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			buf = append(buf, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				buf = append(buf, '\\', c)
+			case '\n':
+				buf = append(buf, '\\', 'n')
+			case '\r':
+				buf = append(buf, '\\', 'r')
+			case '\t':
+				buf = append(buf, '\\', 't')
+			default:
+				buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			buf = append(buf, s[start:i]...)
+			buf = append(buf, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	buf = append(buf, s[start:]...)
+	return append(buf, '"')
+}

@@ -1,0 +1,55 @@
+package transport
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the broker's Prometheus series, on a registry of their own so
+// that several brokers can live in one process (tests do).
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Connections        prometheus.Gauge
+	Actors             *prometheus.GaugeVec
+	Subscriptions      prometheus.Gauge
+	MessagesIn         prometheus.Counter
+	FramesOut          prometheus.Counter
+	Publications       prometheus.Counter
+	Deliveries         prometheus.Counter
+	SlowConsumerCloses prometheus.Counter
+	ProtocolErrors     *prometheus.CounterVec
+}
+
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_connections", Help: "Open WebSocket connections."}),
+		Actors: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchboard_actors", Help: "Live actors by kind (connection, channel, session)."},
+			[]string{"kind"}),
+		Subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_subscriptions", Help: "Channel subscriptions held by channels on this node."}),
+		MessagesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_messages_in_total", Help: "Client frames received."}),
+		FramesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_messages_out_total", Help: "Frames written to clients."}),
+		Publications: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_publications_total", Help: "Publications sequenced by channels on this node."}),
+		Deliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_deliveries_total", Help: "Publications queued to subscriber connections on this node."}),
+		SlowConsumerCloses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_slow_consumer_closes_total", Help: "Connections closed because their outbox overflowed."}),
+		ProtocolErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_protocol_errors_total", Help: "Client frames refused, by error code."},
+			[]string{"code"}),
+	}
+	m.Registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.Connections, m.Actors, m.Subscriptions, m.MessagesIn, m.FramesOut,
+		m.Publications, m.Deliveries, m.SlowConsumerCloses, m.ProtocolErrors,
+	)
+	return m
+}

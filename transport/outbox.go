@@ -1,0 +1,189 @@
+package transport
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// Close codes the broker uses besides the RFC 6455 ones; see docs/protocol.md.
+const (
+	CloseNormal         = 1000
+	CloseServiceRestart = 1012
+	CloseSlowConsumer   = 4009
+	CloseKicked         = 4010
+	closeHandshakeGrace = 2 * time.Second
+	slowConsumerGrace   = time.Second
+)
+
+// OutboxLimits bound what may wait for one slow socket.
+type OutboxLimits struct {
+	MaxFrames    int
+	MaxBytes     int
+	WriteTimeout time.Duration
+}
+
+// Outbox is a connection's bounded queue of encoded frames. Producers
+// (relays, the connection actor) push without blocking; one writer
+// goroutine, started only while frames wait, drains everything queued in a
+// single vectored write, so a burst of deliveries costs one syscall.
+type Outbox struct {
+	ID   string
+	User string
+
+	conn       net.Conn
+	limits     OutboxLimits
+	metrics    *Metrics
+	onOverflow func(*Outbox)
+
+	mu         sync.Mutex
+	queue      [][]byte
+	spare      [][]byte
+	queued     int
+	writing    bool
+	closing    bool // no more frames accepted
+	closeFrame []byte
+	broken     bool // the socket failed or was closed under us
+}
+
+func newOutbox(conn net.Conn, id, user string, limits OutboxLimits, metrics *Metrics, onOverflow func(*Outbox)) *Outbox {
+	return &Outbox{ID: id, User: user, conn: conn, limits: limits, metrics: metrics, onOverflow: onOverflow}
+}
+
+// Push queues a frame; false means it was dropped because the outbox is
+// closing. A push that overflows the limits cuts the connection off.
+func (o *Outbox) Push(frame []byte) bool {
+	o.mu.Lock()
+	if o.closing {
+		o.mu.Unlock()
+		return false
+	}
+	if len(o.queue) >= o.limits.MaxFrames || o.queued+len(frame) > o.limits.MaxBytes {
+		o.overflowLocked()
+		o.mu.Unlock()
+		return false
+	}
+	o.queue = append(o.queue, frame)
+	o.queued += len(frame)
+	start := !o.writing
+	o.writing = true
+	o.mu.Unlock()
+	if start {
+		go o.drain()
+	}
+	return true
+}
+
+// overflowLocked drops what waits and closes with CloseSlowConsumer. The
+// writer is likely stuck on a full socket: a short deadline frees it, and
+// the close frame is only sent if the socket takes it within that grace.
+func (o *Outbox) overflowLocked() {
+	o.closing = true
+	o.queue, o.queued = nil, 0
+	o.closeFrame = CloseFrame(CloseSlowConsumer, "slow consumer")
+	_ = o.conn.SetWriteDeadline(time.Now().Add(slowConsumerGrace))
+	if o.onOverflow != nil {
+		go o.onOverflow(o)
+	}
+	if !o.writing {
+		o.writing = true
+		go o.drain()
+	}
+}
+
+// Close sends what is queued, then a close frame with code and reason,
+// then ends the connection.
+func (o *Outbox) Close(code uint16, reason string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closing {
+		return
+	}
+	o.closing = true
+	o.closeFrame = CloseFrame(code, reason)
+	if !o.writing {
+		o.writing = true
+		go o.drain()
+	}
+}
+
+// socketGone marks the outbox dead after the socket closed.
+func (o *Outbox) socketGone() {
+	o.mu.Lock()
+	o.closing, o.broken = true, true
+	o.queue, o.queued = nil, 0
+	o.mu.Unlock()
+}
+
+func (o *Outbox) drain() {
+	for {
+		o.mu.Lock()
+		if len(o.queue) == 0 || o.broken {
+			closeFrame := o.closeFrame
+			o.closeFrame = nil
+			if closeFrame == nil || o.broken {
+				o.writing = false
+				o.mu.Unlock()
+				return
+			}
+			o.mu.Unlock()
+			o.finish(closeFrame)
+			o.mu.Lock()
+			o.writing = false
+			o.mu.Unlock()
+			return
+		}
+		batch := o.queue
+		o.queue, o.spare = o.spare[:0], nil
+		o.queued = 0
+		o.mu.Unlock()
+
+		if !o.write(batch) {
+			o.mu.Lock()
+			o.broken, o.closing, o.writing = true, true, false
+			o.queue, o.queued = nil, 0
+			o.mu.Unlock()
+			_ = o.conn.Close()
+			return
+		}
+		clear(batch)
+		o.mu.Lock()
+		if o.spare == nil {
+			o.spare = batch[:0]
+		}
+		o.mu.Unlock()
+	}
+}
+
+func (o *Outbox) write(batch [][]byte) bool {
+	if o.limits.WriteTimeout > 0 {
+		// Under the lock, so an overflow's shorter deadline is never undone.
+		o.mu.Lock()
+		if !o.closing {
+			_ = o.conn.SetWriteDeadline(time.Now().Add(o.limits.WriteTimeout))
+		}
+		o.mu.Unlock()
+	}
+	buffers := net.Buffers(batch)
+	_, err := buffers.WriteTo(o.conn)
+	if err == nil && o.metrics != nil {
+		o.metrics.FramesOut.Add(float64(len(batch)))
+	}
+	return err == nil
+}
+
+// finish writes the close frame, then half-closes so the client's close
+// reply can still arrive; the read loop ends on it or on the grace deadline.
+func (o *Outbox) finish(closeFrame []byte) {
+	_ = o.conn.SetWriteDeadline(time.Now().Add(slowConsumerGrace))
+	if _, err := o.conn.Write(closeFrame); err != nil {
+		_ = o.conn.Close()
+		return
+	}
+	if tcp, ok := o.conn.(interface{ CloseWrite() error }); ok {
+		_ = tcp.CloseWrite()
+		_ = o.conn.SetReadDeadline(time.Now().Add(closeHandshakeGrace))
+		return
+	}
+	_ = o.conn.Close()
+}
