@@ -1,0 +1,333 @@
+// Package tests drives the broker from outside: real server processes on
+// loopback, real WebSocket clients, nothing mocked.
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+var brokerBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "switchboard-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	brokerBinary = filepath.Join(dir, "switchboard")
+	args := []string{"build", "-o", brokerBinary}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "../cmd/switchboard")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the broker:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// server is one broker process.
+type server struct {
+	t      testing.TB
+	cmd    *exec.Cmd
+	addr   string
+	apiKey string
+	logMu  sync.Mutex
+	log    bytes.Buffer
+	exited chan struct{}
+}
+
+var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+// startServer runs the broker with args on a free loopback port and waits
+// until it accepts connections.
+func startServer(t testing.TB, args ...string) *server {
+	t.Helper()
+	s := &server{t: t, exited: make(chan struct{})}
+	for i, a := range args {
+		if a == "--api-key" && i+1 < len(args) {
+			s.apiKey = args[i+1]
+		}
+	}
+	s.cmd = exec.Command(brokerBinary, append([]string{"--addr", "127.0.0.1:0", "--grain-idle-timeout", "200ms"}, args...)...)
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan string, 1)
+	go func() {
+		defer close(s.exited)
+		scanner := bufio.NewScanner(stderr)
+		scanner.Buffer(make([]byte, 64<<10), 1<<20)
+		for scanner.Scan() {
+			line := scanner.Text()
+			s.logMu.Lock()
+			s.log.WriteString(line + "\n")
+			s.logMu.Unlock()
+			if m := listeningLine.FindStringSubmatch(line); m != nil {
+				ready <- m[1]
+			}
+		}
+		_ = s.cmd.Wait()
+	}()
+	select {
+	case s.addr = <-ready:
+	case <-s.exited:
+		t.Fatalf("broker exited before listening:\n%s", s.output())
+	case <-time.After(30 * time.Second):
+		_ = s.cmd.Process.Kill()
+		t.Fatalf("broker did not start listening within 30s:\n%s", s.output())
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *server) output() string {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	return s.log.String()
+}
+
+// stop ends the broker with SIGTERM and fails the test on a data race or panic.
+func (s *server) stop() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+		s.t.Errorf("broker did not exit within 20s of SIGTERM")
+	}
+	out := s.output()
+	if strings.Contains(out, "DATA RACE") || strings.Contains(out, "panic:") {
+		s.t.Errorf("broker log shows a race or panic:\n%s", out)
+	}
+}
+
+func (s *server) wsURL(query string) string {
+	u := "ws://" + s.addr + "/ws"
+	if query != "" {
+		u += "?" + query
+	}
+	return u
+}
+
+// metric reads one unlabelled (or label-filtered) series from /metrics.
+func (s *server) metric(t testing.TB, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+// api calls the HTTP API and returns the status and decoded body.
+func (s *server) api(t testing.TB, method string, body any) (int, map[string]any) {
+	t.Helper()
+	var raw []byte
+	switch b := body.(type) {
+	case string:
+		raw = []byte(b)
+	default:
+		raw, _ = json.Marshal(b)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+s.addr+"/api/"+method, bytes.NewReader(raw))
+	req.Header.Set("Authorization", "Bearer "+s.apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// client is a real WebSocket client of the broker.
+type client struct {
+	t       testing.TB
+	conn    *gws.Conn
+	frames  chan []byte
+	closed  chan struct{}
+	closeMu sync.Mutex
+	code    uint16
+	welcome map[string]any
+}
+
+type clientEvents struct{ c *client }
+
+func (e clientEvents) OnOpen(*gws.Conn)         {}
+func (e clientEvents) OnPing(*gws.Conn, []byte) {}
+func (e clientEvents) OnPong(*gws.Conn, []byte) {}
+func (e clientEvents) OnClose(_ *gws.Conn, err error) {
+	e.c.closeMu.Lock()
+	if ce, ok := err.(*gws.CloseError); ok {
+		e.c.code = ce.Code
+	}
+	e.c.closeMu.Unlock()
+	close(e.c.closed)
+}
+func (e clientEvents) OnMessage(_ *gws.Conn, m *gws.Message) {
+	e.c.frames <- bytes.Clone(m.Bytes())
+	m.Close()
+}
+
+// connect opens a connection as user and waits for its welcome.
+func (s *server) connect(t testing.TB, user string) *client {
+	t.Helper()
+	c := s.dial(t, "user="+user, nil, true)
+	c.welcome = c.expect("welcome")
+	return c
+}
+
+// dial opens a connection; read=false leaves the socket unread, like a
+// stalled client.
+func (s *server) dial(t testing.TB, query string, header http.Header, read bool) *client {
+	t.Helper()
+	c := &client{t: t, frames: make(chan []byte, 20000), closed: make(chan struct{})}
+	conn, resp, err := gws.NewClient(clientEvents{c}, &gws.ClientOption{
+		Addr:                s.wsURL(query),
+		RequestHeader:       header,
+		ReadMaxPayloadSize:  16 << 20,
+		WriteMaxPayloadSize: 16 << 20,
+	})
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial %s: %v (HTTP %d)", query, err, status)
+	}
+	c.conn = conn
+	if read {
+		go conn.ReadLoop()
+	}
+	t.Cleanup(func() { _ = conn.NetConn().Close() })
+	return c
+}
+
+// send writes a raw text frame.
+func (c *client) send(frame string) {
+	c.t.Helper()
+	if err := c.conn.WriteString(frame); err != nil {
+		c.t.Fatalf("send %s: %v", frame, err)
+	}
+}
+
+// sendJSON writes v as a JSON text frame.
+func (c *client) sendJSON(v any) {
+	c.t.Helper()
+	raw, _ := json.Marshal(v)
+	c.send(string(raw))
+}
+
+const waitTimeout = 10 * time.Second
+
+// next returns the next frame, raw.
+func (c *client) next() []byte {
+	c.t.Helper()
+	select {
+	case f := <-c.frames:
+		// Client libraries use these names for their own lifecycle events.
+		if bytes.Contains(f, []byte(`"type":"connected"`)) || bytes.Contains(f, []byte(`"type":"disconnected"`)) {
+			c.t.Fatalf("the server sent a reserved frame type: %s", f)
+		}
+		return f
+	case <-time.After(waitTimeout):
+		c.t.Fatalf("no frame within %s", waitTimeout)
+		return nil
+	}
+}
+
+// expect returns the next frame, which must have the given type.
+func (c *client) expect(typ string) map[string]any {
+	c.t.Helper()
+	raw := c.next()
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		c.t.Fatalf("frame is not JSON: %s", raw)
+	}
+	if m["type"] != typ {
+		c.t.Fatalf("expected a %q frame, got %s", typ, raw)
+	}
+	return m
+}
+
+// expectNothing asserts no frame arrives for d.
+func (c *client) expectNothing(d time.Duration) {
+	c.t.Helper()
+	select {
+	case f := <-c.frames:
+		c.t.Fatalf("expected no frame, got %s", f)
+	case <-time.After(d):
+	}
+}
+
+// expectClose waits for the server to close the connection and returns the code.
+func (c *client) expectClose() uint16 {
+	c.t.Helper()
+	select {
+	case <-c.closed:
+	case <-time.After(waitTimeout):
+		c.t.Fatalf("connection not closed within %s", waitTimeout)
+	}
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	return c.code
+}
+
+// subscribe joins channel and waits for the confirmation.
+func (c *client) subscribe(channel string) map[string]any {
+	c.t.Helper()
+	c.sendJSON(map[string]any{"type": "subscribe", "channel": channel, "id": "sub-" + channel})
+	return c.expect("subscribed")
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
