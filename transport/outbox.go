@@ -46,7 +46,8 @@ type Outbox struct {
 	broken     bool // the socket failed or was closed under us
 }
 
-func newOutbox(conn net.Conn, id, user string, limits OutboxLimits, metrics *Metrics, onOverflow func(*Outbox)) *Outbox {
+// NewOutbox wraps conn, an upgraded WebSocket connection, for connection id of user.
+func NewOutbox(conn net.Conn, id, user string, limits OutboxLimits, metrics *Metrics, onOverflow func(*Outbox)) *Outbox {
 	return &Outbox{ID: id, User: user, conn: conn, limits: limits, metrics: metrics, onOverflow: onOverflow}
 }
 

@@ -65,7 +65,7 @@ var roomy = OutboxLimits{MaxFrames: 100000, MaxBytes: 64 << 20, WriteTimeout: 5 
 
 func TestOutboxDeliversInOrder(t *testing.T) {
 	server, client := tcpPair(t)
-	out := newOutbox(server, "c1", "u", roomy, nil, nil)
+	out := NewOutbox(server, "c1", "u", roomy, nil, nil)
 	const n = 5000
 	go func() {
 		for i := range n {
@@ -86,7 +86,7 @@ func TestOutboxDeliversInOrder(t *testing.T) {
 
 func TestOutboxCloseSendsQueuedFramesThenCloseFrame(t *testing.T) {
 	server, client := tcpPair(t)
-	out := newOutbox(server, "c1", "u", roomy, nil, nil)
+	out := NewOutbox(server, "c1", "u", roomy, nil, nil)
 	out.Push(PongFrame([]byte(`1`)))
 	out.Push(PongFrame([]byte(`2`)))
 	out.Close(CloseKicked, "bye")
@@ -112,7 +112,7 @@ func TestOutboxOverflowCutsOffAStalledReader(t *testing.T) {
 	server, client := tcpPair(t) // the client end does not read
 	var overflows atomic.Int32
 	limits := OutboxLimits{MaxFrames: 32, MaxBytes: 1 << 20, WriteTimeout: 5 * time.Second}
-	out := newOutbox(server, "c1", "u", limits, nil, func(*Outbox) { overflows.Add(1) })
+	out := NewOutbox(server, "c1", "u", limits, nil, func(*Outbox) { overflows.Add(1) })
 	frame := MessageFrame("c", "", []byte(`"`+strings.Repeat("x", 32<<10)+`"`), 1, 1)
 	pushed := 0
 	for ; pushed < 100000 && out.Push(frame); pushed++ {
@@ -153,7 +153,7 @@ func BenchmarkOutboxBurst(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer conn.Close()
-	out := newOutbox(conn, "c1", "u", roomy, nil, nil)
+	out := NewOutbox(conn, "c1", "u", roomy, nil, nil)
 	frame := MessageFrame("game:1", "p", []byte(`{"x":1,"y":2,"pad":"0123456789012345678901234567890123"}`), 1, 1)
 	b.ReportAllocs()
 	n := 0

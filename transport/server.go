@@ -114,7 +114,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := s.nodeTag + "-" + uitoa36(s.nextConn.Add(1))
-	out := newOutbox(socket.NetConn(), id, user, s.opts.Outbox, s.metrics, s.slowConsumer)
+	out := NewOutbox(socket.NetConn(), id, user, s.opts.Outbox, s.metrics, s.slowConsumer)
 	state := &socketState{out: out}
 	socket.Session().Store(socketKey, state)
 	state.inbound = s.connector.Open(out)

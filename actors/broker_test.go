@@ -1,0 +1,177 @@
+package actors
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/switchboard/switchboard/cluster"
+	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
+	"github.com/switchboard/switchboard/transport"
+)
+
+func startBroker(t *testing.T) *Broker {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := NewBroker(Options{RequestTimeout: 2 * time.Second, GrainIdleTimeout: 100 * time.Millisecond}, transport.NewMetrics(), log)
+	node, err := cluster.Start(cluster.Config{Name: "test", NodeAddr: "127.0.0.1:0", RequestTimeout: 2 * time.Second, Log: log, LogLevel: slog.LevelError}, b.Kinds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Stop)
+	if err := b.Start(node.Cluster); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// peer is the client end of a connection opened straight on the broker.
+type peer struct {
+	t       *testing.T
+	inbound transport.Inbound
+	frames  chan map[string]any
+}
+
+func openPeer(t *testing.T, b *Broker, id, user string) *peer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); accepted <- c }()
+	clientEnd, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverEnd := <-accepted
+	t.Cleanup(func() { clientEnd.Close(); serverEnd.Close() })
+	out := transport.NewOutbox(serverEnd, id, user, transport.OutboxLimits{MaxFrames: 1000, MaxBytes: 1 << 20}, nil, nil)
+	p := &peer{t: t, inbound: b.Open(out), frames: make(chan map[string]any, 1000)}
+	go func() {
+		r := bufio.NewReader(clientEnd)
+		for {
+			var head [2]byte
+			if _, err := io.ReadFull(r, head[:]); err != nil {
+				close(p.frames)
+				return
+			}
+			n := int(head[1])
+			if n == 126 {
+				var ext [2]byte
+				_, _ = io.ReadFull(r, ext[:])
+				n = int(binary.BigEndian.Uint16(ext[:]))
+			}
+			payload := make([]byte, n)
+			_, _ = io.ReadFull(r, payload)
+			if head[0]&0x0f != 1 {
+				continue
+			}
+			var m map[string]any
+			_ = json.Unmarshal(payload, &m)
+			p.frames <- m
+		}
+	}()
+	p.expect("welcome")
+	return p
+}
+
+func (p *peer) expect(typ string) map[string]any {
+	p.t.Helper()
+	select {
+	case m := <-p.frames:
+		if m["type"] != typ {
+			p.t.Fatalf("want %s, got %v", typ, m)
+		}
+		return m
+	case <-time.After(5 * time.Second):
+		p.t.Fatalf("no %s frame", typ)
+		return nil
+	}
+}
+
+func TestGoAPI(t *testing.T) {
+	b := startBroker(t)
+	ctx := context.Background()
+	alice := openPeer(t, b, "c1", "alice")
+	bob := openPeer(t, b, "c2", "bob")
+	for _, p := range []*peer{alice, bob} {
+		p.inbound.Command(&pb.ClientCommand{Kind: pb.ClientCommand_KIND_SUBSCRIBE, Channel: "room:1"})
+		p.expect("subscribed")
+	}
+
+	offset, err := b.Publish(ctx, "room:1", []byte(`{"hello":"world"}`), "bob")
+	if err != nil || offset != 1 {
+		t.Fatalf("Publish = %d, %v", offset, err)
+	}
+	if m := alice.expect("message"); m["offset"] != float64(1) {
+		t.Fatalf("alice got %v", m)
+	}
+	users, err := b.Subscribers(ctx, "room:1")
+	if err != nil || strings.Join(users, ",") != "alice,bob" {
+		t.Fatalf("Subscribers = %v, %v", users, err)
+	}
+	if n, err := b.SendToUser(ctx, "bob", []byte(`"hi"`)); err != nil || n != 1 {
+		t.Fatalf("SendToUser = %d, %v", n, err)
+	}
+	if d := bob.expect("direct"); d["data"] != "hi" {
+		t.Fatalf("bob got %v", d)
+	}
+	if n, err := b.UserConnections(ctx, "alice"); err != nil || n != 1 {
+		t.Fatalf("UserConnections = %d, %v", n, err)
+	}
+	if n, err := b.Broadcast(ctx, []byte(`1`)); err != nil || n != 2 {
+		t.Fatalf("Broadcast = %d, %v", n, err)
+	}
+
+	for _, bad := range []struct {
+		channel string
+		data    string
+	}{{"bad channel", `1`}, {"ok", `{not json`}, {"ok", ``}} {
+		if _, err := b.Publish(ctx, bad.channel, []byte(bad.data), ""); err == nil {
+			t.Errorf("Publish(%q, %q) accepted", bad.channel, bad.data)
+		}
+	}
+	if _, err := b.SendToUser(ctx, "bob", []byte(`nope`)); err == nil {
+		t.Error("SendToUser with invalid JSON accepted")
+	}
+}
+
+func TestGrainsPassivateWhenUnused(t *testing.T) {
+	b := startBroker(t)
+	p := openPeer(t, b, "c1", "carol")
+	p.inbound.Command(&pb.ClientCommand{Kind: pb.ClientCommand_KIND_SUBSCRIBE, Channel: "tmp:1"})
+	p.expect("subscribed")
+	channels := b.metrics.Actors.WithLabelValues(ChannelKind)
+	sessions := b.metrics.Actors.WithLabelValues(SessionKind)
+	if testutil.ToFloat64(channels) != 1 || testutil.ToFloat64(sessions) != 1 {
+		t.Fatalf("channels %v sessions %v", testutil.ToFloat64(channels), testutil.ToFloat64(sessions))
+	}
+	time.Sleep(300 * time.Millisecond) // past the idle timeout: still in use, so still active
+	if testutil.ToFloat64(channels) != 1 {
+		t.Fatal("a channel with a subscriber passivated")
+	}
+	p.inbound.Closed()
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(channels)+testutil.ToFloat64(sessions) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("grains still active: channels %v sessions %v", testutil.ToFloat64(channels), testutil.ToFloat64(sessions))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A passivated channel comes back on the next use, with a new epoch.
+	offset, err := b.Publish(context.Background(), "tmp:1", []byte(`1`), "")
+	if err != nil || offset != 1 {
+		t.Fatalf("Publish after passivation = %d, %v", offset, err)
+	}
+}
