@@ -188,9 +188,13 @@ func (b *Broker) DisconnectUser(ctx context.Context, user string) (int, error) {
 	return int(res.Connections), nil
 }
 
-// CloseAll closes every connection on this node, e.g. before shutdown.
-func (b *Broker) CloseAll(code uint16, reason string) {
+// CloseAll closes every connection on this node with code and waits,
+// until ctx ends, for them to be gone.
+func (b *Broker) CloseAll(ctx context.Context, code uint16, reason string) {
 	b.local.each(func(out *transport.Outbox) { out.Close(code, reason) })
+	for b.local.count() > 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (b *Broker) timeout(ctx context.Context) time.Duration {

@@ -38,6 +38,12 @@ func (l *localConnections) get(id string) *transport.Outbox {
 	return l.byID[id]
 }
 
+func (l *localConnections) count() int {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return len(l.byID)
+}
+
 func (l *localConnections) each(f func(*transport.Outbox)) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()

@@ -56,6 +56,7 @@ type server struct {
 	logMu  sync.Mutex
 	log    bytes.Buffer
 	exited chan struct{}
+	once   sync.Once
 }
 
 var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
@@ -113,7 +114,9 @@ func (s *server) output() string {
 }
 
 // stop ends the broker with SIGTERM and fails the test on a data race or panic.
-func (s *server) stop() {
+func (s *server) stop() { s.once.Do(s.terminate) }
+
+func (s *server) terminate() {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:

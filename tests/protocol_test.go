@@ -184,3 +184,19 @@ func TestProtocol(t *testing.T) {
 	})
 
 }
+
+func TestShutdownClosesClientsWithServiceRestart(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	clients := []*client{srv.connect(t, "a"), srv.connect(t, "b")}
+	clients[0].subscribe("x:1")
+	srv.stop()
+	for _, c := range clients {
+		if code := c.expectClose(); code != 1012 {
+			t.Fatalf("close code %d, want 1012", code)
+		}
+	}
+	if code := srv.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}

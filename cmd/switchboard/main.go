@@ -91,6 +91,6 @@ func run(cfg config) error {
 	if err := server.Shutdown(ctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	broker.CloseAll(transport.CloseServiceRestart, "server restarting")
+	broker.CloseAll(ctx, transport.CloseServiceRestart, "server restarting")
 	return nil
 }
