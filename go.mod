@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/asynkron/protoactor-go v0.0.0-20240822202345-3c0e61ca19c9
+	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/lxzan/gws v1.8.9
 	github.com/prometheus/client_golang v1.25.0
 	google.golang.org/protobuf v1.36.13-0.20261016172727-e9ee2a76ab8e

@@ -32,7 +32,15 @@ type Options struct {
 	// GrainIdleTimeout is how long a channel without subscribers, or a
 	// session without connections, stays active before it passivates.
 	GrainIdleTimeout time.Duration
+	// MaxSubscriptions bounds one connection's channels; 0: no limit.
+	MaxSubscriptions int
+	// MaxConnectionsPerUser bounds a user's connections across the
+	// cluster; 0: no limit.
+	MaxConnectionsPerUser int
 }
+
+// Close codes the actors use; see docs/protocol.md.
+const CloseTooManyConnections = 4029
 
 // Broker wires actors to the cluster and offers the backend operations.
 type Broker struct {

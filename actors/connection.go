@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -44,11 +45,19 @@ func (c *connection) start(ctx actor.Context) {
 	c.b.metrics.Actors.WithLabelValues("connection").Inc()
 	c.b.local.add(c.out)
 	self := ctx.Self()
-	_, err := request[*pb.Attached](context.Background(), c.b, SessionKind, c.out.User,
-		&pb.Attach{ConnectionId: c.out.ID, Address: self.Address, ActorId: self.Id})
+	res, err := request[*pb.Attached](context.Background(), c.b, SessionKind, c.out.User, &pb.Attach{
+		ConnectionId: c.out.ID, Address: self.Address, ActorId: self.Id,
+		MaxConnections: uint32(c.b.opts.MaxConnectionsPerUser),
+	})
 	if err != nil {
 		c.b.log.Warn("session attach failed", "user", c.out.User, "err", err)
 		c.out.Close(1011, "session unavailable")
+		return
+	}
+	if res.Refused {
+		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeTooManyConns).Inc()
+		c.out.Push(transport.ErrorFrame(transport.CodeTooManyConns, "Too many connections for this user", nil))
+		c.out.Close(CloseTooManyConnections, "too many connections")
 		return
 	}
 	c.out.Push(transport.WelcomeFrame(c.out.User, c.out.ID))
@@ -82,6 +91,12 @@ func (c *connection) command(ctx actor.Context, cmd *pb.ClientCommand) {
 }
 
 func (c *connection) subscribe(ctx actor.Context, cmd *pb.ClientCommand) {
+	if _, already := c.subscriptions[cmd.Channel]; !already && c.b.opts.MaxSubscriptions > 0 && len(c.subscriptions) >= c.b.opts.MaxSubscriptions {
+		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeTooManySubs).Inc()
+		c.out.Push(transport.ErrorFrame(transport.CodeTooManySubs,
+			fmt.Sprintf("Too many subscriptions: at most %d per connection", c.b.opts.MaxSubscriptions), cmd.Id))
+		return
+	}
 	_, err := request[*pb.Subscribed](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Subscribe{
 		Channel:      cmd.Channel,
 		ConnectionId: c.out.ID,

@@ -29,6 +29,10 @@ func (s *session) Receive(ctx actor.Context) {
 	case *actor.Stopped:
 		s.b.metrics.Actors.WithLabelValues(SessionKind).Dec()
 	case *pb.Attach:
+		if _, known := s.connections[msg.ConnectionId]; !known && msg.MaxConnections > 0 && len(s.connections) >= int(msg.MaxConnections) {
+			ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections)), Refused: true})
+			return
+		}
 		s.connections[msg.ConnectionId] = actor.NewPID(msg.Address, msg.ActorId)
 		ctx.SetReceiveTimeout(0)
 		ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections))})

@@ -10,7 +10,7 @@ import (
 
 func TestFanout(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t)
+	srv := startServer(t, "--rate-limit", "0")
 
 	t.Run("two users chat and see one order", func(t *testing.T) {
 		alice, bob := srv.connect(t, "alice"), srv.connect(t, "bob")
@@ -96,7 +96,7 @@ func TestFanout(t *testing.T) {
 
 func TestSlowConsumerIsCutOffWhileOthersKeepReceiving(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, "--outbox-messages", "64", "--outbox-bytes", "262144")
+	srv := startServer(t, "--rate-limit", "0", "--outbox-messages", "64", "--outbox-bytes", "262144")
 	healthy := srv.connect(t, "healthy")
 	healthy.subscribe("game:1")
 	stalled := srv.dial(t, "user=stalled", nil, false) // never reads

@@ -12,7 +12,7 @@ import (
 
 func TestProtocol(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t)
+	srv := startServer(t, "--rate-limit", "0")
 
 	t.Run("welcome names the user from the query, the header wins, else one is generated", func(t *testing.T) {
 		c := srv.connect(t, "alice")
@@ -187,7 +187,7 @@ func TestProtocol(t *testing.T) {
 
 func TestShutdownClosesClientsWithServiceRestart(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t)
+	srv := startServer(t, "--rate-limit", "0")
 	clients := []*client{srv.connect(t, "a"), srv.connect(t, "b")}
 	clients[0].subscribe("x:1")
 	srv.stop()

@@ -16,6 +16,8 @@ import (
 type Limits struct {
 	// MaxDataBytes bounds the raw JSON `data` of a publication or send.
 	MaxDataBytes int
+	// MaxChannelBytes bounds channel names (at most MaxChannelNameBytes).
+	MaxChannelBytes int
 }
 
 // ProtocolError is a client frame the broker refuses. It becomes an
@@ -41,7 +43,12 @@ const (
 	CodeDataTooLarge    = "data_too_large"
 	CodeBinaryFrame     = "binary_not_supported"
 	CodeUnavailable     = "unavailable"
-	CodeNotSubscribed   = "not_subscribed"
+	CodeInvalidToken    = "invalid_token"
+	CodeForbidden       = "forbidden"
+	CodeRateLimited     = "rate_limited"
+	CodeUnauthenticated = "unauthenticated"
+	CodeTooManySubs     = "too_many_subscriptions"
+	CodeTooManyConns    = "too_many_connections"
 	MaxChannelNameBytes = 255
 	MaxUserIDBytes      = 255
 )
@@ -54,6 +61,7 @@ type clientFrame struct {
 	Data    json.RawMessage `json:"data"`
 	ID      json.RawMessage `json:"id"`
 	User    json.RawMessage `json:"user"`
+	Token   json.RawMessage `json:"token"`
 }
 
 var commandKinds = map[string]pb.ClientCommand_Kind{
@@ -64,6 +72,7 @@ var commandKinds = map[string]pb.ClientCommand_Kind{
 	"send":        pb.ClientCommand_KIND_SEND,
 	"ping":        pb.ClientCommand_KIND_PING,
 	"disconnect":  pb.ClientCommand_KIND_DISCONNECT,
+	"auth":        pb.ClientCommand_KIND_AUTH,
 }
 
 // DecodeCommand parses one client text frame.
@@ -99,7 +108,7 @@ func DecodeCommand(frame []byte, limits Limits) (*pb.ClientCommand, *ProtocolErr
 	cmd := &pb.ClientCommand{Kind: kind, Id: f.ID}
 	switch kind {
 	case pb.ClientCommand_KIND_SUBSCRIBE, pb.ClientCommand_KIND_UNSUBSCRIBE, pb.ClientCommand_KIND_PUBLISH:
-		channel, perr := decodeChannel(f.Channel)
+		channel, perr := decodeChannel(f.Channel, limits.MaxChannelBytes)
 		if perr != nil {
 			perr.ID = f.ID
 			return nil, perr
@@ -111,6 +120,12 @@ func DecodeCommand(frame []byte, limits Limits) (*pb.ClientCommand, *ProtocolErr
 			return fail(CodeInvalidUser, "send needs a user: a string of 1-255 bytes")
 		}
 		cmd.User = user
+	case pb.ClientCommand_KIND_AUTH:
+		token, ok := decodeString(f.Token)
+		if !ok || token == "" {
+			return fail(CodeInvalidToken, "auth needs a token string")
+		}
+		cmd.Token = token
 	}
 	if kind == pb.ClientCommand_KIND_PUBLISH || kind == pb.ClientCommand_KIND_SEND {
 		if len(f.Data) == 0 {
@@ -124,7 +139,7 @@ func DecodeCommand(frame []byte, limits Limits) (*pb.ClientCommand, *ProtocolErr
 	return cmd, nil
 }
 
-func decodeChannel(raw json.RawMessage) (string, *ProtocolError) {
+func decodeChannel(raw json.RawMessage, maxBytes int) (string, *ProtocolError) {
 	if len(raw) == 0 || isNull(raw) {
 		return "", &ProtocolError{Code: CodeInvalidChannel, Text: "Missing channel"}
 	}
@@ -132,6 +147,10 @@ func decodeChannel(raw json.RawMessage) (string, *ProtocolError) {
 	if !ok || !ValidChannel(name) {
 		return "", &ProtocolError{Code: CodeInvalidChannel,
 			Text: "Invalid channel name: 1-255 bytes of letters, digits and _ - . : @ / ="}
+	}
+	if maxBytes > 0 && len(name) > maxBytes {
+		return "", &ProtocolError{Code: CodeInvalidChannel,
+			Text: "Invalid channel name: longer than " + strconv.Itoa(maxBytes) + " bytes"}
 	}
 	return name, nil
 }

@@ -169,6 +169,13 @@ func WelcomeFrame(user, connectionID string) []byte {
 	return f.done()
 }
 
+// AuthenticatedFrame confirms a token.
+func AuthenticatedFrame(user string) []byte {
+	f := newFrame("authenticated", len(user)+16)
+	f.str("user_id", user)
+	return f.done()
+}
+
 // ErrorFrame reports a refused frame or a failed operation.
 func ErrorFrame(code, text string, id []byte) []byte {
 	f := newFrame("error", len(code)+len(text)+len(id)+24)
@@ -188,6 +195,9 @@ func CloseFrame(code uint16, reason string) []byte {
 	buf = append(buf, reason...)
 	return wrap(0x88, buf)
 }
+
+// PingControlFrame is the server's heartbeat.
+var PingControlFrame = wrap(0x89, make([]byte, maxHeaderBytes))
 
 // PongControlFrame answers a WebSocket ping control frame.
 func PongControlFrame(payload []byte) []byte {

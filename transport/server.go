@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,30 +38,63 @@ type Options struct {
 	Outbox            OutboxLimits
 	APIKey            string
 	ReadHeaderTimeout time.Duration
+
+	// Auth is nil in open development mode: identity comes from the
+	// X-User-ID header or ?user=, and every channel is open.
+	Auth        *Authenticator
+	AuthTimeout time.Duration
+	// Permissions for tokens without `channels`/`publish` claims, and
+	// deny rules that hold whatever a token says.
+	DefaultSubscribe, DefaultPublish Patterns
+	DenySubscribe, DenyPublish       Patterns
+
+	RateLimit      float64 // frames a second per connection; 0: unlimited
+	RateBurst      int
+	RateDisconnect bool    // close with 4008 instead of dropping the frame
+	UserRateLimit  float64 // frames a second per user on this node; 0: unlimited
+	UserRateBurst  int
+	MaxConnsPerIP  int // 0: unlimited
+	AllowedOrigins []string
+	PingInterval   time.Duration
+	IdleTimeout    time.Duration
 }
+
+// Close codes the transport uses; see docs/protocol.md.
+const (
+	CloseRateLimited = 4008
+	CloseIdle        = 4011
+)
 
 // Server is the HTTP listener: WebSocket clients at /ws, the backend API
 // under /api/, health and metrics.
 type Server struct {
 	opts      Options
 	connector Connector
-	backend   Backend
 	metrics   *Metrics
 	log       *slog.Logger
 	upgrader  *gws.Upgrader
+	v1        *gws.Upgrader
 	http      *http.Server
 	nodeTag   string
 	nextConn  atomic.Uint64
+
+	users   *userBuckets
+	ips     ipCounter
+	mu      sync.Mutex
+	sockets map[*socketState]struct{}
+	stop    chan struct{}
 }
 
+// Subprotocol is the protocol name clients may offer; the browser client
+// always does, so a token in Sec-WebSocket-Protocol has a name to answer with.
+const Subprotocol = "switchboard.v1"
+
 func NewServer(opts Options, connector Connector, backend Backend, metrics *Metrics, log *slog.Logger) *Server {
-	s := &Server{opts: opts, connector: connector, backend: backend, metrics: metrics, log: log, nodeTag: randomHex(4)}
-	s.upgrader = gws.NewUpgrader(&socketEvents{s}, &gws.ServerOption{
-		ReadMaxPayloadSize: opts.MaxFrameBytes,
-		CheckUtf8Enabled:   true,
-		HandshakeTimeout:   5 * time.Second,
-		Logger:             gwsLogger{log},
-	})
+	s := &Server{opts: opts, connector: connector, metrics: metrics, log: log, nodeTag: randomHex(4),
+		users: newUserBuckets(opts.UserRateLimit, opts.UserRateBurst), ips: ipCounter{limit: opts.MaxConnsPerIP, open: map[string]int{}},
+		sockets: map[*socketState]struct{}{}, stop: make(chan struct{})}
+	s.upgrader = s.newUpgrader(nil)
+	s.v1 = s.newUpgrader([]string{Subprotocol})
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", s.serveWebSocket)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -73,8 +107,21 @@ func NewServer(opts Options, connector Connector, backend Backend, metrics *Metr
 	return s
 }
 
+func (s *Server) newUpgrader(subprotocols []string) *gws.Upgrader {
+	return gws.NewUpgrader(&socketEvents{s}, &gws.ServerOption{
+		ReadMaxPayloadSize: s.opts.MaxFrameBytes,
+		CheckUtf8Enabled:   true,
+		HandshakeTimeout:   5 * time.Second,
+		SubProtocols:       subprotocols,
+		Logger:             gwsLogger{s.log},
+	})
+}
+
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.opts.PingInterval > 0 {
+		go s.heartbeat()
+	}
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -83,13 +130,31 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Shutdown stops accepting; hijacked WebSocket connections are the broker's to close.
-func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	close(s.stop)
+	return s.http.Shutdown(ctx)
+}
 
 const socketKey = "c"
 
+// socketState is one client socket as the transport sees it.
 type socketState struct {
-	out     *Outbox
-	inbound Inbound
+	out        *Outbox
+	ip         string
+	lastActive atomic.Int64 // unix nanoseconds of the last frame from the client
+	bucket     *tokenBucket // touched by the read loop only
+
+	mu      sync.Mutex
+	inbound Inbound // nil until authenticated
+	perms   Permissions
+	timer   *time.Timer // auth timeout, then token expiry
+	ended   bool
+}
+
+func (st *socketState) authenticated() (Inbound, *Permissions) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.inbound, &st.perms
 }
 
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
@@ -98,28 +163,210 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this endpoint speaks WebSocket only: send an Upgrade: websocket request", http.StatusUpgradeRequired)
 		return
 	}
-	user := r.Header.Get("X-User-ID")
-	if user == "" {
-		user = r.URL.Query().Get("user")
-	}
-	if user == "" {
-		user = "anon-" + randomHex(6)
-	} else if !ValidUserID(user) {
-		http.Error(w, "invalid user id: 1-255 bytes of UTF-8 without control characters", http.StatusBadRequest)
+	if !s.originAllowed(r.Header.Get("Origin")) {
+		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
-	socket, err := s.upgrader.Upgrade(w, r)
+	var user string
+	if s.opts.Auth == nil {
+		user = r.Header.Get("X-User-ID")
+		if user == "" {
+			user = r.URL.Query().Get("user")
+		}
+		if user == "" {
+			user = "anon-" + randomHex(6)
+		} else if !ValidUserID(user) {
+			http.Error(w, "invalid user id: 1-255 bytes of UTF-8 without control characters", http.StatusBadRequest)
+			return
+		}
+	}
+	ip := clientIP(r)
+	if !s.ips.acquire(ip) {
+		http.Error(w, "too many connections from this address", http.StatusTooManyRequests)
+		return
+	}
+	token, upgrader := s.handshakeToken(r)
+	socket, err := upgrader.Upgrade(w, r)
 	if err != nil {
+		s.ips.release(ip)
 		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	id := s.nodeTag + "-" + uitoa36(s.nextConn.Add(1))
-	out := NewOutbox(socket.NetConn(), id, user, s.opts.Outbox, s.metrics, s.slowConsumer)
-	state := &socketState{out: out}
-	socket.Session().Store(socketKey, state)
-	state.inbound = s.connector.Open(out)
+	st := &socketState{ip: ip, out: NewOutbox(socket.NetConn(), id, user, s.opts.Outbox, s.metrics, s.slowConsumer)}
+	st.lastActive.Store(time.Now().UnixNano())
+	if s.opts.RateLimit > 0 {
+		st.bucket = newTokenBucket(s.opts.RateLimit, s.opts.RateBurst)
+	}
+	socket.Session().Store(socketKey, st)
+	s.mu.Lock()
+	s.sockets[st] = struct{}{}
+	s.mu.Unlock()
 	s.metrics.Connections.Inc()
+
+	switch {
+	case s.opts.Auth == nil:
+		s.open(st, &Identity{User: user})
+	case token != "":
+		s.authenticate(st, token)
+	default:
+		st.mu.Lock()
+		st.timer = time.AfterFunc(s.opts.AuthTimeout, func() { s.refuse(st, AuthTimeout, true) })
+		st.mu.Unlock()
+	}
 	go socket.ReadLoop()
+}
+
+// handshakeToken finds a token in ?token= or a Sec-WebSocket-Protocol
+// entry auth.TOKEN, and picks the upgrader that answers the protocol a
+// browser needs to hear back.
+func (s *Server) handshakeToken(r *http.Request) (string, *gws.Upgrader) {
+	var token string
+	offersV1 := false
+	var offered string
+	for _, p := range strings.Split(r.Header.Get("Sec-WebSocket-Protocol"), ",") {
+		p = strings.TrimSpace(p)
+		switch {
+		case p == Subprotocol:
+			offersV1 = true
+		case strings.HasPrefix(p, "auth."):
+			offered = p
+			token = strings.TrimPrefix(p, "auth.")
+		}
+	}
+	upgrader := s.upgrader
+	if offersV1 {
+		upgrader = s.v1
+	} else if offered != "" {
+		upgrader = s.newUpgrader([]string{offered})
+	}
+	if q := r.URL.Query().Get("token"); q != "" {
+		token = q
+	}
+	return token, upgrader
+}
+
+// authenticate verifies a token for a new or an already open connection.
+func (s *Server) authenticate(st *socketState, token string) {
+	id, err := s.opts.Auth.Verify(token)
+	if err != nil {
+		text := AuthInvalid
+		if errors.Is(err, ErrTokenExpired) {
+			text = AuthExpired
+		}
+		s.log.Debug("authentication failed", "connection", st.out.ID, "err", err)
+		s.refuse(st, text, false)
+		return
+	}
+	st.mu.Lock()
+	if st.ended {
+		st.mu.Unlock()
+		return
+	}
+	if st.inbound != nil && id.User != st.out.User {
+		st.mu.Unlock()
+		s.refuse(st, AuthInvalid, false)
+		return
+	}
+	if st.timer != nil {
+		st.timer.Stop()
+		st.timer = nil
+	}
+	if !id.Expires.IsZero() {
+		st.timer = time.AfterFunc(time.Until(id.Expires)+s.opts.Auth.cfg.Leeway, func() { s.refuse(st, AuthExpired, false) })
+	}
+	refresh := st.inbound != nil
+	st.mu.Unlock()
+	if refresh {
+		st.out.Push(AuthenticatedFrame(id.User))
+		return
+	}
+	st.out.User = id.User
+	st.out.Push(AuthenticatedFrame(id.User))
+	s.open(st, id)
+}
+
+// open hands an authenticated connection to the broker.
+func (s *Server) open(st *socketState, id *Identity) {
+	perms := Permissions{Subscribe: s.opts.DefaultSubscribe, Publish: s.opts.DefaultPublish,
+		DenySubscribe: s.opts.DenySubscribe, DenyPublish: s.opts.DenyPublish}
+	if id.Subscribe != nil {
+		perms.Subscribe = id.Subscribe
+	}
+	if id.Publish != nil {
+		perms.Publish = id.Publish
+	}
+	s.users.join(st.out.User)
+	inbound := s.connector.Open(st.out)
+	st.mu.Lock()
+	st.inbound, st.perms = inbound, perms
+	ended := st.ended
+	st.mu.Unlock()
+	if ended { // the socket closed while the broker was opening it
+		inbound.Closed()
+	}
+}
+
+// refuse sends an authentication error and closes with 4001. Before
+// authentication (pendingOnly) it does nothing once the client is in.
+func (s *Server) refuse(st *socketState, text string, pendingOnly bool) {
+	st.mu.Lock()
+	if pendingOnly && st.inbound != nil {
+		st.mu.Unlock()
+		return
+	}
+	st.mu.Unlock()
+	s.metrics.ProtocolErrors.WithLabelValues(CodeUnauthenticated).Inc()
+	st.out.Push(ErrorFrame(CodeUnauthenticated, text, nil))
+	st.out.Close(CloseAuth, text)
+}
+
+func (s *Server) originAllowed(origin string) bool {
+	if origin == "" || len(s.opts.AllowedOrigins) == 0 {
+		return true
+	}
+	for _, allowed := range s.opts.AllowedOrigins {
+		if allowed == "*" || strings.EqualFold(allowed, origin) {
+			return true
+		}
+		if scheme, host, ok := strings.Cut(allowed, "://*."); ok {
+			if strings.HasPrefix(origin, scheme+"://") && strings.HasSuffix(strings.ToLower(origin), "."+strings.ToLower(host)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// heartbeat pings every connection and closes those silent for longer
+// than the idle timeout; one goroutine for all connections.
+func (s *Server) heartbeat() {
+	ticker := time.NewTicker(s.opts.PingInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-ticker.C:
+			s.mu.Lock()
+			for st := range s.sockets {
+				if s.opts.IdleTimeout > 0 && now.Sub(time.Unix(0, st.lastActive.Load())) > s.opts.IdleTimeout {
+					st.out.Close(CloseIdle, "idle timeout")
+					continue
+				}
+				st.out.Push(PingControlFrame)
+			}
+			s.mu.Unlock()
+		}
+	}
 }
 
 func (s *Server) slowConsumer(out *Outbox) {
@@ -145,30 +392,99 @@ func (e *socketEvents) OnOpen(*gws.Conn) {}
 func (e *socketEvents) OnClose(socket *gws.Conn, _ error) {
 	st := stateOf(socket)
 	st.out.socketGone()
-	st.inbound.Closed()
-	e.s.metrics.Connections.Dec()
+	st.mu.Lock()
+	st.ended = true
+	if st.timer != nil {
+		st.timer.Stop()
+	}
+	inbound := st.inbound
+	st.mu.Unlock()
+	s := e.s
+	s.mu.Lock()
+	delete(s.sockets, st)
+	s.mu.Unlock()
+	s.ips.release(st.ip)
+	if inbound != nil {
+		s.users.leave(st.out.User)
+		inbound.Closed()
+	}
+	s.metrics.Connections.Dec()
 }
 
 func (e *socketEvents) OnPing(socket *gws.Conn, payload []byte) {
-	stateOf(socket).out.Push(PongControlFrame(payload))
+	st := stateOf(socket)
+	st.lastActive.Store(time.Now().UnixNano())
+	st.out.Push(PongControlFrame(payload))
 }
 
-func (e *socketEvents) OnPong(*gws.Conn, []byte) {}
+func (e *socketEvents) OnPong(socket *gws.Conn, _ []byte) {
+	stateOf(socket).lastActive.Store(time.Now().UnixNano())
+}
 
 func (e *socketEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	defer message.Close()
-	st := stateOf(socket)
-	e.s.metrics.MessagesIn.Inc()
+	s, st := e.s, stateOf(socket)
+	now := time.Now()
+	st.lastActive.Store(now.UnixNano())
+	s.metrics.MessagesIn.Inc()
 	if message.Opcode != gws.OpcodeText {
-		e.s.protocolError(st.out, &ProtocolError{Code: CodeBinaryFrame, Text: "Binary frames are not supported: send JSON text frames"})
+		s.protocolError(st.out, &ProtocolError{Code: CodeBinaryFrame, Text: "Binary frames are not supported: send JSON text frames"})
 		return
 	}
-	cmd, perr := DecodeCommand(message.Bytes(), e.s.opts.Limits)
+	cmd, perr := DecodeCommand(message.Bytes(), s.opts.Limits)
+	inbound, perms := st.authenticated()
+	if inbound == nil && s.opts.Auth != nil {
+		// Nothing but an auth frame is processed before authentication.
+		if perr == nil && cmd.Kind == pb.ClientCommand_KIND_AUTH {
+			s.authenticate(st, cmd.Token)
+		} else {
+			s.refuse(st, AuthNoToken, true)
+		}
+		return
+	}
 	if perr != nil {
-		e.s.protocolError(st.out, perr)
+		s.protocolError(st.out, perr)
 		return
 	}
-	st.inbound.Command(cmd)
+	if !s.admit(st, cmd) {
+		return
+	}
+	switch cmd.Kind {
+	case pb.ClientCommand_KIND_AUTH:
+		if s.opts.Auth == nil {
+			st.out.Push(AuthenticatedFrame(st.out.User)) // development mode: nothing to check
+		} else {
+			s.authenticate(st, cmd.Token)
+		}
+		return
+	case pb.ClientCommand_KIND_SUBSCRIBE:
+		if !perms.CanSubscribe(cmd.Channel) {
+			s.protocolError(st.out, &ProtocolError{Code: CodeForbidden, Text: "Not allowed to subscribe to " + cmd.Channel, ID: cmd.Id})
+			return
+		}
+	case pb.ClientCommand_KIND_PUBLISH:
+		if !perms.CanPublish(cmd.Channel) {
+			s.protocolError(st.out, &ProtocolError{Code: CodeForbidden, Text: "Not allowed to publish to " + cmd.Channel, ID: cmd.Id})
+			return
+		}
+	}
+	inbound.Command(cmd)
+}
+
+// admit applies the connection's and the user's rate limits.
+func (s *Server) admit(st *socketState, cmd *pb.ClientCommand) bool {
+	now := time.Now()
+	if (st.bucket == nil || st.bucket.take(now)) && s.users.take(st.out.User, now) {
+		return true
+	}
+	if s.opts.RateDisconnect {
+		s.metrics.ProtocolErrors.WithLabelValues(CodeRateLimited).Inc()
+		st.out.Push(ErrorFrame(CodeRateLimited, "Rate limit exceeded", cmd.Id))
+		st.out.Close(CloseRateLimited, "rate limit exceeded")
+		return false
+	}
+	s.protocolError(st.out, &ProtocolError{Code: CodeRateLimited, Text: "Rate limit exceeded", ID: cmd.Id})
+	return false
 }
 
 type gwsLogger struct{ log *slog.Logger }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/switchboard/switchboard/transport"
 )
 
 // config is every setting of the broker, with its defaults, filled from
@@ -27,6 +29,33 @@ type config struct {
 	RequestTimeout   time.Duration
 	GrainIdleTimeout time.Duration
 	ShutdownTimeout  time.Duration
+
+	JWTSecret        string
+	JWTPublicKeys    string
+	JWTJWKS          string
+	JWTIssuer        string
+	JWTAudience      string
+	JWTLeeway        time.Duration
+	JWTUserClaim     string
+	AuthTimeout      time.Duration
+	SubscribeDefault string
+	PublishDefault   string
+	SubscribeDeny    string
+	PublishDeny      string
+
+	RateLimit         float64
+	RateBurst         int
+	RateLimitPolicy   string
+	UserRateLimit     float64
+	UserRateBurst     int
+	MaxConnsPerUser   int
+	MaxConnsPerIP     int
+	MaxSubscriptions  int
+	MaxChannelBytes   int
+	AllowedOrigins    string
+	PingInterval      time.Duration
+	IdleTimeout       time.Duration
+	ReadHeaderTimeout time.Duration
 }
 
 func defaultConfig() config {
@@ -44,6 +73,22 @@ func defaultConfig() config {
 		RequestTimeout:   5 * time.Second,
 		GrainIdleTimeout: 30 * time.Second,
 		ShutdownTimeout:  10 * time.Second,
+
+		JWTLeeway:        5 * time.Second,
+		JWTUserClaim:     "sub",
+		AuthTimeout:      5 * time.Second,
+		SubscribeDefault: "*",
+		PublishDefault:   "*",
+
+		RateLimit:         10,
+		RateBurst:         20,
+		RateLimitPolicy:   "drop",
+		UserRateBurst:     50,
+		MaxSubscriptions:  1000,
+		MaxChannelBytes:   255,
+		PingInterval:      25 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second,
 	}
 }
 
@@ -62,6 +107,33 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "longest wait for a channel or session to answer")
 	fs.DurationVar(&c.GrainIdleTimeout, "grain-idle-timeout", c.GrainIdleTimeout, "how long an unused channel or session stays in memory")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "longest a graceful shutdown may take")
+
+	fs.StringVar(&c.JWTSecret, "jwt-secret", c.JWTSecret, "HMAC secret for HS256/384/512 tokens; any key turns authentication on")
+	fs.StringVar(&c.JWTPublicKeys, "jwt-public-key", c.JWTPublicKeys, "comma-separated PEM files of public keys for RS*, PS*, ES* and EdDSA tokens")
+	fs.StringVar(&c.JWTJWKS, "jwt-jwks", c.JWTJWKS, "JSON Web Key Set file; tokens pick a key by kid")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", c.JWTIssuer, "required iss claim (empty: not checked)")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", c.JWTAudience, "required aud claim (empty: not checked)")
+	fs.DurationVar(&c.JWTLeeway, "jwt-leeway", c.JWTLeeway, "clock skew allowed for exp and nbf")
+	fs.StringVar(&c.JWTUserClaim, "jwt-user-claim", c.JWTUserClaim, "claim that holds the user id")
+	fs.DurationVar(&c.AuthTimeout, "auth-timeout", c.AuthTimeout, "time a connection has to send its auth frame")
+	fs.StringVar(&c.SubscribeDefault, "subscribe-default", c.SubscribeDefault, "channel patterns a client may subscribe to when its token has no channels claim")
+	fs.StringVar(&c.PublishDefault, "publish-default", c.PublishDefault, "channel patterns a client may publish to when its token has no publish claim")
+	fs.StringVar(&c.SubscribeDeny, "subscribe-deny", c.SubscribeDeny, "channel patterns no client may subscribe to, whatever its token says")
+	fs.StringVar(&c.PublishDeny, "publish-deny", c.PublishDeny, "channel patterns no client may publish to, e.g. presence:* for read-only namespaces")
+
+	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "frames a second one connection may send (0: unlimited)")
+	fs.IntVar(&c.RateBurst, "rate-burst", c.RateBurst, "burst above --rate-limit")
+	fs.StringVar(&c.RateLimitPolicy, "rate-limit-policy", c.RateLimitPolicy, "over the limit: drop (the frame, with an error) or disconnect (close 4008)")
+	fs.Float64Var(&c.UserRateLimit, "user-rate-limit", c.UserRateLimit, "frames a second one user may send over all their connections on a node (0: unlimited)")
+	fs.IntVar(&c.UserRateBurst, "user-rate-burst", c.UserRateBurst, "burst above --user-rate-limit")
+	fs.IntVar(&c.MaxConnsPerUser, "max-connections-per-user", c.MaxConnsPerUser, "connections one user may hold across the cluster (0: unlimited); more close with 4029")
+	fs.IntVar(&c.MaxConnsPerIP, "max-connections-per-ip", c.MaxConnsPerIP, "connections one client address may hold on a node (0: unlimited); more get HTTP 429")
+	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", c.MaxSubscriptions, "channels one connection may subscribe to (0: unlimited)")
+	fs.IntVar(&c.MaxChannelBytes, "max-channel-bytes", c.MaxChannelBytes, "longest channel name, at most 255")
+	fs.StringVar(&c.AllowedOrigins, "allowed-origins", c.AllowedOrigins, "comma-separated Origin allow-list, e.g. https://game.example,https://*.example.com (empty: any)")
+	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "how often the server pings each connection (0: never)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "a connection silent for longer is closed with 4011 (0: never)")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "time a client has to send its HTTP request headers")
 }
 
 // envName is the environment variable that sets flag name.
@@ -77,7 +149,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	cfg.flags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: switchboard [flags]\n\nRuns the Switchboard broker. Every flag --foo-bar may also be set as SWITCHBOARD_FOO_BAR.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: switchboard [flags]\n       switchboard token --user U --secret S [--ttl 1h] [--channels P,...] [--publish P,...]\n\nRuns the Switchboard broker. Every flag --foo-bar may also be set as SWITCHBOARD_FOO_BAR.\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			fmt.Fprintf(stderr, "  --%s (env %s)\n    \t%s (default %q)\n", f.Name, envName(f.Name), f.Usage, f.DefValue)
 		})
@@ -123,6 +195,18 @@ func (c *config) validate() error {
 	if _, err := parseLevel(c.ClusterLogLevel); err != nil {
 		return err
 	}
+	if c.RateLimitPolicy != "drop" && c.RateLimitPolicy != "disconnect" {
+		return fmt.Errorf("--rate-limit-policy must be drop or disconnect")
+	}
+	if c.MaxChannelBytes < 1 || c.MaxChannelBytes > 255 {
+		return fmt.Errorf("--max-channel-bytes must be between 1 and 255")
+	}
+	if c.RateLimit < 0 || c.UserRateLimit < 0 || c.RateBurst < 1 || c.UserRateBurst < 1 {
+		return fmt.Errorf("rate limits must not be negative and bursts must be at least 1")
+	}
+	if c.AuthTimeout <= 0 {
+		return fmt.Errorf("--auth-timeout must be positive")
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("--log-format must be text or json")
 	}
@@ -135,4 +219,43 @@ func parseLevel(s string) (slog.Level, error) {
 		return l, fmt.Errorf("log level %q: want debug, info, warn or error", s)
 	}
 	return l, nil
+}
+
+// authConfig reads the configured keys.
+func (c *config) authConfig() (transport.AuthConfig, error) {
+	ac := transport.AuthConfig{
+		HMACSecret: []byte(c.JWTSecret),
+		Issuer:     c.JWTIssuer,
+		Audience:   c.JWTAudience,
+		Leeway:     c.JWTLeeway,
+		UserClaim:  c.JWTUserClaim,
+	}
+	for _, path := range strings.Split(c.JWTPublicKeys, ",") {
+		if path = strings.TrimSpace(path); path == "" {
+			continue
+		}
+		pem, err := os.ReadFile(path)
+		if err != nil {
+			return ac, fmt.Errorf("--jwt-public-key: %w", err)
+		}
+		ac.PublicKeyPEMs = append(ac.PublicKeyPEMs, pem)
+	}
+	if c.JWTJWKS != "" {
+		jwks, err := os.ReadFile(c.JWTJWKS)
+		if err != nil {
+			return ac, fmt.Errorf("--jwt-jwks: %w", err)
+		}
+		ac.JWKS = jwks
+	}
+	return ac, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }

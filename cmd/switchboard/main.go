@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/switchboard/switchboard/actors"
 	"github.com/switchboard/switchboard/cluster"
@@ -19,6 +18,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		if err := tokenCommand(os.Args[2:], os.Stdout, os.Stderr); err != nil && !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "switchboard:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	cfg, err := parseConfig(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -42,14 +48,28 @@ func run(cfg config) error {
 	}
 	log := slog.New(handler)
 
+	authConfig, err := cfg.authConfig()
+	if err != nil {
+		return err
+	}
+	auth, err := transport.NewAuthenticator(authConfig)
+	if err != nil {
+		return fmt.Errorf("authentication keys: %w", err)
+	}
+	if auth == nil {
+		log.Warn("no JWT key configured: running in open development mode, clients choose their user id")
+	}
+
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	metrics := transport.NewMetrics()
 	broker := actors.NewBroker(actors.Options{
-		RequestTimeout:   cfg.RequestTimeout,
-		GrainIdleTimeout: cfg.GrainIdleTimeout,
+		RequestTimeout:        cfg.RequestTimeout,
+		GrainIdleTimeout:      cfg.GrainIdleTimeout,
+		MaxSubscriptions:      cfg.MaxSubscriptions,
+		MaxConnectionsPerUser: cfg.MaxConnsPerUser,
 	}, metrics, log)
 	node, err := cluster.Start(cluster.Config{
 		Name:           "switchboard",
@@ -68,10 +88,25 @@ func run(cfg config) error {
 
 	server := transport.NewServer(transport.Options{
 		MaxFrameBytes:     cfg.MaxFrameBytes,
-		Limits:            transport.Limits{MaxDataBytes: cfg.MaxDataBytes},
+		Limits:            transport.Limits{MaxDataBytes: cfg.MaxDataBytes, MaxChannelBytes: cfg.MaxChannelBytes},
 		Outbox:            transport.OutboxLimits{MaxFrames: cfg.OutboxMessages, MaxBytes: cfg.OutboxBytes, WriteTimeout: cfg.WriteTimeout},
 		APIKey:            cfg.APIKey,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		Auth:              auth,
+		AuthTimeout:       cfg.AuthTimeout,
+		DefaultSubscribe:  transport.ParsePatterns(cfg.SubscribeDefault),
+		DefaultPublish:    transport.ParsePatterns(cfg.PublishDefault),
+		DenySubscribe:     transport.ParsePatterns(cfg.SubscribeDeny),
+		DenyPublish:       transport.ParsePatterns(cfg.PublishDeny),
+		RateLimit:         cfg.RateLimit,
+		RateBurst:         cfg.RateBurst,
+		RateDisconnect:    cfg.RateLimitPolicy == "disconnect",
+		UserRateLimit:     cfg.UserRateLimit,
+		UserRateBurst:     cfg.UserRateBurst,
+		MaxConnsPerIP:     cfg.MaxConnsPerIP,
+		AllowedOrigins:    splitList(cfg.AllowedOrigins),
+		PingInterval:      cfg.PingInterval,
+		IdleTimeout:       cfg.IdleTimeout,
 	}, broker, broker, metrics, log)
 
 	serveErr := make(chan error, 1)

@@ -31,6 +31,7 @@ const (
 	ClientCommand_KIND_SEND        ClientCommand_Kind = 4
 	ClientCommand_KIND_PING        ClientCommand_Kind = 5
 	ClientCommand_KIND_DISCONNECT  ClientCommand_Kind = 6
+	ClientCommand_KIND_AUTH        ClientCommand_Kind = 7
 )
 
 // Enum value maps for ClientCommand_Kind.
@@ -43,6 +44,7 @@ var (
 		4: "KIND_SEND",
 		5: "KIND_PING",
 		6: "KIND_DISCONNECT",
+		7: "KIND_AUTH",
 	}
 	ClientCommand_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
@@ -52,6 +54,7 @@ var (
 		"KIND_SEND":        4,
 		"KIND_PING":        5,
 		"KIND_DISCONNECT":  6,
+		"KIND_AUTH":        7,
 	}
 )
 
@@ -94,7 +97,9 @@ type ClientCommand struct {
 	// The frame's `id` value, as raw JSON (empty when the frame had none).
 	Id []byte `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"`
 	// Target user of a `send`.
-	User          string `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
+	User string `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
+	// Token of an `auth` frame; the transport consumes it.
+	Token         string `protobuf:"bytes,6,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -160,6 +165,13 @@ func (x *ClientCommand) GetId() []byte {
 func (x *ClientCommand) GetUser() string {
 	if x != nil {
 		return x.User
+	}
+	return ""
+}
+
+func (x *ClientCommand) GetToken() string {
+	if x != nil {
+		return x.Token
 	}
 	return ""
 }
@@ -303,13 +315,14 @@ var File_switchboard_v1_connection_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_connection_proto_rawDesc = "" +
 	"\n" +
-	"\x1fswitchboard/v1/connection.proto\x12\x0eswitchboard.v1\"\xa7\x02\n" +
+	"\x1fswitchboard/v1/connection.proto\x12\x0eswitchboard.v1\"\xcc\x02\n" +
 	"\rClientCommand\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".switchboard.v1.ClientCommand.KindR\x04kind\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x0e\n" +
 	"\x02id\x18\x04 \x01(\fR\x02id\x12\x12\n" +
-	"\x04user\x18\x05 \x01(\tR\x04user\"\x8b\x01\n" +
+	"\x04user\x18\x05 \x01(\tR\x04user\x12\x14\n" +
+	"\x05token\x18\x06 \x01(\tR\x05token\"\x9a\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eKIND_SUBSCRIBE\x10\x01\x12\x14\n" +
@@ -317,7 +330,8 @@ const file_switchboard_v1_connection_proto_rawDesc = "" +
 	"\fKIND_PUBLISH\x10\x03\x12\r\n" +
 	"\tKIND_SEND\x10\x04\x12\r\n" +
 	"\tKIND_PING\x10\x05\x12\x13\n" +
-	"\x0fKIND_DISCONNECT\x10\x06\"\x0e\n" +
+	"\x0fKIND_DISCONNECT\x10\x06\x12\r\n" +
+	"\tKIND_AUTH\x10\a\"\x0e\n" +
 	"\fSocketClosed\"\x1c\n" +
 	"\x04Push\x12\x14\n" +
 	"\x05frame\x18\x01 \x01(\fR\x05frame\"2\n" +

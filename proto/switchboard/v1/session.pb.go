@@ -23,12 +23,14 @@ const (
 
 // A user's connection opened; the session grain keeps its address.
 type Attach struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	ActorId       string                 `protobuf:"bytes,3,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	Address      string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	ActorId      string                 `protobuf:"bytes,3,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	// The user may hold at most this many connections; 0: no limit.
+	MaxConnections uint32 `protobuf:"varint,4,opt,name=max_connections,json=maxConnections,proto3" json:"max_connections,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Attach) Reset() {
@@ -82,9 +84,18 @@ func (x *Attach) GetActorId() string {
 	return ""
 }
 
+func (x *Attach) GetMaxConnections() uint32 {
+	if x != nil {
+		return x.MaxConnections
+	}
+	return 0
+}
+
 type Attached struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Connections   uint32                 `protobuf:"varint,1,opt,name=connections,proto3" json:"connections,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Connections uint32                 `protobuf:"varint,1,opt,name=connections,proto3" json:"connections,omitempty"`
+	// True when the user already had max_connections; nothing was attached.
+	Refused       bool `protobuf:"varint,2,opt,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -124,6 +135,13 @@ func (x *Attached) GetConnections() uint32 {
 		return x.Connections
 	}
 	return 0
+}
+
+func (x *Attached) GetRefused() bool {
+	if x != nil {
+		return x.Refused
+	}
+	return false
 }
 
 type Detach struct {
@@ -492,13 +510,15 @@ var File_switchboard_v1_session_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x1cswitchboard/v1/session.proto\x12\x0eswitchboard.v1\"b\n" +
+	"\x1cswitchboard/v1/session.proto\x12\x0eswitchboard.v1\"\x8b\x01\n" +
 	"\x06Attach\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x19\n" +
-	"\bactor_id\x18\x03 \x01(\tR\aactorId\",\n" +
+	"\bactor_id\x18\x03 \x01(\tR\aactorId\x12'\n" +
+	"\x0fmax_connections\x18\x04 \x01(\rR\x0emaxConnections\"F\n" +
 	"\bAttached\x12 \n" +
-	"\vconnections\x18\x01 \x01(\rR\vconnections\"-\n" +
+	"\vconnections\x18\x01 \x01(\rR\vconnections\x12\x18\n" +
+	"\arefused\x18\x02 \x01(\bR\arefused\"-\n" +
 	"\x06Detach\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"\"\n" +
 	"\n" +
