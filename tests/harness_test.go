@@ -47,6 +47,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// runBroker runs the broker binary to completion and returns its output.
+func runBroker(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command(brokerBinary, args...).CombinedOutput()
+	return string(out), err
+}
+
 // server is one broker process.
 type server struct {
 	t      testing.TB

@@ -52,7 +52,7 @@ type Identity struct {
 type Authenticator struct {
 	cfg     AuthConfig
 	hmac    []byte
-	keys    []crypto.PublicKey           // keys without kid, tried in turn
+	keys    []crypto.PublicKey          // keys without kid, tried in turn
 	byKID   map[string]crypto.PublicKey // JWKS keys
 	methods []string
 	parser  *jwt.Parser
