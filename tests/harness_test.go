@@ -300,6 +300,17 @@ func (c *client) expect(typ string) map[string]any {
 	return m
 }
 
+// expect2 returns the next frame, which must have one of two types.
+func (c *client) expect2(typ1, typ2 string) map[string]any {
+	c.t.Helper()
+	raw := c.next()
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil || (m["type"] != typ1 && m["type"] != typ2) {
+		c.t.Fatalf("expected a %q or %q frame, got %s", typ1, typ2, raw)
+	}
+	return m
+}
+
 // expectNothing asserts no frame arrives for d.
 func (c *client) expectNothing(d time.Duration) {
 	c.t.Helper()
