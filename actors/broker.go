@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -52,6 +53,7 @@ type Broker struct {
 	cluster *cluster.Cluster
 	relay   *actor.PID
 	local   *localConnections
+	alive   atomic.Pointer[map[string]struct{}] // member addresses
 }
 
 var _ transport.Connector = (*Broker)(nil)
@@ -79,7 +81,46 @@ func (b *Broker) Start(c *cluster.Cluster) error {
 		return fmt.Errorf("spawn relay: %w", err)
 	}
 	b.relay = pid
+	b.updateMembers(c.MemberList.Members().Members())
+	c.ActorSystem.EventStream.Subscribe(func(evt any) {
+		if topology, ok := evt.(*cluster.ClusterTopology); ok {
+			b.updateMembers(topology.Members)
+		}
+	})
 	return nil
+}
+
+func (b *Broker) updateMembers(members []*cluster.Member) {
+	alive := make(map[string]struct{}, len(members))
+	for _, m := range members {
+		alive[m.Address()] = struct{}{}
+	}
+	b.alive.Store(&alive)
+}
+
+// isAlive reports whether a cluster member listens at address.
+func (b *Broker) isAlive(address string) bool {
+	_, ok := (*b.alive.Load())[address]
+	return ok
+}
+
+// askRelays sends msg to every member's relay at once and returns, by
+// member address, the answers that arrive within timeout.
+func (b *Broker) askRelays(ctx actor.Context, msg proto.Message, timeout time.Duration) map[string]any {
+	futures := map[string]*actor.Future{}
+	for address := range *b.alive.Load() {
+		futures[address] = ctx.RequestFuture(actor.NewPID(address, relayName), msg, timeout)
+	}
+	answers := make(map[string]any, len(futures))
+	for address, f := range futures {
+		res, err := f.Result()
+		if err != nil {
+			b.log.Warn("relay did not answer", "relay", address, "err", err)
+			continue
+		}
+		answers[address] = res
+	}
+	return answers
 }
 
 // Open starts the actor of a new client connection.

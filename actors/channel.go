@@ -23,6 +23,7 @@ type channel struct {
 
 	subscribers map[string]subscriber // connection id → subscriber
 	relays      map[string]*relayRef  // relay address → relay
+	idle        passivation
 }
 
 type subscriber struct {
@@ -36,17 +37,22 @@ type relayRef struct {
 }
 
 func newChannel(b *Broker) *channel {
-	return &channel{b: b, subscribers: make(map[string]subscriber), relays: make(map[string]*relayRef)}
+	return &channel{b: b, subscribers: make(map[string]subscriber), relays: make(map[string]*relayRef), idle: passivation{idle: b.opts.GrainIdleTimeout}}
 }
 
 func (c *channel) Receive(ctx actor.Context) {
+	if _, reminder := ctx.Message().(*pb.IdleCheck); !reminder {
+		c.idle.touch()
+	}
 	switch msg := ctx.Message().(type) {
 	case *cluster.ClusterInit:
 		c.name = msg.Identity.Identity
 		c.epoch = newEpoch()
 		c.b.metrics.Actors.WithLabelValues(ChannelKind).Inc()
+		c.recoverSubscribers(ctx)
 		c.idleWhenEmpty(ctx)
 	case *actor.Stopped:
+		c.idle.cancel()
 		c.b.metrics.Actors.WithLabelValues(ChannelKind).Dec()
 		c.b.metrics.Subscriptions.Sub(float64(len(c.subscribers)))
 	case *pb.Publish:
@@ -56,15 +62,72 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *pb.Unsubscribe:
 		c.unsubscribe(ctx, msg)
 	case *pb.ListSubscribers:
+		c.pruneDeadRelays()
 		ctx.Respond(c.list())
-	case *actor.ReceiveTimeout:
-		if len(c.subscribers) == 0 {
-			ctx.Stop(ctx.Self())
+	case *pb.IdleCheck:
+		c.idle.check(ctx, len(c.subscribers) == 0)
+	}
+}
+
+// recoverSubscribers rebuilds the subscriber set from the relays: an
+// activation after a move or a node loss starts with everyone the nodes
+// still deliver to, so no client has to subscribe again.
+func (c *channel) recoverSubscribers(ctx actor.Context) {
+	answers := c.b.askRelays(ctx, &pb.QueryChannelSubscribers{Channel: c.name}, c.b.opts.RequestTimeout/2)
+	for address, answer := range answers {
+		if res, ok := answer.(*pb.ChannelSubscribers); ok {
+			for _, s := range res.Subscribers {
+				c.add(s.ConnectionId, s.User, address)
+			}
+		}
+	}
+}
+
+func (c *channel) add(connectionID, user, relayAddress string) subscriber {
+	if sub, known := c.subscribers[connectionID]; known {
+		return sub
+	}
+	r := c.relays[relayAddress]
+	if r == nil {
+		r = &relayRef{pid: actor.NewPID(relayAddress, relayName)}
+		c.relays[relayAddress] = r
+	}
+	r.subscribers++
+	sub := subscriber{user: user, relay: r}
+	c.subscribers[connectionID] = sub
+	c.b.metrics.Subscriptions.Inc()
+	return sub
+}
+
+func (c *channel) remove(connectionID string) (subscriber, bool) {
+	sub, ok := c.subscribers[connectionID]
+	if !ok {
+		return sub, false
+	}
+	delete(c.subscribers, connectionID)
+	c.b.metrics.Subscriptions.Dec()
+	if sub.relay.subscribers--; sub.relay.subscribers == 0 {
+		delete(c.relays, sub.relay.pid.Address)
+	}
+	return sub, true
+}
+
+// pruneDeadRelays forgets subscribers on nodes that left the cluster.
+func (c *channel) pruneDeadRelays() {
+	for address := range c.relays {
+		if c.b.isAlive(address) {
+			continue
+		}
+		for id, sub := range c.subscribers {
+			if sub.relay.pid.Address == address {
+				c.remove(id)
+			}
 		}
 	}
 }
 
 func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
+	c.pruneDeadRelays()
 	c.last++
 	delivery := &pb.Delivery{
 		Channel:     c.name,
@@ -79,21 +142,9 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 }
 
 func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
-	sub, known := c.subscribers[msg.ConnectionId]
-	if !known {
-		r := c.relays[msg.RelayAddress]
-		if r == nil {
-			r = &relayRef{pid: actor.NewPID(msg.RelayAddress, relayName)}
-			c.relays[msg.RelayAddress] = r
-		}
-		r.subscribers++
-		sub = subscriber{user: msg.User, relay: r}
-		c.subscribers[msg.ConnectionId] = sub
-		c.b.metrics.Subscriptions.Inc()
-		ctx.SetReceiveTimeout(0)
-	}
-	// The relay queues the reply, so it precedes every later publication.
-	ctx.Send(sub.relay.pid, &pb.SubscriberAdded{
+	sub := c.add(msg.ConnectionId, msg.User, msg.RelayAddress)
+		// The relay queues the reply, so it precedes every later publication.
+	ctx.Request(sub.relay.pid, &pb.SubscriberAdded{
 		Channel:      c.name,
 		ConnectionId: msg.ConnectionId,
 		Reply:        transport.SubscribedFrame(c.name, c.last, c.epoch, msg.ReplyId),
@@ -102,30 +153,24 @@ func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 }
 
 func (c *channel) unsubscribe(ctx actor.Context, msg *pb.Unsubscribe) {
-	removed := &pb.SubscriberRemoved{Channel: c.name, ConnectionId: msg.ConnectionId}
-	if msg.Reply {
-		removed.Reply = transport.UnsubscribedFrame(c.name, msg.ReplyId)
-	}
-	sub, ok := c.subscribers[msg.ConnectionId]
-	if ok {
-		delete(c.subscribers, msg.ConnectionId)
-		c.b.metrics.Subscriptions.Dec()
-		ctx.Send(sub.relay.pid, removed)
-		sub.relay.subscribers--
-		if sub.relay.subscribers == 0 {
-			delete(c.relays, sub.relay.pid.Address)
+	sub, removed := c.remove(msg.ConnectionId)
+	if removed {
+		notice := &pb.SubscriberRemoved{Channel: c.name, ConnectionId: msg.ConnectionId}
+		if msg.Reply {
+			notice.Reply = transport.UnsubscribedFrame(c.name, msg.ReplyId)
 		}
+		ctx.Send(sub.relay.pid, notice)
 		c.idleWhenEmpty(ctx)
 	}
 	if ctx.Sender() != nil {
-		ctx.Respond(&pb.Unsubscribed{Removed: ok})
+		ctx.Respond(&pb.Unsubscribed{Removed: removed})
 	}
 }
 
 // idleWhenEmpty arms passivation once nobody listens.
 func (c *channel) idleWhenEmpty(ctx actor.Context) {
 	if len(c.subscribers) == 0 {
-		ctx.SetReceiveTimeout(c.b.opts.GrainIdleTimeout)
+		c.idle.arm(ctx, c.b.opts.GrainIdleTimeout)
 	}
 }
 

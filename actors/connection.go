@@ -43,7 +43,7 @@ func (c *connection) Receive(ctx actor.Context) {
 
 func (c *connection) start(ctx actor.Context) {
 	c.b.metrics.Actors.WithLabelValues("connection").Inc()
-	c.b.local.add(c.out)
+	c.b.local.add(c.out, ctx.Self())
 	self := ctx.Self()
 	res, err := request[*pb.Attached](context.Background(), c.b, SessionKind, c.out.User, &pb.Attach{
 		ConnectionId: c.out.ID, Address: self.Address, ActorId: self.Id,
@@ -69,7 +69,7 @@ func (c *connection) stop(ctx actor.Context) {
 	}
 	ctx.Send(c.b.relay, &pb.ConnectionClosed{ConnectionId: c.out.ID})
 	c.b.tell(ctx, SessionKind, c.out.User, &pb.Detach{ConnectionId: c.out.ID})
-	c.b.local.remove(c.out.ID)
+	c.b.local.remove(c.out)
 	c.b.metrics.Actors.WithLabelValues("connection").Dec()
 }
 

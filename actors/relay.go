@@ -9,33 +9,63 @@ import (
 	"github.com/switchboard/switchboard/transport"
 )
 
-// localConnections maps this node's connection ids to their outboxes.
-// Connection actors add and remove themselves; the relay looks them up.
+// localConnections maps this node's connection ids to their outboxes and
+// actors. Connection actors add and remove themselves; the relay reads it.
 type localConnections struct {
-	mu   sync.RWMutex
-	byID map[string]*transport.Outbox
+	mu     sync.RWMutex
+	byID   map[string]*localConnection
+	byUser map[string]map[string]*localConnection
+}
+
+type localConnection struct {
+	out *transport.Outbox
+	pid *actor.PID
 }
 
 func newLocalConnections() *localConnections {
-	return &localConnections{byID: make(map[string]*transport.Outbox)}
+	return &localConnections{byID: map[string]*localConnection{}, byUser: map[string]map[string]*localConnection{}}
 }
 
-func (l *localConnections) add(out *transport.Outbox) {
+func (l *localConnections) add(out *transport.Outbox, pid *actor.PID) {
 	l.mu.Lock()
-	l.byID[out.ID] = out
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	c := &localConnection{out: out, pid: pid}
+	l.byID[out.ID] = c
+	if l.byUser[out.User] == nil {
+		l.byUser[out.User] = map[string]*localConnection{}
+	}
+	l.byUser[out.User][out.ID] = c
 }
 
-func (l *localConnections) remove(id string) {
+func (l *localConnections) remove(out *transport.Outbox) {
 	l.mu.Lock()
-	delete(l.byID, id)
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	delete(l.byID, out.ID)
+	if conns := l.byUser[out.User]; conns != nil {
+		delete(conns, out.ID)
+		if len(conns) == 0 {
+			delete(l.byUser, out.User)
+		}
+	}
 }
 
 func (l *localConnections) get(id string) *transport.Outbox {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return l.byID[id]
+	if c := l.byID[id]; c != nil {
+		return c.out
+	}
+	return nil
+}
+
+func (l *localConnections) ofUser(user string) *pb.UserConnections {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	res := &pb.UserConnections{}
+	for id, c := range l.byUser[user] {
+		res.Connections = append(res.Connections, &pb.UserConnections_Connection{ConnectionId: id, ActorId: c.pid.Id})
+	}
+	return res
 }
 
 func (l *localConnections) count() int {
@@ -47,8 +77,8 @@ func (l *localConnections) count() int {
 func (l *localConnections) each(f func(*transport.Outbox)) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	for _, out := range l.byID {
-		f(out)
+	for _, c := range l.byID {
+		f(c.out)
 	}
 }
 
@@ -71,7 +101,10 @@ func (r *relay) Receive(ctx actor.Context) {
 	case *pb.Delivery:
 		r.deliver(msg)
 	case *pb.SubscriberAdded:
-		r.add(msg)
+		if !r.add(msg) && ctx.Sender() != nil {
+			// Closed meanwhile: tell the channel, whose unsubscribe may have raced past.
+			ctx.Send(ctx.Sender(), &pb.Unsubscribe{Channel: msg.Channel, ConnectionId: msg.ConnectionId})
+		}
 	case *pb.SubscriberRemoved:
 		r.remove(msg.Channel, msg.ConnectionId)
 		if len(msg.Reply) > 0 {
@@ -79,6 +112,14 @@ func (r *relay) Receive(ctx actor.Context) {
 				out.Push(msg.Reply)
 			}
 		}
+	case *pb.QueryChannelSubscribers:
+		res := &pb.ChannelSubscribers{}
+		for id, out := range r.channels[msg.Channel] {
+			res.Subscribers = append(res.Subscribers, &pb.ChannelSubscribers_Subscriber{ConnectionId: id, User: out.User})
+		}
+		ctx.Respond(res)
+	case *pb.QueryUserConnections:
+		ctx.Respond(r.b.local.ofUser(msg.User))
 	case *pb.ConnectionClosed:
 		for _, channel := range r.joined[msg.ConnectionId] {
 			r.remove(channel, msg.ConnectionId)
@@ -108,10 +149,10 @@ func (r *relay) deliver(d *pb.Delivery) {
 	r.b.metrics.Deliveries.Add(float64(n))
 }
 
-func (r *relay) add(msg *pb.SubscriberAdded) {
+func (r *relay) add(msg *pb.SubscriberAdded) bool {
 	out := r.b.local.get(msg.ConnectionId)
 	if out == nil {
-		return // closed meanwhile; its actor unsubscribes on the way out
+		return false
 	}
 	subs := r.channels[msg.Channel]
 	if subs == nil {
@@ -122,7 +163,10 @@ func (r *relay) add(msg *pb.SubscriberAdded) {
 		subs[msg.ConnectionId] = out
 		r.joined[msg.ConnectionId] = append(r.joined[msg.ConnectionId], msg.Channel)
 	}
-	out.Push(msg.Reply)
+	if len(msg.Reply) > 0 {
+		out.Push(msg.Reply)
+	}
+	return true
 }
 
 func (r *relay) remove(channel, connectionID string) {

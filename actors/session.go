@@ -14,19 +14,25 @@ type session struct {
 	b           *Broker
 	user        string
 	connections map[string]*actor.PID // connection id → connection actor
+	idle        passivation
 }
 
 func newSession(b *Broker) *session {
-	return &session{b: b, connections: make(map[string]*actor.PID)}
+	return &session{b: b, connections: make(map[string]*actor.PID), idle: passivation{idle: b.opts.GrainIdleTimeout}}
 }
 
 func (s *session) Receive(ctx actor.Context) {
+	if _, reminder := ctx.Message().(*pb.IdleCheck); !reminder {
+		s.idle.touch()
+	}
 	switch msg := ctx.Message().(type) {
 	case *cluster.ClusterInit:
 		s.user = msg.Identity.Identity
 		s.b.metrics.Actors.WithLabelValues(SessionKind).Inc()
+		s.recoverConnections(ctx)
 		s.idleWhenEmpty(ctx)
 	case *actor.Stopped:
+		s.idle.cancel()
 		s.b.metrics.Actors.WithLabelValues(SessionKind).Dec()
 	case *pb.Attach:
 		if _, known := s.connections[msg.ConnectionId]; !known && msg.MaxConnections > 0 && len(s.connections) >= int(msg.MaxConnections) {
@@ -34,38 +40,60 @@ func (s *session) Receive(ctx actor.Context) {
 			return
 		}
 		s.connections[msg.ConnectionId] = actor.NewPID(msg.Address, msg.ActorId)
-		ctx.SetReceiveTimeout(0)
-		ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections))})
+				ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections))})
 	case *pb.Detach:
 		delete(s.connections, msg.ConnectionId)
 		s.idleWhenEmpty(ctx)
 	case *pb.SendToUser:
+		s.pruneDeadNodes()
 		push := &pb.Push{Frame: msg.Frame}
 		for _, pid := range s.connections {
 			ctx.Send(pid, push)
 		}
 		ctx.Respond(&pb.SentToUser{Connections: uint32(len(s.connections))})
 	case *pb.DisconnectUser:
+		s.pruneDeadNodes()
 		kick := &pb.Kick{Code: msg.Code, Reason: msg.Reason}
 		for _, pid := range s.connections {
 			ctx.Send(pid, kick)
 		}
 		ctx.Respond(&pb.DisconnectedUser{Connections: uint32(len(s.connections))})
 	case *pb.QuerySession:
+		s.pruneDeadNodes()
 		info := &pb.SessionInfo{}
 		for id, pid := range s.connections {
 			info.Connections = append(info.Connections, &pb.SessionInfo_Connection{ConnectionId: id, Address: pid.Address})
 		}
 		ctx.Respond(info)
-	case *actor.ReceiveTimeout:
-		if len(s.connections) == 0 {
-			ctx.Stop(ctx.Self())
+	case *pb.IdleCheck:
+		s.idle.check(ctx, len(s.connections) == 0)
+	}
+}
+
+// recoverConnections asks every node for the user's connections, so a
+// session re-activated after a move or a node loss knows them all.
+func (s *session) recoverConnections(ctx actor.Context) {
+	answers := s.b.askRelays(ctx, &pb.QueryUserConnections{User: s.user}, s.b.opts.RequestTimeout/2)
+	for address, answer := range answers {
+		if res, ok := answer.(*pb.UserConnections); ok {
+			for _, c := range res.Connections {
+				s.connections[c.ConnectionId] = actor.NewPID(address, c.ActorId)
+			}
+		}
+	}
+}
+
+// pruneDeadNodes forgets connections on nodes that left the cluster.
+func (s *session) pruneDeadNodes() {
+	for id, pid := range s.connections {
+		if !s.b.isAlive(pid.Address) {
+			delete(s.connections, id)
 		}
 	}
 }
 
 func (s *session) idleWhenEmpty(ctx actor.Context) {
 	if len(s.connections) == 0 {
-		ctx.SetReceiveTimeout(s.b.opts.GrainIdleTimeout)
+		s.idle.arm(ctx, s.b.opts.GrainIdleTimeout)
 	}
 }

@@ -474,6 +474,44 @@ func (x *SubscriberList) GetSubscriptions() uint32 {
 	return 0
 }
 
+// A grain's own reminder to check whether it has been unused long enough
+// to passivate.
+type IdleCheck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdleCheck) Reset() {
+	*x = IdleCheck{}
+	mi := &file_switchboard_v1_channel_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdleCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdleCheck) ProtoMessage() {}
+
+func (x *IdleCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_channel_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdleCheck.ProtoReflect.Descriptor instead.
+func (*IdleCheck) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{8}
+}
+
 var File_switchboard_v1_channel_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_channel_proto_rawDesc = "" +
@@ -506,7 +544,8 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\x0fListSubscribers\"L\n" +
 	"\x0eSubscriberList\x12\x14\n" +
 	"\x05users\x18\x01 \x03(\tR\x05users\x12$\n" +
-	"\rsubscriptions\x18\x02 \x01(\rR\rsubscriptionsBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
+	"\rsubscriptions\x18\x02 \x01(\rR\rsubscriptions\"\v\n" +
+	"\tIdleCheckBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
 
 var (
 	file_switchboard_v1_channel_proto_rawDescOnce sync.Once
@@ -520,7 +559,7 @@ func file_switchboard_v1_channel_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_channel_proto_rawDescData
 }
 
-var file_switchboard_v1_channel_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_switchboard_v1_channel_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_switchboard_v1_channel_proto_goTypes = []any{
 	(*Subscribe)(nil),       // 0: switchboard.v1.Subscribe
 	(*Subscribed)(nil),      // 1: switchboard.v1.Subscribed
@@ -530,6 +569,7 @@ var file_switchboard_v1_channel_proto_goTypes = []any{
 	(*Published)(nil),       // 5: switchboard.v1.Published
 	(*ListSubscribers)(nil), // 6: switchboard.v1.ListSubscribers
 	(*SubscriberList)(nil),  // 7: switchboard.v1.SubscriberList
+	(*IdleCheck)(nil),       // 8: switchboard.v1.IdleCheck
 }
 var file_switchboard_v1_channel_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
@@ -550,7 +590,7 @@ func file_switchboard_v1_channel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_channel_proto_rawDesc), len(file_switchboard_v1_channel_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -296,6 +296,291 @@ func (x *ConnectionClosed) GetConnectionId() string {
 	return ""
 }
 
+// A channel grain, just activated, asks each node's relay which of its
+// local connections subscribe to the channel, so that no subscription is
+// lost when a channel moves to another node or its node dies.
+type QueryChannelSubscribers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryChannelSubscribers) Reset() {
+	*x = QueryChannelSubscribers{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryChannelSubscribers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryChannelSubscribers) ProtoMessage() {}
+
+func (x *QueryChannelSubscribers) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryChannelSubscribers.ProtoReflect.Descriptor instead.
+func (*QueryChannelSubscribers) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *QueryChannelSubscribers) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+type ChannelSubscribers struct {
+	state         protoimpl.MessageState           `protogen:"open.v1"`
+	Subscribers   []*ChannelSubscribers_Subscriber `protobuf:"bytes,1,rep,name=subscribers,proto3" json:"subscribers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelSubscribers) Reset() {
+	*x = ChannelSubscribers{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelSubscribers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelSubscribers) ProtoMessage() {}
+
+func (x *ChannelSubscribers) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelSubscribers.ProtoReflect.Descriptor instead.
+func (*ChannelSubscribers) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ChannelSubscribers) GetSubscribers() []*ChannelSubscribers_Subscriber {
+	if x != nil {
+		return x.Subscribers
+	}
+	return nil
+}
+
+// A session grain, just activated, asks each node's relay for the user's
+// local connections.
+type QueryUserConnections struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryUserConnections) Reset() {
+	*x = QueryUserConnections{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryUserConnections) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryUserConnections) ProtoMessage() {}
+
+func (x *QueryUserConnections) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryUserConnections.ProtoReflect.Descriptor instead.
+func (*QueryUserConnections) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *QueryUserConnections) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+type UserConnections struct {
+	state         protoimpl.MessageState        `protogen:"open.v1"`
+	Connections   []*UserConnections_Connection `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserConnections) Reset() {
+	*x = UserConnections{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserConnections) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserConnections) ProtoMessage() {}
+
+func (x *UserConnections) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserConnections.ProtoReflect.Descriptor instead.
+func (*UserConnections) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UserConnections) GetConnections() []*UserConnections_Connection {
+	if x != nil {
+		return x.Connections
+	}
+	return nil
+}
+
+type ChannelSubscribers_Subscriber struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelSubscribers_Subscriber) Reset() {
+	*x = ChannelSubscribers_Subscriber{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelSubscribers_Subscriber) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelSubscribers_Subscriber) ProtoMessage() {}
+
+func (x *ChannelSubscribers_Subscriber) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelSubscribers_Subscriber.ProtoReflect.Descriptor instead.
+func (*ChannelSubscribers_Subscriber) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{6, 0}
+}
+
+func (x *ChannelSubscribers_Subscriber) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *ChannelSubscribers_Subscriber) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+type UserConnections_Connection struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	ActorId       string                 `protobuf:"bytes,2,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserConnections_Connection) Reset() {
+	*x = UserConnections_Connection{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserConnections_Connection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserConnections_Connection) ProtoMessage() {}
+
+func (x *UserConnections_Connection) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserConnections_Connection.ProtoReflect.Descriptor instead.
+func (*UserConnections_Connection) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{8, 0}
+}
+
+func (x *UserConnections_Connection) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *UserConnections_Connection) GetActorId() string {
+	if x != nil {
+		return x.ActorId
+	}
+	return ""
+}
+
 var File_switchboard_v1_relay_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_relay_proto_rawDesc = "" +
@@ -316,7 +601,23 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\tBroadcast\x12\x14\n" +
 	"\x05frame\x18\x01 \x01(\fR\x05frame\"7\n" +
 	"\x10ConnectionClosed\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionIdBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"3\n" +
+	"\x17QueryChannelSubscribers\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\"\xac\x01\n" +
+	"\x12ChannelSubscribers\x12O\n" +
+	"\vsubscribers\x18\x01 \x03(\v2-.switchboard.v1.ChannelSubscribers.SubscriberR\vsubscribers\x1aE\n" +
+	"\n" +
+	"Subscriber\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\"*\n" +
+	"\x14QueryUserConnections\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\"\xad\x01\n" +
+	"\x0fUserConnections\x12L\n" +
+	"\vconnections\x18\x01 \x03(\v2*.switchboard.v1.UserConnections.ConnectionR\vconnections\x1aL\n" +
+	"\n" +
+	"Connection\x12#\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x19\n" +
+	"\bactor_id\x18\x02 \x01(\tR\aactorIdBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
 
 var (
 	file_switchboard_v1_relay_proto_rawDescOnce sync.Once
@@ -330,20 +631,28 @@ func file_switchboard_v1_relay_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_relay_proto_rawDescData
 }
 
-var file_switchboard_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_switchboard_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_switchboard_v1_relay_proto_goTypes = []any{
-	(*SubscriberAdded)(nil),   // 0: switchboard.v1.SubscriberAdded
-	(*SubscriberRemoved)(nil), // 1: switchboard.v1.SubscriberRemoved
-	(*Delivery)(nil),          // 2: switchboard.v1.Delivery
-	(*Broadcast)(nil),         // 3: switchboard.v1.Broadcast
-	(*ConnectionClosed)(nil),  // 4: switchboard.v1.ConnectionClosed
+	(*SubscriberAdded)(nil),               // 0: switchboard.v1.SubscriberAdded
+	(*SubscriberRemoved)(nil),             // 1: switchboard.v1.SubscriberRemoved
+	(*Delivery)(nil),                      // 2: switchboard.v1.Delivery
+	(*Broadcast)(nil),                     // 3: switchboard.v1.Broadcast
+	(*ConnectionClosed)(nil),              // 4: switchboard.v1.ConnectionClosed
+	(*QueryChannelSubscribers)(nil),       // 5: switchboard.v1.QueryChannelSubscribers
+	(*ChannelSubscribers)(nil),            // 6: switchboard.v1.ChannelSubscribers
+	(*QueryUserConnections)(nil),          // 7: switchboard.v1.QueryUserConnections
+	(*UserConnections)(nil),               // 8: switchboard.v1.UserConnections
+	(*ChannelSubscribers_Subscriber)(nil), // 9: switchboard.v1.ChannelSubscribers.Subscriber
+	(*UserConnections_Connection)(nil),    // 10: switchboard.v1.UserConnections.Connection
 }
 var file_switchboard_v1_relay_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	9,  // 0: switchboard.v1.ChannelSubscribers.subscribers:type_name -> switchboard.v1.ChannelSubscribers.Subscriber
+	10, // 1: switchboard.v1.UserConnections.connections:type_name -> switchboard.v1.UserConnections.Connection
+	2,  // [2:2] is the sub-list for method output_type
+	2,  // [2:2] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_relay_proto_init() }
@@ -357,7 +666,7 @@ func file_switchboard_v1_relay_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_relay_proto_rawDesc), len(file_switchboard_v1_relay_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
