@@ -143,7 +143,7 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 
 func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 	sub := c.add(msg.ConnectionId, msg.User, msg.RelayAddress)
-		// The relay queues the reply, so it precedes every later publication.
+	// The relay queues the reply, so it precedes every later publication.
 	ctx.Request(sub.relay.pid, &pb.SubscriberAdded{
 		Channel:      c.name,
 		ConnectionId: msg.ConnectionId,

@@ -40,7 +40,7 @@ func (s *session) Receive(ctx actor.Context) {
 			return
 		}
 		s.connections[msg.ConnectionId] = actor.NewPID(msg.Address, msg.ActorId)
-				ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections))})
+		ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections))})
 	case *pb.Detach:
 		delete(s.connections, msg.ConnectionId)
 		s.idleWhenEmpty(ctx)
