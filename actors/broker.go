@@ -96,6 +96,7 @@ func (b *Broker) updateMembers(members []*cluster.Member) {
 		alive[m.Address()] = struct{}{}
 	}
 	b.alive.Store(&alive)
+	b.metrics.ClusterMembers.Set(float64(len(alive)))
 }
 
 // isAlive reports whether a cluster member listens at address.

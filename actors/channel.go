@@ -134,8 +134,12 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 		Frame:       transport.MessageFrame(c.name, msg.User, msg.Data, c.last, nowMillis()),
 		ExcludeUser: msg.ExcludeUser,
 	}
-	for _, r := range c.relays {
+	self := ctx.Self().Address
+	for address, r := range c.relays {
 		ctx.Send(r.pid, delivery)
+		if address != self {
+			c.b.metrics.RemoteDeliveries.Inc()
+		}
 	}
 	c.b.metrics.Publications.Inc()
 	ctx.Respond(&pb.Published{Offset: c.last})

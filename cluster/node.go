@@ -24,6 +24,14 @@ type Config struct {
 	Name string
 	// NodeAddr is host:port for cluster traffic between nodes (port 0: any).
 	NodeAddr string
+	// AdvertiseAddr is the host other nodes reach this one at, when it
+	// differs from NodeAddr's host (e.g. NodeAddr binds 0.0.0.0).
+	AdvertiseHost string
+	// EtcdEndpoints, when set, make this node a member of a multi-node
+	// cluster whose membership lives in etcd; empty: a single node.
+	EtcdEndpoints []string
+	// LeaseTTL is how long a dead node stays a member before etcd drops it.
+	LeaseTTL time.Duration
 	// RequestTimeout bounds grain calls.
 	RequestTimeout time.Duration
 	// Log receives protoactor's logs at or above LogLevel.
@@ -33,9 +41,14 @@ type Config struct {
 
 // Node is this process's cluster membership.
 type Node struct {
-	Cluster *cluster.Cluster
-	System  *actor.ActorSystem
+	Cluster    *cluster.Cluster
+	System     *actor.ActorSystem
+	membership interface{ Ready() bool }
+	multiNode  bool
 }
+
+// Ready reports whether the node is a member in good standing.
+func (n *Node) Ready() bool { return n.membership.Ready() }
 
 // Start makes this process a cluster member hosting kinds.
 func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
@@ -60,8 +73,25 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 	system := actor.NewActorSystemWithConfig(actor.Configure(
 		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }),
 	))
-	remoteConfig := remote.Configure(host, port)
-	clusterConfig := cluster.Configure(cfg.Name, standalone{}, disthash.New(), remoteConfig,
+	var remoteOptions []remote.ConfigOption
+	if cfg.AdvertiseHost != "" {
+		remoteOptions = append(remoteOptions, remote.WithAdvertisedHost(cfg.AdvertiseHost))
+	}
+	remoteConfig := remote.Configure(host, port, remoteOptions...)
+	var provider interface {
+		cluster.ClusterProvider
+		Ready() bool
+	} = standalone{}
+	if len(cfg.EtcdEndpoints) > 0 {
+		etcd, err := newEtcdMembership(cfg.EtcdEndpoints, cfg.Name, cfg.LeaseTTL, cfg.Log)
+		if err != nil {
+			return nil, err
+		}
+		provider = etcd
+	}
+	// Rendezvous hashing (disthash) places each grain on one member with no
+	// coordination beyond the member list; it needs no identity storage.
+	clusterConfig := cluster.Configure(cfg.Name, provider, disthash.New(), remoteConfig,
 		cluster.WithKinds(kinds...),
 		cluster.WithRequestTimeout(cfg.RequestTimeout),
 	)
@@ -73,12 +103,14 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 		}
 	}()
 	c.StartMember()
-	return &Node{Cluster: c, System: system}, nil
+	return &Node{Cluster: c, System: system, membership: provider, multiNode: len(cfg.EtcdEndpoints) > 0}, nil
 }
 
 // Stop leaves the cluster and stops every local actor.
 func (n *Node) Stop() {
-	n.Cluster.Shutdown(false)
+	// Gracefully only with peers: it leaves etcd at once and gives grains
+	// time to move, which a lone node need not wait for.
+	n.Cluster.Shutdown(n.multiNode)
 }
 
 // standalone is the membership of a one-node cluster: only itself.
@@ -121,3 +153,5 @@ func (h minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
 func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.floor}
 }
+
+func (standalone) Ready() bool { return true }

@@ -19,6 +19,8 @@ type Metrics struct {
 	Deliveries         prometheus.Counter
 	SlowConsumerCloses prometheus.Counter
 	ProtocolErrors     *prometheus.CounterVec
+	ClusterMembers     prometheus.Gauge
+	RemoteDeliveries   prometheus.Counter
 }
 
 func NewMetrics() *Metrics {
@@ -44,12 +46,17 @@ func NewMetrics() *Metrics {
 		ProtocolErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_protocol_errors_total", Help: "Client frames refused, by error code."},
 			[]string{"code"}),
+		ClusterMembers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_cluster_members", Help: "Cluster members this node knows of, itself included."}),
+		RemoteDeliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_remote_deliveries_total", Help: "Publications sent by channels on this node to relays on other nodes."}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.Actors, m.Subscriptions, m.MessagesIn, m.FramesOut,
 		m.Publications, m.Deliveries, m.SlowConsumerCloses, m.ProtocolErrors,
+		m.ClusterMembers, m.RemoteDeliveries,
 	)
 	return m
 }

@@ -57,6 +57,8 @@ type Options struct {
 	AllowedOrigins []string
 	PingInterval   time.Duration
 	IdleTimeout    time.Duration
+	// Ready reports cluster membership for /readyz; nil: always ready.
+	Ready func() bool
 }
 
 // Close codes the transport uses; see docs/protocol.md.
@@ -100,6 +102,15 @@ func NewServer(opts Options, connector Connector, backend Backend, metrics *Metr
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if opts.Ready != nil && !opts.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: not a member of the cluster\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	mux.Handle("/api/", newAPI(opts.APIKey, opts.Limits, backend, log))

@@ -17,6 +17,10 @@ import (
 type config struct {
 	Addr             string
 	NodeAddr         string
+	NodeAdvertise    string
+	ClusterEtcd      string
+	ClusterName      string
+	ClusterLeaseTTL  time.Duration
 	APIKey           string
 	LogLevel         string
 	LogFormat        string
@@ -62,6 +66,8 @@ func defaultConfig() config {
 	return config{
 		Addr:             "127.0.0.1:8765",
 		NodeAddr:         "127.0.0.1:0",
+		ClusterName:      "switchboard",
+		ClusterLeaseTTL:  3 * time.Second,
 		LogLevel:         "info",
 		LogFormat:        "text",
 		ClusterLogLevel:  "warn",
@@ -95,6 +101,10 @@ func defaultConfig() config {
 func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address for WebSocket clients (/ws) and HTTP (/api/, /healthz, /metrics)")
 	fs.StringVar(&c.NodeAddr, "node-addr", c.NodeAddr, "listen address for traffic between cluster nodes (port 0: any free port)")
+	fs.StringVar(&c.NodeAdvertise, "node-advertise", c.NodeAdvertise, "host other nodes reach this one at, when --node-addr binds all interfaces")
+	fs.StringVar(&c.ClusterEtcd, "cluster-etcd", c.ClusterEtcd, "comma-separated etcd endpoints; set, the node joins a multi-node cluster")
+	fs.StringVar(&c.ClusterName, "cluster-name", c.ClusterName, "name of the cluster in etcd; nodes join members of the same name")
+	fs.DurationVar(&c.ClusterLeaseTTL, "cluster-lease-ttl", c.ClusterLeaseTTL, "etcd lease of a node's membership: how long a dead node stays a member (whole seconds)")
 	fs.StringVar(&c.APIKey, "api-key", c.APIKey, "key for the HTTP API under /api/; empty turns the API off")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
@@ -149,7 +159,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	cfg.flags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: switchboard [flags]\n       switchboard token --user U --secret S [--ttl 1h] [--channels P,...] [--publish P,...]\n\nRuns the Switchboard broker. Every flag --foo-bar may also be set as SWITCHBOARD_FOO_BAR.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: switchboard [flags]\n       switchboard token --user U --secret S [--ttl 1h] [--channels P,...] [--publish P,...]\n       switchboard dev-cluster [--nodes 3] [-- broker flags]\n\nRuns the Switchboard broker. Every flag --foo-bar may also be set as SWITCHBOARD_FOO_BAR.\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			fmt.Fprintf(stderr, "  --%s (env %s)\n    \t%s (default %q)\n", f.Name, envName(f.Name), f.Usage, f.DefValue)
 		})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -18,8 +19,12 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "token" {
-		if err := tokenCommand(os.Args[2:], os.Stdout, os.Stderr); err != nil && !errors.Is(err, flag.ErrHelp) {
+	subcommands := map[string]func([]string, io.Writer, io.Writer) error{
+		"token":       tokenCommand,
+		"dev-cluster": devClusterCommand,
+	}
+	if len(os.Args) > 1 && subcommands[os.Args[1]] != nil {
+		if err := subcommands[os.Args[1]](os.Args[2:], os.Stdout, os.Stderr); err != nil && !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "switchboard:", err)
 			os.Exit(2)
 		}
@@ -72,8 +77,11 @@ func run(cfg config) error {
 		MaxConnectionsPerUser: cfg.MaxConnsPerUser,
 	}, metrics, log)
 	node, err := cluster.Start(cluster.Config{
-		Name:           "switchboard",
+		Name:           cfg.ClusterName,
 		NodeAddr:       cfg.NodeAddr,
+		AdvertiseHost:  cfg.NodeAdvertise,
+		EtcdEndpoints:  splitList(cfg.ClusterEtcd),
+		LeaseTTL:       cfg.ClusterLeaseTTL,
 		RequestTimeout: cfg.RequestTimeout,
 		Log:            log,
 		LogLevel:       clusterLevel,
@@ -107,6 +115,7 @@ func run(cfg config) error {
 		AllowedOrigins:    splitList(cfg.AllowedOrigins),
 		PingInterval:      cfg.PingInterval,
 		IdleTimeout:       cfg.IdleTimeout,
+		Ready:             node.Ready,
 	}, broker, broker, metrics, log)
 
 	serveErr := make(chan error, 1)
