@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+
+	"github.com/switchboard/switchboard/cluster"
 )
 
 var brokerBinary string
@@ -135,6 +138,63 @@ func (s *server) terminate() {
 	out := s.output()
 	if strings.Contains(out, "DATA RACE") || strings.Contains(out, "panic:") {
 		s.t.Errorf("broker log shows a race or panic:\n%s", out)
+	}
+}
+
+// kill ends the broker with SIGKILL, as a crash would.
+func (s *server) kill() {
+	s.once.Do(func() {
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+	})
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startEtcd runs a real etcd server inside the test process.
+func startEtcd(t testing.TB) *cluster.EmbeddedEtcd {
+	t.Helper()
+	etcd, err := cluster.StartEmbeddedEtcd(t.TempDir(), freeAddr(t), freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Stop)
+	return etcd
+}
+
+// startCluster starts n broker processes that find each other through etcd
+// and waits until every one sees all n members.
+func startCluster(t testing.TB, etcd *cluster.EmbeddedEtcd, n int, args ...string) []*server {
+	t.Helper()
+	nodes := make([]*server, n)
+	for i := range nodes {
+		nodes[i] = startNode(t, etcd, args...)
+	}
+	waitForMembers(t, nodes, n)
+	return nodes
+}
+
+func startNode(t testing.TB, etcd *cluster.EmbeddedEtcd, args ...string) *server {
+	t.Helper()
+	return startServer(t, append([]string{"--cluster-etcd", etcd.Endpoint, "--cluster-lease-ttl", "2s",
+		"--node-addr", "127.0.0.1:0", "--request-timeout", "2s", "--rate-limit", "0"}, args...)...)
+}
+
+func waitForMembers(t testing.TB, nodes []*server, n int) {
+	t.Helper()
+	for _, node := range nodes {
+		eventually(t, 20*time.Second, fmt.Sprintf("%s to see %d members", node.addr, n), func() bool {
+			return node.metric(t, "switchboard_cluster_members") == float64(n)
+		})
 	}
 }
 
@@ -284,6 +344,12 @@ func (c *client) next() []byte {
 		c.t.Fatalf("no frame within %s", waitTimeout)
 		return nil
 	}
+}
+
+func decode(raw []byte) map[string]any {
+	var m map[string]any
+	_ = json.Unmarshal(raw, &m)
+	return m
 }
 
 // expect returns the next frame, which must have the given type.

@@ -1,0 +1,254 @@
+package tests
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestClusterFanoutAndUsers(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes := startCluster(t, etcd, 3, "--api-key", "k")
+
+	t.Run("publications reach subscribers on every node, in one order", func(t *testing.T) {
+		clients := make([]*client, len(nodes))
+		for i, node := range nodes {
+			clients[i] = node.connect(t, fmt.Sprintf("player%d", i))
+			clients[i].subscribe("game:7")
+		}
+		for i, c := range clients {
+			c.sendJSON(map[string]any{"type": "message", "channel": "game:7", "data": fmt.Sprintf("from node %d", i)})
+		}
+		var orders []string
+		for _, c := range clients {
+			var seen []string
+			for range clients {
+				m := c.expect("message")
+				seen = append(seen, fmt.Sprintf("%v=%v", m["offset"], m["data"]))
+			}
+			orders = append(orders, strings.Join(seen, ","))
+		}
+		for i := range orders {
+			if orders[i] != orders[0] {
+				t.Fatalf("node %d saw %s, node 0 saw %s", i, orders[i], orders[0])
+			}
+		}
+	})
+
+	t.Run("send reaches a user connected to two nodes", func(t *testing.T) {
+		bob1, bob3 := nodes[0].connect(t, "bob"), nodes[2].connect(t, "bob")
+		alice := nodes[1].connect(t, "alice")
+		alice.sendJSON(map[string]any{"type": "send", "user": "bob", "data": "hi", "id": 1})
+		if s := alice.expect("sent"); s["connections"] != float64(2) {
+			t.Fatalf("sent = %v", s)
+		}
+		for _, b := range []*client{bob1, bob3} {
+			if d := b.expect("direct"); d["from"] != "alice" {
+				t.Fatalf("direct = %v", d)
+			}
+		}
+
+		for _, node := range nodes {
+			status, body := node.api(t, "connected", map[string]any{"user": "bob"})
+			if status != 200 || body["connections"] != float64(2) {
+				t.Fatalf("connected via %s: %d %v", node.addr, status, body)
+			}
+		}
+		for _, c := range []*client{bob1, bob3, alice} {
+			c.subscribe("lobby:9")
+		}
+		status, body := nodes[1].api(t, "subscribers", map[string]any{"channel": "lobby:9"})
+		if status != 200 || strings.Join(toStrings(body["users"]), ",") != "alice,bob" {
+			t.Fatalf("subscribers: %d %v", status, body)
+		}
+		status, body = nodes[1].api(t, "disconnect", map[string]any{"user": "bob"})
+		if status != 200 || body["connections"] != float64(2) {
+			t.Fatalf("disconnect: %d %v", status, body)
+		}
+		for _, b := range []*client{bob1, bob3} {
+			if code := b.expectClose(); code != 4010 {
+				t.Fatalf("close code %d", code)
+			}
+		}
+		status, body = nodes[0].api(t, "broadcast", map[string]any{"data": "all"})
+		if status != 200 || body["connections"] != float64(1) {
+			t.Fatalf("broadcast: %d %v", status, body)
+		}
+	})
+
+	t.Run("a publication crosses to each other node once, not once per subscriber", func(t *testing.T) {
+		var subs []*client
+		for i := range 10 {
+			c := nodes[1].connect(t, fmt.Sprintf("crowd%d", i))
+			c.subscribe("crowd:1")
+			subs = append(subs, c)
+		}
+		before := 0.0
+		for _, n := range nodes {
+			before += n.metric(t, "switchboard_remote_deliveries_total")
+		}
+		pub := nodes[2].connect(t, "crowd-pub")
+		for i := range 5 {
+			pub.sendJSON(map[string]any{"type": "message", "channel": "crowd:1", "data": i, "id": i})
+			pub.expect("published")
+		}
+		for _, c := range subs {
+			for range 5 {
+				c.expect("message")
+			}
+		}
+		after := 0.0
+		for _, n := range nodes {
+			after += n.metric(t, "switchboard_remote_deliveries_total")
+		}
+		// Subscribers live on one node; the channel lives on it or on another.
+		if crossed := after - before; crossed > 5 {
+			t.Fatalf("5 publications to 10 subscribers on one node crossed the network %v times", crossed)
+		}
+	})
+}
+
+func TestClusterSurvivesNodeLoss(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes := startCluster(t, etcd, 3)
+	const channels = 24
+	names := make([]string, channels)
+	for i := range names {
+		names[i] = fmt.Sprintf("room:%d", i)
+	}
+	// Subscribers on the two survivors, on every channel.
+	var subs []*client
+	for _, node := range nodes[:2] {
+		c := node.connect(t, "watcher-"+node.addr)
+		for _, ch := range names {
+			c.subscribe(ch)
+		}
+		subs = append(subs, c)
+	}
+	// Publishers on the survivors keep publishing round the channels.
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for p, node := range nodes[:2] {
+		pub := node.connect(t, fmt.Sprintf("pub%d", p))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				pub.sendJSON(map[string]any{"type": "message", "channel": names[i%channels], "data": time.Now().UnixMilli(), "id": i})
+				pub.expect2("published", "error") // unavailable while a channel moves
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	defer func() { stop.Store(true); wg.Wait() }()
+	// Every subscriber sees every channel flowing before the kill.
+	awaitFlow := func(since time.Time) time.Duration {
+		var mu sync.Mutex
+		var last time.Time
+		var readers sync.WaitGroup
+		for _, c := range subs {
+			readers.Add(1)
+			go func() {
+				defer readers.Done()
+				pending := map[string]bool{}
+				for _, ch := range names {
+					pending[ch] = true
+				}
+				deadline := time.Now().Add(30 * time.Second)
+				for len(pending) > 0 && time.Now().Before(deadline) {
+					select {
+					case raw := <-c.frames:
+						m := decode(raw)
+						if m["type"] == "message" && int64(m["data"].(float64)) >= since.UnixMilli() && pending[m["channel"].(string)] {
+							delete(pending, m["channel"].(string))
+						}
+					case <-time.After(time.Second):
+					}
+				}
+				if len(pending) > 0 {
+					t.Errorf("a subscriber got nothing published after %s on %d channels", since.Format(time.StampMilli), len(pending))
+				}
+				mu.Lock()
+				last = time.Now()
+				mu.Unlock()
+			}()
+		}
+		readers.Wait()
+		return last.Sub(since)
+	}
+	awaitFlow(time.Now())
+	killedAt := time.Now()
+	nodes[2].kill()
+	window := awaitFlow(killedAt)
+	t.Logf("failover window (SIGKILL to publications flowing again on all %d channels, lease TTL 2s): %s", channels, window.Round(10*time.Millisecond))
+	waitForMembers(t, nodes[:2], 2)
+}
+
+func TestClusterRollingRestart(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes := startCluster(t, etcd, 3)
+	// A client that reconnects to a live node and subscribes again, as
+	// the client libraries do.
+	type roamer struct {
+		user string
+		c    *client
+	}
+	live := func() []*server {
+		var out []*server
+		for _, n := range nodes {
+			select {
+			case <-n.exited:
+			default:
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	connect := func(r *roamer, i int) {
+		candidates := live()
+		r.c = candidates[i%len(candidates)].connect(t, r.user)
+		r.c.subscribe("rolling:1")
+	}
+	roamers := make([]*roamer, 6)
+	for i := range roamers {
+		roamers[i] = &roamer{user: fmt.Sprintf("roamer%d", i)}
+		connect(roamers[i], i)
+	}
+	for i := range nodes {
+		nodes[i].stop()
+		for j, r := range roamers {
+			select {
+			case <-r.c.closed:
+				if code := r.c.expectClose(); code != 1012 {
+					t.Fatalf("close code %d on restart, want 1012", code)
+				}
+				connect(r, j)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		nodes[i] = startNode(t, etcd)
+		waitForMembers(t, live(), 3)
+	}
+	pub := nodes[0].connect(t, "announcer")
+	pub.sendJSON(map[string]any{"type": "message", "channel": "rolling:1", "data": "after the restart", "id": 1})
+	pub.expect("published")
+	for _, r := range roamers {
+		if m := r.c.expect("message"); m["data"] != "after the restart" {
+			t.Fatalf("%s got %v", r.user, m)
+		}
+	}
+}
+
+func TestClusterNodeWithoutEtcd(t *testing.T) {
+	t.Parallel()
+	out, err := runBroker(t, "--addr", "127.0.0.1:0", "--cluster-etcd", "http://"+freeAddr(t))
+	if err == nil || !strings.Contains(out, "etcd") {
+		t.Fatalf("a node that cannot reach etcd should exit with an error naming etcd; err=%v output:\n%s", err, out)
+	}
+}
