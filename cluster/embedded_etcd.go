@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"net/url"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -12,6 +13,7 @@ import (
 // the dev-cluster command and for tests: the real etcd, not a stand-in.
 type EmbeddedEtcd struct {
 	server *embed.Etcd
+	once   sync.Once
 	// Endpoint is the client URL nodes pass to --cluster-etcd.
 	Endpoint string
 }
@@ -49,4 +51,4 @@ func StartEmbeddedEtcd(dir, clientAddr, peerAddr string) (*EmbeddedEtcd, error) 
 }
 
 // Stop shuts etcd down.
-func (e *EmbeddedEtcd) Stop() { e.server.Close() }
+func (e *EmbeddedEtcd) Stop() { e.once.Do(e.server.Close) }

@@ -252,3 +252,64 @@ func TestClusterNodeWithoutEtcd(t *testing.T) {
 		t.Fatalf("a node that cannot reach etcd should exit with an error naming etcd; err=%v output:\n%s", err, out)
 	}
 }
+
+func TestClusterMembershipFollowsEtcd(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes := startCluster(t, etcd, 3)
+
+	// A graceful stop leaves etcd at once, well before a lease could expire.
+	stoppedAt := time.Now()
+	nodes[2].stop()
+	waitForMembers(t, nodes[:2], 2)
+	if took := time.Since(stoppedAt); took > 10*time.Second {
+		t.Fatalf("members noticed the departure only after %s", took)
+	}
+	if code := nodes[2].cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM", code)
+	}
+
+	// etcd lost while running: nodes keep serving and report not ready.
+	a, b := nodes[0].connect(t, "a"), nodes[1].connect(t, "b")
+	a.subscribe("still:1")
+	b.subscribe("still:1")
+	etcd.Stop()
+	for _, n := range nodes[:2] {
+		eventually(t, 20*time.Second, n.addr+" to report not ready", func() bool { return n.status(t, "/readyz") == 503 })
+	}
+	b.sendJSON(map[string]any{"type": "message", "channel": "still:1", "data": "without etcd", "id": 1})
+	b.expect2("message", "published")
+	if m := a.expect("message"); m["data"] != "without etcd" {
+		t.Fatalf("got %v", m)
+	}
+}
+
+func TestClusterChurnLeavesNothingBehind(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes := startCluster(t, etcd, 3)
+	count := func(series string) float64 {
+		total := 0.0
+		for _, n := range nodes {
+			total += n.metric(t, series)
+		}
+		return total
+	}
+	for round := range 100 {
+		node := nodes[round%3]
+		c := node.connect(t, fmt.Sprintf("churn%d", round%7))
+		c.subscribe(fmt.Sprintf("churn:%d", round%11))
+		other := nodes[(round+1)%3].connect(t, "peer")
+		other.subscribe(fmt.Sprintf("churn:%d", round%11))
+		c.sendJSON(map[string]any{"type": "message", "channel": fmt.Sprintf("churn:%d", round%11), "data": round})
+		other.expect("message")
+		c.send(`{"type":"disconnect"}`)
+		other.send(`{"type":"disconnect"}`)
+		c.expectClose()
+		other.expectClose()
+	}
+	for _, series := range []string{"switchboard_connections", "switchboard_subscriptions",
+		`switchboard_actors{kind="connection"}`, `switchboard_actors{kind="channel"}`, `switchboard_actors{kind="session"}`} {
+		eventually(t, 15*time.Second, series+" back to zero", func() bool { return count(series) == 0 })
+	}
+}

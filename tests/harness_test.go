@@ -227,6 +227,17 @@ func (s *server) metric(t testing.TB, name string) float64 {
 	return 0
 }
 
+// status GETs path and returns the HTTP status.
+func (s *server) status(t testing.TB, path string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + s.addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // api calls the HTTP API and returns the status and decoded body.
 func (s *server) api(t testing.TB, method string, body any) (int, map[string]any) {
 	t.Helper()

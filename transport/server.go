@@ -59,6 +59,8 @@ type Options struct {
 	IdleTimeout    time.Duration
 	// Ready reports cluster membership for /readyz; nil: always ready.
 	Ready func() bool
+	// TrustedProxies may name the client in X-Forwarded-For.
+	TrustedProxies []*net.IPNet
 }
 
 // Close codes the transport uses; see docs/protocol.md.
@@ -191,7 +193,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ip := clientIP(r)
+	ip := s.clientIP(r)
 	if !s.ips.acquire(ip) {
 		http.Error(w, "too many connections from this address", http.StatusTooManyRequests)
 		return
@@ -349,10 +351,25 @@ func (s *Server) originAllowed(origin string) bool {
 	return false
 }
 
-func clientIP(r *http.Request) string {
+// clientIP is the peer's address, or the client's as a trusted proxy
+// reports it in X-Forwarded-For (its last entry, the one it added).
+func (s *Server) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	peer := net.ParseIP(host)
+	forwarded := r.Header.Get("X-Forwarded-For")
+	if peer == nil || forwarded == "" {
+		return host
+	}
+	for _, trusted := range s.opts.TrustedProxies {
+		if trusted.Contains(peer) {
+			entries := strings.Split(forwarded, ",")
+			if client := strings.TrimSpace(entries[len(entries)-1]); net.ParseIP(client) != nil {
+				return client
+			}
+		}
 	}
 	return host
 }

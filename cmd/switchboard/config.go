@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -57,6 +58,7 @@ type config struct {
 	MaxSubscriptions  int
 	MaxChannelBytes   int
 	AllowedOrigins    string
+	TrustedProxies    string
 	PingInterval      time.Duration
 	IdleTimeout       time.Duration
 	ReadHeaderTimeout time.Duration
@@ -141,6 +143,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", c.MaxSubscriptions, "channels one connection may subscribe to (0: unlimited)")
 	fs.IntVar(&c.MaxChannelBytes, "max-channel-bytes", c.MaxChannelBytes, "longest channel name, at most 255")
 	fs.StringVar(&c.AllowedOrigins, "allowed-origins", c.AllowedOrigins, "comma-separated Origin allow-list, e.g. https://game.example,https://*.example.com (empty: any)")
+	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated CIDRs of proxies whose X-Forwarded-For names the client (e.g. 127.0.0.1/32)")
 	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "how often the server pings each connection (0: never)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "a connection silent for longer is closed with 4011 (0: never)")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "time a client has to send its HTTP request headers")
@@ -214,6 +217,9 @@ func (c *config) validate() error {
 	if c.RateLimit < 0 || c.UserRateLimit < 0 || c.RateBurst < 1 || c.UserRateBurst < 1 {
 		return fmt.Errorf("rate limits must not be negative and bursts must be at least 1")
 	}
+	if _, err := c.trustedProxies(); err != nil {
+		return err
+	}
 	if c.AuthTimeout <= 0 {
 		return fmt.Errorf("--auth-timeout must be positive")
 	}
@@ -268,4 +274,16 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+func (c *config) trustedProxies() ([]*net.IPNet, error) {
+	var nets []*net.IPNet
+	for _, cidr := range splitList(c.TrustedProxies) {
+		_, n, err := net.ParseCIDR(cidr)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-proxies: %w", err)
+		}
+		nets = append(nets, n)
+	}
+	return nets, nil
 }

@@ -65,6 +65,7 @@ func run(cfg config) error {
 		log.Warn("no JWT key configured: running in open development mode, clients choose their user id")
 	}
 
+	proxies, _ := cfg.trustedProxies() // validated with the rest of the configuration
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -116,6 +117,7 @@ func run(cfg config) error {
 		PingInterval:      cfg.PingInterval,
 		IdleTimeout:       cfg.IdleTimeout,
 		Ready:             node.Ready,
+		TrustedProxies:    proxies,
 	}, broker, broker, metrics, log)
 
 	serveErr := make(chan error, 1)
