@@ -143,7 +143,8 @@ func request[T proto.Message](ctx context.Context, b *Broker, kind, identity str
 	if deadline, ok := ctx.Deadline(); ok {
 		timeout = time.Until(deadline)
 	}
-	res, err := b.cluster.Request(identity, kind, msg, cluster.WithTimeout(timeout))
+	res, err := b.cluster.Request(identity, kind, msg, cluster.WithTimeout(timeout),
+		cluster.WithRetryCount(retryLimit), cluster.WithRetryAction(backoff))
 	if err != nil {
 		return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrUnavailable, err)
 	}
@@ -152,6 +153,17 @@ func request[T proto.Message](ctx context.Context, b *Broker, kind, identity str
 		return zero, fmt.Errorf("%s %s: unexpected answer %T", kind, identity, res)
 	}
 	return answer, nil
+}
+
+// A grain that is passivating, moving or on a dead node answers with a
+// dead letter until the lookup learns where it lives now; retry with
+// backoff (protoactor's default retries 3 times without pause) until the
+// request's timeout.
+const retryLimit = 1000
+
+func backoff(attempt int) int {
+	time.Sleep(min(time.Duration(1<<min(attempt, 8))*time.Millisecond, 200*time.Millisecond))
+	return attempt + 1
 }
 
 // tell sends to a grain without waiting; used where the sender must not block.

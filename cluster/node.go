@@ -43,8 +43,13 @@ type Config struct {
 type Node struct {
 	Cluster    *cluster.Cluster
 	System     *actor.ActorSystem
-	membership interface{ Ready() bool }
+	membership membership
 	multiNode  bool
+}
+
+type membership interface {
+	cluster.ClusterProvider
+	Ready() bool
 }
 
 // Ready reports whether the node is a member in good standing.
@@ -78,10 +83,7 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 		remoteOptions = append(remoteOptions, remote.WithAdvertisedHost(cfg.AdvertiseHost))
 	}
 	remoteConfig := remote.Configure(host, port, remoteOptions...)
-	var provider interface {
-		cluster.ClusterProvider
-		Ready() bool
-	} = standalone{}
+	var provider membership = standalone{}
 	if len(cfg.EtcdEndpoints) > 0 {
 		etcd, err := newEtcdMembership(cfg.EtcdEndpoints, cfg.Name, cfg.LeaseTTL, cfg.Log)
 		if err != nil {
@@ -108,9 +110,15 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 
 // Stop leaves the cluster and stops every local actor.
 func (n *Node) Stop() {
-	// Gracefully only with peers: it leaves etcd at once and gives grains
-	// time to move, which a lone node need not wait for.
-	n.Cluster.Shutdown(n.multiNode)
+	if n.multiNode {
+		// Leave etcd at once so the others re-home this node's grains now.
+		if err := n.membership.Shutdown(true); err != nil {
+			n.Cluster.Logger().Warn("leaving etcd", "err", err)
+		}
+	}
+	// Not protoactor's graceful path: its remote shutdown races with
+	// endpoint events, and membership is already handled above.
+	n.Cluster.Shutdown(false)
 }
 
 // standalone is the membership of a one-node cluster: only itself.

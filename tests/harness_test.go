@@ -351,6 +351,16 @@ func (c *client) next() []byte {
 			c.t.Fatalf("the server sent a reserved frame type: %s", f)
 		}
 		return f
+	case <-c.closed:
+		select {
+		case f := <-c.frames: // frames that arrived before the close
+			return f
+		default:
+		}
+		c.closeMu.Lock()
+		defer c.closeMu.Unlock()
+		c.t.Fatalf("connection closed (code %d) before the next frame", c.code)
+		return nil
 	case <-time.After(waitTimeout):
 		c.t.Fatalf("no frame within %s", waitTimeout)
 		return nil
