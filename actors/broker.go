@@ -137,33 +137,60 @@ func (b *Broker) Open(out *transport.Outbox) transport.Inbound {
 }
 
 // request calls a grain and waits for its typed answer.
+//
+// A grain that is passivating, moving or on a dead node may drop a
+// message (protoactor discards mail that reaches a stopping actor) or
+// answer with a dead letter. Each attempt therefore has its own timeout,
+// and the call is retried with backoff against a fresh lookup until the
+// overall deadline; grains recognise retried requests by their sequence
+// numbers, so nothing is done twice.
 func request[T proto.Message](ctx context.Context, b *Broker, kind, identity string, msg proto.Message) (T, error) {
 	var zero T
-	timeout := b.opts.RequestTimeout
-	if deadline, ok := ctx.Deadline(); ok {
-		timeout = time.Until(deadline)
+	deadline := time.Now().Add(b.opts.RequestTimeout)
+	if d, ok := ctx.Deadline(); ok {
+		deadline = d
 	}
-	res, err := b.cluster.Request(identity, kind, msg, cluster.WithTimeout(timeout),
-		cluster.WithRetryCount(retryLimit), cluster.WithRetryAction(backoff))
-	if err != nil {
-		return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrUnavailable, err)
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrUnavailable, lastErr)
+		}
+		if pid := b.grainPID(kind, identity); pid != nil {
+			res, err := b.system.Root.RequestFuture(pid, msg, min(remaining, attemptTimeout)).Result()
+			if err == nil {
+				answer, ok := res.(T)
+				if !ok {
+					return zero, fmt.Errorf("%s %s: unexpected answer %T", kind, identity, res)
+				}
+				return answer, nil
+			}
+			lastErr = err
+			b.cluster.PidCache.Remove(identity, kind)
+		} else {
+			lastErr = fmt.Errorf("no activation found")
+		}
+		time.Sleep(min(time.Duration(1<<min(attempt, 8))*time.Millisecond, 200*time.Millisecond, time.Until(deadline)))
 	}
-	answer, ok := res.(T)
-	if !ok {
-		return zero, fmt.Errorf("%s %s: unexpected answer %T", kind, identity, res)
-	}
-	return answer, nil
 }
 
-// A grain that is passivating, moving or on a dead node answers with a
-// dead letter until the lookup learns where it lives now; retry with
-// backoff (protoactor's default retries 3 times without pause) until the
-// request's timeout.
-const retryLimit = 1000
+// attemptTimeout bounds one try of a grain call; a live grain answers in
+// microseconds, and an activation's recovery takes at most relayTimeout.
+const (
+	attemptTimeout = 500 * time.Millisecond
+	relayTimeout   = time.Second
+)
 
-func backoff(attempt int) int {
-	time.Sleep(min(time.Duration(1<<min(attempt, 8))*time.Millisecond, 200*time.Millisecond))
-	return attempt + 1
+// grainPID finds (activating if need be) the grain, through the cache.
+func (b *Broker) grainPID(kind, identity string) *actor.PID {
+	if pid, ok := b.cluster.PidCache.Get(identity, kind); ok {
+		return pid
+	}
+	pid := b.cluster.Get(identity, kind)
+	if pid != nil {
+		b.cluster.PidCache.Set(identity, kind, pid)
+	}
+	return pid
 }
 
 // tell sends to a grain without waiting; used where the sender must not block.
@@ -180,7 +207,8 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte, exclu
 	if err := checkChannelAndData(channel, data); err != nil {
 		return 0, err
 	}
-	res, err := request[*pb.Published](ctx, b, ChannelKind, channel, &pb.Publish{Channel: channel, Data: data, ExcludeUser: excludeUser})
+	res, err := request[*pb.Published](ctx, b, ChannelKind, channel, &pb.Publish{Channel: channel, Data: data, ExcludeUser: excludeUser,
+		Publisher: "api-" + newEpoch() + newEpoch(), Sequence: 1})
 	if err != nil {
 		return 0, err
 	}
@@ -192,7 +220,8 @@ func (b *Broker) SendToUser(ctx context.Context, user string, data []byte) (int,
 	if !transport.ValidJSON(data) {
 		return 0, fmt.Errorf("send to %s: data is not valid JSON", user)
 	}
-	res, err := request[*pb.SentToUser](ctx, b, SessionKind, user, &pb.SendToUser{Frame: transport.DirectFrame("", data, nowMillis())})
+	res, err := request[*pb.SentToUser](ctx, b, SessionKind, user, &pb.SendToUser{Frame: transport.DirectFrame("", data, nowMillis()),
+		Sender: "api-" + newEpoch() + newEpoch(), Sequence: 1})
 	if err != nil {
 		return 0, err
 	}
@@ -208,7 +237,7 @@ func (b *Broker) Broadcast(ctx context.Context, data []byte) (int, error) {
 	total := 0
 	for _, member := range b.cluster.MemberList.Members().Members() {
 		relay := actor.NewPID(member.Address(), relayName)
-		res, err := b.system.Root.RequestFuture(relay, msg, b.timeout(ctx)).Result()
+		res, err := b.system.Root.RequestFuture(relay, msg, time.Until(b.deadline(ctx))).Result()
 		if err != nil {
 			return total, fmt.Errorf("broadcast via %s: %w: %v", member.Address(), transport.ErrUnavailable, err)
 		}
@@ -259,11 +288,11 @@ func (b *Broker) CloseAll(ctx context.Context, code uint16, reason string) {
 	}
 }
 
-func (b *Broker) timeout(ctx context.Context) time.Duration {
+func (b *Broker) deadline(ctx context.Context) time.Time {
 	if deadline, ok := ctx.Deadline(); ok {
-		return time.Until(deadline)
+		return deadline
 	}
-	return b.opts.RequestTimeout
+	return time.Now().Add(b.opts.RequestTimeout)
 }
 
 func checkChannelAndData(channel string, data []byte) error {

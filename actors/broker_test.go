@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -58,6 +59,11 @@ func openPeer(t *testing.T, b *Broker, id, user string) *peer {
 	t.Cleanup(func() { clientEnd.Close(); serverEnd.Close() })
 	out := transport.NewOutbox(serverEnd, id, user, transport.OutboxLimits{MaxFrames: 1000, MaxBytes: 1 << 20}, nil, nil)
 	p := &peer{t: t, inbound: b.Open(out), frames: make(chan map[string]any, 1000)}
+	p.read(clientEnd)
+	return p
+}
+
+func (p *peer) read(clientEnd net.Conn) {
 	go func() {
 		r := bufio.NewReader(clientEnd)
 		for {
@@ -82,21 +88,26 @@ func openPeer(t *testing.T, b *Broker, id, user string) *peer {
 			p.frames <- m
 		}
 	}()
-	p.expect("welcome")
-	return p
 }
 
 func (p *peer) expect(typ string) map[string]any {
 	p.t.Helper()
+	m, err := p.next(typ)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return m
+}
+
+func (p *peer) next(typ string) (map[string]any, error) {
 	select {
 	case m := <-p.frames:
 		if m["type"] != typ {
-			p.t.Fatalf("want %s, got %v", typ, m)
+			return m, fmt.Errorf("want %s, got %v", typ, m)
 		}
-		return m
-	case <-time.After(5 * time.Second):
-		p.t.Fatalf("no %s frame", typ)
-		return nil
+		return m, nil
+	case <-time.After(10 * time.Second):
+		return nil, fmt.Errorf("no %s frame", typ)
 	}
 }
 
@@ -106,6 +117,7 @@ func TestGoAPI(t *testing.T) {
 	alice := openPeer(t, b, "c1", "alice")
 	bob := openPeer(t, b, "c2", "bob")
 	for _, p := range []*peer{alice, bob} {
+		p.expect("welcome")
 		p.inbound.Command(&pb.ClientCommand{Kind: pb.ClientCommand_KIND_SUBSCRIBE, Channel: "room:1"})
 		p.expect("subscribed")
 	}
@@ -150,6 +162,7 @@ func TestGoAPI(t *testing.T) {
 func TestGrainsPassivateWhenUnused(t *testing.T) {
 	b := startBroker(t)
 	p := openPeer(t, b, "c1", "carol")
+	p.expect("welcome")
 	p.inbound.Command(&pb.ClientCommand{Kind: pb.ClientCommand_KIND_SUBSCRIBE, Channel: "tmp:1"})
 	p.expect("subscribed")
 	channels := b.metrics.Actors.WithLabelValues(ChannelKind)
@@ -173,5 +186,41 @@ func TestGrainsPassivateWhenUnused(t *testing.T) {
 	offset, err := b.Publish(context.Background(), "tmp:1", []byte(`1`), "")
 	if err != nil || offset != 1 {
 		t.Fatalf("Publish after passivation = %d, %v", offset, err)
+	}
+}
+
+// Users reconnecting while their session grain passivates: every
+// connection is still attached (protoactor drops mail that reaches a
+// stopping actor; requests retry and grains recognise the retries).
+func TestReconnectsRacingPassivation(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := NewBroker(Options{RequestTimeout: 5 * time.Second, GrainIdleTimeout: 20 * time.Millisecond}, transport.NewMetrics(), log)
+	node, err := cluster.Start(cluster.Config{Name: "test", NodeAddr: "127.0.0.1:0", RequestTimeout: 5 * time.Second, Log: log, LogLevel: slog.LevelError}, b.Kinds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Stop)
+	if err := b.Start(node.Cluster); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	for w := range 4 {
+		go func() {
+			for i := w; i < 800; i += 4 {
+				p := openPeer(t, b, fmt.Sprintf("c%d", i), fmt.Sprintf("u%d", i%13))
+				if _, err := p.next("welcome"); err != nil {
+					errs <- fmt.Errorf("connection %d: %w", i, err)
+					return
+				}
+				p.inbound.Closed()
+				time.Sleep(time.Duration(i%7) * time.Millisecond)
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -24,11 +24,13 @@ type channel struct {
 	subscribers map[string]subscriber // connection id → subscriber
 	relays      map[string]*relayRef  // relay address → relay
 	idle        passivation
+	retries     retries
 }
 
 type subscriber struct {
-	user  string
-	relay *relayRef
+	user     string
+	relay    *relayRef
+	sequence uint64 // of the Subscribe that added it
 }
 
 type relayRef struct {
@@ -73,7 +75,7 @@ func (c *channel) Receive(ctx actor.Context) {
 // activation after a move or a node loss starts with everyone the nodes
 // still deliver to, so no client has to subscribe again.
 func (c *channel) recoverSubscribers(ctx actor.Context) {
-	answers := c.b.askRelays(ctx, &pb.QueryChannelSubscribers{Channel: c.name}, c.b.opts.RequestTimeout/2)
+	answers := c.b.askRelays(ctx, &pb.QueryChannelSubscribers{Channel: c.name}, relayTimeout)
 	for address, answer := range answers {
 		if res, ok := answer.(*pb.ChannelSubscribers); ok {
 			for _, s := range res.Subscribers {
@@ -127,6 +129,10 @@ func (c *channel) pruneDeadRelays() {
 }
 
 func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
+	if answer, done := c.retries.answered(msg.Publisher, msg.Sequence); done {
+		ctx.Respond(answer)
+		return
+	}
 	c.pruneDeadRelays()
 	c.last++
 	delivery := &pb.Delivery{
@@ -142,11 +148,19 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 		}
 	}
 	c.b.metrics.Publications.Inc()
-	ctx.Respond(&pb.Published{Offset: c.last})
+	answer := &pb.Published{Offset: c.last}
+	c.retries.remember(msg.Publisher, msg.Sequence, answer)
+	ctx.Respond(answer)
 }
 
 func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
+	if sub, known := c.subscribers[msg.ConnectionId]; known && msg.Sequence != 0 && sub.sequence == msg.Sequence {
+		ctx.Respond(&pb.Subscribed{Offset: c.last, Epoch: c.epoch}) // a retry: the reply frame went out already
+		return
+	}
 	sub := c.add(msg.ConnectionId, msg.User, msg.RelayAddress)
+	sub.sequence = msg.Sequence
+	c.subscribers[msg.ConnectionId] = sub
 	// The relay queues the reply, so it precedes every later publication.
 	ctx.Request(sub.relay.pid, &pb.SubscriberAdded{
 		Channel:      c.name,

@@ -18,6 +18,7 @@ type connection struct {
 	b             *Broker
 	out           *transport.Outbox
 	subscriptions map[string]struct{}
+	sequence      uint64 // numbers this connection's grain requests
 }
 
 func newConnection(b *Broker, out *transport.Outbox) *connection {
@@ -103,6 +104,7 @@ func (c *connection) subscribe(ctx actor.Context, cmd *pb.ClientCommand) {
 		User:         c.out.User,
 		RelayAddress: ctx.Self().Address,
 		ReplyId:      cmd.Id,
+		Sequence:     c.next(),
 	})
 	if err != nil {
 		c.fail(cmd, err)
@@ -132,6 +134,7 @@ func (c *connection) unsubscribe(cmd *pb.ClientCommand) {
 func (c *connection) publish(cmd *pb.ClientCommand) {
 	res, err := request[*pb.Published](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Publish{
 		Channel: cmd.Channel, User: c.out.User, Data: cmd.Data,
+		Publisher: c.out.ID, Sequence: c.next(),
 	})
 	if err != nil {
 		c.fail(cmd, err)
@@ -144,7 +147,7 @@ func (c *connection) publish(cmd *pb.ClientCommand) {
 
 func (c *connection) send(cmd *pb.ClientCommand) {
 	frame := transport.DirectFrame(c.out.User, cmd.Data, nowMillis())
-	res, err := request[*pb.SentToUser](context.Background(), c.b, SessionKind, cmd.User, &pb.SendToUser{Frame: frame})
+	res, err := request[*pb.SentToUser](context.Background(), c.b, SessionKind, cmd.User, &pb.SendToUser{Frame: frame, Sender: c.out.ID, Sequence: c.next()})
 	if err != nil {
 		c.fail(cmd, err)
 		return
@@ -152,6 +155,11 @@ func (c *connection) send(cmd *pb.ClientCommand) {
 	if len(cmd.Id) > 0 {
 		c.out.Push(transport.SentFrame(cmd.User, res.Connections, cmd.Id))
 	}
+}
+
+func (c *connection) next() uint64 {
+	c.sequence++
+	return c.sequence
 }
 
 func (c *connection) fail(cmd *pb.ClientCommand, err error) {

@@ -15,6 +15,7 @@ type session struct {
 	user        string
 	connections map[string]*actor.PID // connection id → connection actor
 	idle        passivation
+	retries     retries
 }
 
 func newSession(b *Broker) *session {
@@ -45,12 +46,18 @@ func (s *session) Receive(ctx actor.Context) {
 		delete(s.connections, msg.ConnectionId)
 		s.idleWhenEmpty(ctx)
 	case *pb.SendToUser:
+		if answer, done := s.retries.answered(msg.Sender, msg.Sequence); done {
+			ctx.Respond(answer)
+			return
+		}
 		s.pruneDeadNodes()
 		push := &pb.Push{Frame: msg.Frame}
 		for _, pid := range s.connections {
 			ctx.Send(pid, push)
 		}
-		ctx.Respond(&pb.SentToUser{Connections: uint32(len(s.connections))})
+		answer := &pb.SentToUser{Connections: uint32(len(s.connections))}
+		s.retries.remember(msg.Sender, msg.Sequence, answer)
+		ctx.Respond(answer)
 	case *pb.DisconnectUser:
 		s.pruneDeadNodes()
 		kick := &pb.Kick{Code: msg.Code, Reason: msg.Reason}
@@ -73,7 +80,7 @@ func (s *session) Receive(ctx actor.Context) {
 // recoverConnections asks every node for the user's connections, so a
 // session re-activated after a move or a node loss knows them all.
 func (s *session) recoverConnections(ctx actor.Context) {
-	answers := s.b.askRelays(ctx, &pb.QueryUserConnections{User: s.user}, s.b.opts.RequestTimeout/2)
+	answers := s.b.askRelays(ctx, &pb.QueryUserConnections{User: s.user}, relayTimeout)
 	for address, answer := range answers {
 		if res, ok := answer.(*pb.UserConnections); ok {
 			for _, c := range res.Connections {

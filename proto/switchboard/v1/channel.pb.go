@@ -32,7 +32,9 @@ type Subscribe struct {
 	// Node-local relay that delivers to this connection.
 	RelayAddress string `protobuf:"bytes,4,opt,name=relay_address,json=relayAddress,proto3" json:"relay_address,omitempty"`
 	// The client frame's id, raw JSON, echoed in the reply.
-	ReplyId       []byte `protobuf:"bytes,5,opt,name=reply_id,json=replyId,proto3" json:"reply_id,omitempty"`
+	ReplyId []byte `protobuf:"bytes,5,opt,name=reply_id,json=replyId,proto3" json:"reply_id,omitempty"`
+	// Per-connection request number: a retried request is recognised.
+	Sequence      uint64 `protobuf:"varint,6,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -100,6 +102,13 @@ func (x *Subscribe) GetReplyId() []byte {
 		return x.ReplyId
 	}
 	return nil
+}
+
+func (x *Subscribe) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
 }
 
 type Subscribed struct {
@@ -279,7 +288,11 @@ type Publish struct {
 	// Raw JSON payload.
 	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	// Subscribers of this user do not receive the publication.
-	ExcludeUser   string `protobuf:"bytes,4,opt,name=exclude_user,json=excludeUser,proto3" json:"exclude_user,omitempty"`
+	ExcludeUser string `protobuf:"bytes,4,opt,name=exclude_user,json=excludeUser,proto3" json:"exclude_user,omitempty"`
+	// Who publishes (a connection id, or one per API call) and its request
+	// number: a retry of a publication already made is answered, not repeated.
+	Publisher     string `protobuf:"bytes,5,opt,name=publisher,proto3" json:"publisher,omitempty"`
+	Sequence      uint64 `protobuf:"varint,6,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -340,6 +353,20 @@ func (x *Publish) GetExcludeUser() string {
 		return x.ExcludeUser
 	}
 	return ""
+}
+
+func (x *Publish) GetPublisher() string {
+	if x != nil {
+		return x.Publisher
+	}
+	return ""
+}
+
+func (x *Publish) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
 }
 
 type Published struct {
@@ -516,13 +543,14 @@ var File_switchboard_v1_channel_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\n" +
-	"\x1cswitchboard/v1/channel.proto\x12\x0eswitchboard.v1\"\x9e\x01\n" +
+	"\x1cswitchboard/v1/channel.proto\x12\x0eswitchboard.v1\"\xba\x01\n" +
 	"\tSubscribe\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x12\n" +
 	"\x04user\x18\x03 \x01(\tR\x04user\x12#\n" +
 	"\rrelay_address\x18\x04 \x01(\tR\frelayAddress\x12\x19\n" +
-	"\breply_id\x18\x05 \x01(\fR\areplyId\":\n" +
+	"\breply_id\x18\x05 \x01(\fR\areplyId\x12\x1a\n" +
+	"\bsequence\x18\x06 \x01(\x04R\bsequence\":\n" +
 	"\n" +
 	"Subscribed\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x14\n" +
@@ -533,12 +561,14 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\breply_id\x18\x03 \x01(\fR\areplyId\x12\x14\n" +
 	"\x05reply\x18\x04 \x01(\bR\x05reply\"(\n" +
 	"\fUnsubscribed\x12\x18\n" +
-	"\aremoved\x18\x01 \x01(\bR\aremoved\"n\n" +
+	"\aremoved\x18\x01 \x01(\bR\aremoved\"\xa8\x01\n" +
 	"\aPublish\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12!\n" +
-	"\fexclude_user\x18\x04 \x01(\tR\vexcludeUser\"#\n" +
+	"\fexclude_user\x18\x04 \x01(\tR\vexcludeUser\x12\x1c\n" +
+	"\tpublisher\x18\x05 \x01(\tR\tpublisher\x12\x1a\n" +
+	"\bsequence\x18\x06 \x01(\x04R\bsequence\"#\n" +
 	"\tPublished\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\"\x11\n" +
 	"\x0fListSubscribers\"L\n" +

@@ -190,8 +190,11 @@ func (x *Detach) GetConnectionId() string {
 
 // Send one frame to every connection of the user.
 type SendToUser struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Frame         []byte                 `protobuf:"bytes,1,opt,name=frame,proto3" json:"frame,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Frame []byte                 `protobuf:"bytes,1,opt,name=frame,proto3" json:"frame,omitempty"`
+	// Sender and request number: a retried send is not delivered twice.
+	Sender        string `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
+	Sequence      uint64 `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -231,6 +234,20 @@ func (x *SendToUser) GetFrame() []byte {
 		return x.Frame
 	}
 	return nil
+}
+
+func (x *SendToUser) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *SendToUser) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
 }
 
 type SentToUser struct {
@@ -520,10 +537,12 @@ const file_switchboard_v1_session_proto_rawDesc = "" +
 	"\vconnections\x18\x01 \x01(\rR\vconnections\x12\x18\n" +
 	"\arefused\x18\x02 \x01(\bR\arefused\"-\n" +
 	"\x06Detach\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"\"\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"V\n" +
 	"\n" +
 	"SendToUser\x12\x14\n" +
-	"\x05frame\x18\x01 \x01(\fR\x05frame\".\n" +
+	"\x05frame\x18\x01 \x01(\fR\x05frame\x12\x16\n" +
+	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1a\n" +
+	"\bsequence\x18\x03 \x01(\x04R\bsequence\".\n" +
 	"\n" +
 	"SentToUser\x12 \n" +
 	"\vconnections\x18\x01 \x01(\rR\vconnections\"<\n" +
