@@ -295,7 +295,7 @@ func TestClusterChurnLeavesNothingBehind(t *testing.T) {
 		}
 		return total
 	}
-	for round := range 100 {
+	churn := func(round int) {
 		node := nodes[round%3]
 		c := node.connect(t, fmt.Sprintf("churn%d", round%7))
 		c.subscribe(fmt.Sprintf("churn:%d", round%11))
@@ -308,6 +308,20 @@ func TestClusterChurnLeavesNothingBehind(t *testing.T) {
 		c.expectClose()
 		other.expectClose()
 	}
+	churn(0) // warm up: remoting streams between all nodes exist from here on
+	settled := func() {
+		for _, series := range []string{"switchboard_connections", `switchboard_actors{kind="channel"}`, `switchboard_actors{kind="session"}`} {
+			eventually(t, 15*time.Second, series+" back to zero", func() bool { return count(series) == 0 })
+		}
+	}
+	settled()
+	goroutines := count("go_goroutines")
+	for round := 1; round < 100; round++ {
+		churn(round)
+	}
+	eventually(t, 15*time.Second, "goroutines back to their baseline", func() bool {
+		return count("go_goroutines") <= goroutines+6
+	})
 	for _, series := range []string{"switchboard_connections", "switchboard_subscriptions",
 		`switchboard_actors{kind="connection"}`, `switchboard_actors{kind="channel"}`, `switchboard_actors{kind="session"}`} {
 		eventually(t, 15*time.Second, series+" back to zero", func() bool { return count(series) == 0 })
