@@ -38,6 +38,8 @@ type Options struct {
 	// MaxConnectionsPerUser bounds a user's connections across the
 	// cluster; 0: no limit.
 	MaxConnectionsPerUser int
+	// Namespaces give channels history, presence events and capacity.
+	Namespaces Namespaces
 }
 
 // Close codes the actors use; see docs/protocol.md.
@@ -277,6 +279,28 @@ func (b *Broker) DisconnectUser(ctx context.Context, user string) (int, error) {
 		return 0, err
 	}
 	return int(res.Connections), nil
+}
+
+// Presence lists the users in channel with their connection counts.
+func (b *Broker) Presence(ctx context.Context, channel string) ([]transport.PresenceMember, error) {
+	if !transport.ValidChannel(channel) {
+		return nil, fmt.Errorf("invalid channel name %q", channel)
+	}
+	res, err := request[*pb.Presence](ctx, b, ChannelKind, channel, &pb.QueryPresence{})
+	if err != nil {
+		return nil, err
+	}
+	return presenceMembers(res), nil
+}
+
+// SetChannelCapacity caps channel's distinct users (0: the namespace's
+// default) for as long as the channel stays loaded.
+func (b *Broker) SetChannelCapacity(ctx context.Context, channel string, capacity int) error {
+	if !transport.ValidChannel(channel) {
+		return fmt.Errorf("invalid channel name %q", channel)
+	}
+	_, err := request[*pb.ChannelConfigured](ctx, b, ChannelKind, channel, &pb.ConfigureChannel{Capacity: uint32(capacity)})
+	return err
 }
 
 // CloseAll closes every connection on this node with code and waits,

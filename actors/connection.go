@@ -84,6 +84,10 @@ func (c *connection) command(ctx actor.Context, cmd *pb.ClientCommand) {
 		c.publish(cmd)
 	case pb.ClientCommand_KIND_SEND:
 		c.send(cmd)
+	case pb.ClientCommand_KIND_PRESENCE:
+		c.presence(cmd)
+	case pb.ClientCommand_KIND_HISTORY:
+		c.history(cmd)
 	case pb.ClientCommand_KIND_PING:
 		c.out.Push(transport.PongFrame(cmd.Id))
 	case pb.ClientCommand_KIND_DISCONNECT:
@@ -98,16 +102,30 @@ func (c *connection) subscribe(ctx actor.Context, cmd *pb.ClientCommand) {
 			fmt.Sprintf("Too many subscriptions: at most %d per connection", c.b.opts.MaxSubscriptions), cmd.Id))
 		return
 	}
-	_, err := request[*pb.Subscribed](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Subscribe{
-		Channel:      cmd.Channel,
-		ConnectionId: c.out.ID,
-		User:         c.out.User,
-		RelayAddress: ctx.Self().Address,
-		ReplyId:      cmd.Id,
-		Sequence:     c.next(),
+	info := cmd.Info
+	if len(info) == 0 {
+		info = c.out.Info
+	}
+	res, err := request[*pb.Subscribed](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Subscribe{
+		Channel:        cmd.Channel,
+		ConnectionId:   c.out.ID,
+		User:           c.out.User,
+		RelayAddress:   ctx.Self().Address,
+		ReplyId:        cmd.Id,
+		Sequence:       c.next(),
+		PresenceEvents: cmd.Presence,
+		Info:           info,
+		Recover:        cmd.Recover,
+		RecoverOffset:  cmd.RecoverOffset,
+		RecoverEpoch:   cmd.RecoverEpoch,
 	})
 	if err != nil {
 		c.fail(cmd, err)
+		return
+	}
+	if res.RefusedCode != "" {
+		c.b.metrics.ProtocolErrors.WithLabelValues(res.RefusedCode).Inc()
+		c.out.Push(transport.ErrorFrame(res.RefusedCode, res.RefusedText, cmd.Id))
 		return
 	}
 	c.subscriptions[cmd.Channel] = struct{}{}
@@ -135,9 +153,15 @@ func (c *connection) publish(cmd *pb.ClientCommand) {
 	res, err := request[*pb.Published](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Publish{
 		Channel: cmd.Channel, User: c.out.User, Data: cmd.Data,
 		Publisher: c.out.ID, Sequence: c.next(),
+		HasExpectOffset: cmd.HasExpectOffset, ExpectOffset: cmd.ExpectOffset,
 	})
 	if err != nil {
 		c.fail(cmd, err)
+		return
+	}
+	if res.Mismatch {
+		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeOffsetMismatch).Inc()
+		c.out.Push(transport.OffsetMismatchFrame(cmd.Channel, res.Offset, cmd.Id))
 		return
 	}
 	if len(cmd.Id) > 0 {
@@ -155,6 +179,38 @@ func (c *connection) send(cmd *pb.ClientCommand) {
 	if len(cmd.Id) > 0 {
 		c.out.Push(transport.SentFrame(cmd.User, res.Connections, cmd.Id))
 	}
+}
+
+// presence answers who is in a channel; only its subscribers may ask.
+func (c *connection) presence(cmd *pb.ClientCommand) {
+	if _, ok := c.subscriptions[cmd.Channel]; !ok {
+		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeForbidden).Inc()
+		c.out.Push(transport.ErrorFrame(transport.CodeForbidden, "Subscribe to "+cmd.Channel+" to see its presence", cmd.Id))
+		return
+	}
+	res, err := request[*pb.Presence](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.QueryPresence{})
+	if err != nil {
+		c.fail(cmd, err)
+		return
+	}
+	c.out.Push(transport.PresenceFrame(cmd.Channel, presenceMembers(res), cmd.Id))
+}
+
+func presenceMembers(res *pb.Presence) []transport.PresenceMember {
+	members := make([]transport.PresenceMember, len(res.Members))
+	for i, m := range res.Members {
+		members[i] = transport.PresenceMember{User: m.User, Connections: m.Connections, Info: m.Info}
+	}
+	return members
+}
+
+func (c *connection) history(cmd *pb.ClientCommand) {
+	res, err := request[*pb.History](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.QueryHistory{Since: cmd.Since, Limit: cmd.Limit})
+	if err != nil {
+		c.fail(cmd, err)
+		return
+	}
+	c.out.Push(transport.HistoryFrame(cmd.Channel, res.Frames, res.Offset, res.Epoch, cmd.Id))
 }
 
 func (c *connection) next() uint64 {

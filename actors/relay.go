@@ -88,12 +88,20 @@ func (l *localConnections) each(f func(*transport.Outbox)) {
 // so a publication crosses the network once per node, not per subscriber.
 type relay struct {
 	b        *Broker
-	channels map[string]map[string]*transport.Outbox // channel → connection id → outbox
-	joined   map[string][]string                     // connection id → its channels here
+	channels map[string]map[string]*relayed // channel → connection id → subscription
+	joined   map[string][]string            // connection id → its channels here
+}
+
+// relayed is one local subscription, with what a re-activated channel
+// needs to know of it.
+type relayed struct {
+	out      *transport.Outbox
+	presence bool
+	info     []byte
 }
 
 func newRelay(b *Broker) *relay {
-	return &relay{b: b, channels: make(map[string]map[string]*transport.Outbox), joined: make(map[string][]string)}
+	return &relay{b: b, channels: make(map[string]map[string]*relayed), joined: make(map[string][]string)}
 }
 
 func (r *relay) Receive(ctx actor.Context) {
@@ -114,8 +122,9 @@ func (r *relay) Receive(ctx actor.Context) {
 		}
 	case *pb.QueryChannelSubscribers:
 		res := &pb.ChannelSubscribers{}
-		for id, out := range r.channels[msg.Channel] {
-			res.Subscribers = append(res.Subscribers, &pb.ChannelSubscribers_Subscriber{ConnectionId: id, User: out.User})
+		for id, sub := range r.channels[msg.Channel] {
+			res.Subscribers = append(res.Subscribers, &pb.ChannelSubscribers_Subscriber{
+				ConnectionId: id, User: sub.out.User, PresenceEvents: sub.presence, Info: sub.info})
 		}
 		ctx.Respond(res)
 	case *pb.QueryUserConnections:
@@ -138,11 +147,11 @@ func (r *relay) Receive(ctx actor.Context) {
 
 func (r *relay) deliver(d *pb.Delivery) {
 	n := 0
-	for _, out := range r.channels[d.Channel] {
-		if d.ExcludeUser != "" && out.User == d.ExcludeUser {
+	for _, sub := range r.channels[d.Channel] {
+		if (d.PresenceOnly && !sub.presence) || (d.ExcludeUser != "" && sub.out.User == d.ExcludeUser) {
 			continue
 		}
-		if out.Push(d.Frame) {
+		if sub.out.Push(d.Frame) {
 			n++
 		}
 	}
@@ -156,15 +165,18 @@ func (r *relay) add(msg *pb.SubscriberAdded) bool {
 	}
 	subs := r.channels[msg.Channel]
 	if subs == nil {
-		subs = make(map[string]*transport.Outbox)
+		subs = make(map[string]*relayed)
 		r.channels[msg.Channel] = subs
 	}
 	if _, already := subs[msg.ConnectionId]; !already {
-		subs[msg.ConnectionId] = out
 		r.joined[msg.ConnectionId] = append(r.joined[msg.ConnectionId], msg.Channel)
 	}
+	subs[msg.ConnectionId] = &relayed{out: out, presence: msg.PresenceEvents, info: msg.Info}
 	if len(msg.Reply) > 0 {
 		out.Push(msg.Reply)
+	}
+	for _, frame := range msg.Backlog {
+		out.Push(frame)
 	}
 	return true
 }

@@ -20,6 +20,8 @@ type Backend interface {
 	Subscribers(ctx context.Context, channel string) (users []string, err error)
 	UserConnections(ctx context.Context, user string) (connections int, err error)
 	DisconnectUser(ctx context.Context, user string) (connections int, err error)
+	Presence(ctx context.Context, channel string) ([]PresenceMember, error)
+	SetChannelCapacity(ctx context.Context, channel string, capacity int) error
 }
 
 // ErrUnavailable wraps failures to reach a channel or session in time.
@@ -46,6 +48,8 @@ func newAPI(key string, limits Limits, backend Backend, log *slog.Logger) http.H
 	a.mux.HandleFunc("/api/subscribers", a.subscribers)
 	a.mux.HandleFunc("/api/connected", a.connected)
 	a.mux.HandleFunc("/api/disconnect", a.disconnect)
+	a.mux.HandleFunc("/api/presence", a.presence)
+	a.mux.HandleFunc("/api/channel", a.channel)
 	return a
 }
 
@@ -87,6 +91,7 @@ type apiRequest struct {
 	User        string          `json:"user"`
 	Data        json.RawMessage `json:"data"`
 	ExcludeUser string          `json:"exclude_user"`
+	Capacity    *int            `json:"capacity"`
 }
 
 // decode reads the JSON body and checks the fields named in need.
@@ -201,6 +206,40 @@ func (a *api) disconnect(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	n, err := a.backend.DisconnectUser(ctx, req.User)
 	a.reply(w, err, map[string]any{"user": req.User, "connections": n})
+}
+
+func (a *api) presence(w http.ResponseWriter, r *http.Request) {
+	req, ok := a.decode(w, r, "channel")
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
+	defer cancel()
+	members, err := a.backend.Presence(ctx, req.Channel)
+	users := make([]map[string]any, len(members))
+	for i, m := range members {
+		users[i] = map[string]any{"user": m.User, "connections": m.Connections}
+		if len(m.Info) > 0 {
+			users[i]["info"] = json.RawMessage(m.Info)
+		}
+	}
+	a.reply(w, err, map[string]any{"channel": req.Channel, "users": users})
+}
+
+// channel changes a channel's settings for as long as it stays loaded.
+func (a *api) channel(w http.ResponseWriter, r *http.Request) {
+	req, ok := a.decode(w, r, "channel")
+	if !ok {
+		return
+	}
+	if req.Capacity == nil || *req.Capacity < 0 {
+		apiError(w, http.StatusBadRequest, CodeInvalidFrame, "capacity must be a non-negative integer (0: the namespace default)")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
+	defer cancel()
+	err := a.backend.SetChannelCapacity(ctx, req.Channel, *req.Capacity)
+	a.reply(w, err, map[string]any{"channel": req.Channel, "capacity": *req.Capacity})
 }
 
 func (a *api) reply(w http.ResponseWriter, err error, body map[string]any) {

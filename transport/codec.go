@@ -18,7 +18,12 @@ type Limits struct {
 	MaxDataBytes int
 	// MaxChannelBytes bounds channel names (at most MaxChannelNameBytes).
 	MaxChannelBytes int
+	// MaxInfoBytes bounds the presence info a subscribe may carry.
+	MaxInfoBytes int
 }
+
+// MaxHistoryLimit caps how many publications one history reply carries.
+const MaxHistoryLimit = 1000
 
 // ProtocolError is a client frame the broker refuses. It becomes an
 // `error` frame; the connection stays open.
@@ -49,6 +54,10 @@ const (
 	CodeUnauthenticated = "unauthenticated"
 	CodeTooManySubs     = "too_many_subscriptions"
 	CodeTooManyConns    = "too_many_connections"
+	CodeInfoTooLarge    = "info_too_large"
+	CodeInvalidRecover  = "invalid_recover"
+	CodeChannelFull     = "channel_full"
+	CodeOffsetMismatch  = "offset_mismatch"
 	MaxChannelNameBytes = 255
 	MaxUserIDBytes      = 255
 )
@@ -62,6 +71,13 @@ type clientFrame struct {
 	ID      json.RawMessage `json:"id"`
 	User    json.RawMessage `json:"user"`
 	Token   json.RawMessage `json:"token"`
+
+	Presence     json.RawMessage `json:"presence"`
+	Info         json.RawMessage `json:"info"`
+	Recover      json.RawMessage `json:"recover"`
+	Since        json.RawMessage `json:"since"`
+	Limit        json.RawMessage `json:"limit"`
+	ExpectOffset json.RawMessage `json:"expect_offset"`
 }
 
 var commandKinds = map[string]pb.ClientCommand_Kind{
@@ -73,6 +89,8 @@ var commandKinds = map[string]pb.ClientCommand_Kind{
 	"ping":        pb.ClientCommand_KIND_PING,
 	"disconnect":  pb.ClientCommand_KIND_DISCONNECT,
 	"auth":        pb.ClientCommand_KIND_AUTH,
+	"presence":    pb.ClientCommand_KIND_PRESENCE,
+	"history":     pb.ClientCommand_KIND_HISTORY,
 }
 
 // DecodeCommand parses one client text frame.
@@ -107,7 +125,8 @@ func DecodeCommand(frame []byte, limits Limits) (*pb.ClientCommand, *ProtocolErr
 	}
 	cmd := &pb.ClientCommand{Kind: kind, Id: f.ID}
 	switch kind {
-	case pb.ClientCommand_KIND_SUBSCRIBE, pb.ClientCommand_KIND_UNSUBSCRIBE, pb.ClientCommand_KIND_PUBLISH:
+	case pb.ClientCommand_KIND_SUBSCRIBE, pb.ClientCommand_KIND_UNSUBSCRIBE, pb.ClientCommand_KIND_PUBLISH,
+		pb.ClientCommand_KIND_PRESENCE, pb.ClientCommand_KIND_HISTORY:
 		channel, perr := decodeChannel(f.Channel, limits.MaxChannelBytes)
 		if perr != nil {
 			perr.ID = f.ID
@@ -127,6 +146,10 @@ func DecodeCommand(frame []byte, limits Limits) (*pb.ClientCommand, *ProtocolErr
 		}
 		cmd.Token = token
 	}
+	if perr := decodeOptions(&f, cmd, limits); perr != nil {
+		perr.ID = f.ID
+		return nil, perr
+	}
 	if kind == pb.ClientCommand_KIND_PUBLISH || kind == pb.ClientCommand_KIND_SEND {
 		if len(f.Data) == 0 {
 			return fail(CodeMissingData, "Missing data")
@@ -137,6 +160,74 @@ func DecodeCommand(frame []byte, limits Limits) (*pb.ClientCommand, *ProtocolErr
 		cmd.Data = f.Data
 	}
 	return cmd, nil
+}
+
+// decodeOptions reads the optional fields of subscribe, history and publish.
+func decodeOptions(f *clientFrame, cmd *pb.ClientCommand, limits Limits) *ProtocolError {
+	switch cmd.Kind {
+	case pb.ClientCommand_KIND_SUBSCRIBE:
+		if len(f.Presence) > 0 {
+			switch string(f.Presence) {
+			case "true":
+				cmd.Presence = true
+			case "false":
+			default:
+				return &ProtocolError{Code: CodeInvalidFrame, Text: "presence must be true or false"}
+			}
+		}
+		if len(f.Info) > 0 && !isNull(f.Info) {
+			if limits.MaxInfoBytes > 0 && len(f.Info) > limits.MaxInfoBytes {
+				return &ProtocolError{Code: CodeInfoTooLarge, Text: "info exceeds " + strconv.Itoa(limits.MaxInfoBytes) + " bytes"}
+			}
+			cmd.Info = f.Info
+		}
+		if len(f.Recover) > 0 && !isNull(f.Recover) {
+			var r struct {
+				Offset json.RawMessage `json:"offset"`
+				Epoch  json.RawMessage `json:"epoch"`
+			}
+			_ = json.Unmarshal(f.Recover, &r)
+			offset, okOffset := decodeCount(r.Offset)
+			epoch, okEpoch := decodeString(r.Epoch)
+			if !okOffset || !okEpoch {
+				return &ProtocolError{Code: CodeInvalidRecover, Text: `recover must be {"offset": N, "epoch": "E"}`}
+			}
+			cmd.Recover, cmd.RecoverOffset, cmd.RecoverEpoch = true, offset, epoch
+		}
+	case pb.ClientCommand_KIND_HISTORY:
+		if len(f.Since) > 0 {
+			since, ok := decodeCount(f.Since)
+			if !ok {
+				return &ProtocolError{Code: CodeInvalidFrame, Text: "since must be a non-negative integer"}
+			}
+			cmd.Since = since
+		}
+		if len(f.Limit) > 0 {
+			limit, ok := decodeCount(f.Limit)
+			if !ok || limit == 0 {
+				return &ProtocolError{Code: CodeInvalidFrame, Text: "limit must be a positive integer"}
+			}
+			cmd.Limit = uint32(min(limit, MaxHistoryLimit))
+		}
+	case pb.ClientCommand_KIND_PUBLISH:
+		if len(f.ExpectOffset) > 0 {
+			expect, ok := decodeCount(f.ExpectOffset)
+			if !ok {
+				return &ProtocolError{Code: CodeInvalidFrame, Text: "expect_offset must be a non-negative integer"}
+			}
+			cmd.HasExpectOffset, cmd.ExpectOffset = true, expect
+		}
+	}
+	return nil
+}
+
+// decodeCount reads a non-negative JSON integer.
+func decodeCount(raw json.RawMessage) (uint64, bool) {
+	if len(raw) == 0 || raw[0] < '0' || raw[0] > '9' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(raw), 10, 64)
+	return n, err == nil
 }
 
 func decodeChannel(raw json.RawMessage, maxBytes int) (string, *ProtocolError) {

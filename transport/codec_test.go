@@ -109,7 +109,7 @@ func FuzzDecodeCommand(f *testing.F) {
 			if !ValidChannel(cmd.Channel) || !json.Valid(cmd.Data) || len(cmd.Data) > testLimits.MaxDataBytes {
 				t.Fatalf("accepted publish %v", cmd)
 			}
-			frame := MessageFrame(cmd.Channel, "u", cmd.Data, 1, 1)
+			frame := MessageFrame(cmd.Channel, "u", cmd.Data, 1, "e", 1)
 			if !json.Valid(FramePayload(frame)) {
 				t.Fatalf("message frame for %q is not JSON", frame)
 			}

@@ -95,15 +95,98 @@ func FramePayload(frame []byte) []byte {
 }
 
 // MessageFrame is a publication as every subscriber receives it.
-func MessageFrame(channel, from string, data []byte, offset uint64, timestampMs int64) []byte {
-	f := newFrame("message", len(channel)+len(from)+len(data)+64)
+func MessageFrame(channel, from string, data []byte, offset uint64, epoch string, timestampMs int64) []byte {
+	f := newFrame("message", len(channel)+len(from)+len(data)+len(epoch)+72)
 	f.str("channel", channel)
 	if from != "" {
 		f.str("from", from)
 	}
 	f.raw("data", data)
 	f.uint("offset", offset)
+	f.str("epoch", epoch)
 	f.int("timestamp", timestampMs)
+	return f.done()
+}
+
+// JoinFrame tells a channel's subscribers that a user arrived.
+func JoinFrame(channel, user string, info []byte) []byte {
+	f := newFrame("join", len(channel)+len(user)+len(info)+32)
+	f.str("channel", channel)
+	f.str("user", user)
+	f.raw("info", info)
+	return f.done()
+}
+
+// LeaveFrame tells a channel's subscribers that a user's last connection left.
+func LeaveFrame(channel, user string) []byte {
+	f := newFrame("leave", len(channel)+len(user)+24)
+	f.str("channel", channel)
+	f.str("user", user)
+	return f.done()
+}
+
+// PresenceMember is one user in a presence reply.
+type PresenceMember struct {
+	User        string
+	Connections uint32
+	Info        []byte
+}
+
+// PresenceFrame answers a presence request.
+func PresenceFrame(channel string, members []PresenceMember, id []byte) []byte {
+	f := newFrame("presence", len(channel)+len(id)+64*len(members)+32)
+	f.str("channel", channel)
+	f.raw("id", id)
+	f.key("users")
+	f.buf = append(f.buf, '[')
+	for i, m := range members {
+		if i > 0 {
+			f.buf = append(f.buf, ',')
+		}
+		f.buf = append(f.buf, `{"user":`...)
+		f.buf = appendJSONString(f.buf, m.User)
+		f.buf = append(f.buf, `,"connections":`...)
+		f.buf = strconv.AppendUint(f.buf, uint64(m.Connections), 10)
+		if len(m.Info) > 0 {
+			f.buf = append(f.buf, `,"info":`...)
+			f.buf = append(f.buf, m.Info...)
+		}
+		f.buf = append(f.buf, '}')
+	}
+	f.buf = append(f.buf, ']')
+	return f.done()
+}
+
+// HistoryFrame answers a history request with stored message frames.
+func HistoryFrame(channel string, frames [][]byte, offset uint64, epoch string, id []byte) []byte {
+	size := len(channel) + len(epoch) + len(id) + 64
+	for _, fr := range frames {
+		size += len(fr)
+	}
+	f := newFrame("history", size)
+	f.str("channel", channel)
+	f.uint("offset", offset)
+	f.str("epoch", epoch)
+	f.raw("id", id)
+	f.key("publications")
+	f.buf = append(f.buf, '[')
+	for i, fr := range frames {
+		if i > 0 {
+			f.buf = append(f.buf, ',')
+		}
+		f.buf = append(f.buf, FramePayload(fr)...)
+	}
+	f.buf = append(f.buf, ']')
+	return f.done()
+}
+
+// OffsetMismatchFrame refuses a compare-and-publish: the channel moved on.
+func OffsetMismatchFrame(channel string, current uint64, id []byte) []byte {
+	f := newFrame("error", len(channel)+len(id)+96)
+	f.str("error", "Offset mismatch: "+channel+" is at offset "+strconv.FormatUint(current, 10))
+	f.str("code", CodeOffsetMismatch)
+	f.uint("offset", current)
+	f.raw("id", id)
 	return f.done()
 }
 
@@ -118,12 +201,16 @@ func DirectFrame(from string, data []byte, timestampMs int64) []byte {
 	return f.done()
 }
 
-// SubscribedFrame answers a subscribe.
-func SubscribedFrame(channel string, offset uint64, epoch string, id []byte) []byte {
-	f := newFrame("subscribed", len(channel)+len(epoch)+len(id)+48)
+// SubscribedFrame answers a subscribe; recovered is set when recovery was asked for.
+func SubscribedFrame(channel string, offset uint64, epoch string, recovered *bool, id []byte) []byte {
+	f := newFrame("subscribed", len(channel)+len(epoch)+len(id)+64)
 	f.str("channel", channel)
 	f.uint("offset", offset)
 	f.str("epoch", epoch)
+	if recovered != nil {
+		f.key("recovered")
+		f.buf = strconv.AppendBool(f.buf, *recovered)
+	}
 	f.raw("id", id)
 	return f.done()
 }

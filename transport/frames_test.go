@@ -10,9 +10,9 @@ import (
 
 func TestFramesAreValidJSONBehindATextHeader(t *testing.T) {
 	frames := map[string][]byte{
-		"message":      MessageFrame("chat:1", "al\"ice", []byte(`{"a":1}`), 7, 1700000000000),
+		"message":      MessageFrame("chat:1", "al\"ice", []byte(`{"a":1}`), 7, "e1", 1700000000000),
 		"direct":       DirectFrame("", []byte(`[1,2]`), 1),
-		"subscribed":   SubscribedFrame("c", 3, "e1", []byte(`"x"`)),
+		"subscribed":   SubscribedFrame("c", 3, "e1", nil, []byte(`"x"`)),
 		"unsubscribed": UnsubscribedFrame("c", nil),
 		"published":    PublishedFrame("c", 9, []byte(`5`)),
 		"sent":         SentFrame("bob", 2, []byte(`1`)),
@@ -47,7 +47,7 @@ func TestFramesAreValidJSONBehindATextHeader(t *testing.T) {
 func TestFrameHeaderLengths(t *testing.T) {
 	for _, size := range []int{0, 100, 125, 126, 1000, 65535, 65536, 200000} {
 		data := []byte(`"` + strings.Repeat("x", size) + `"`)
-		frame := MessageFrame("c", "", data, 1, 1)
+		frame := MessageFrame("c", "", data, 1, "e", 1)
 		payload := FramePayload(frame)
 		var declared int
 		switch frame[1] {
@@ -102,6 +102,6 @@ func BenchmarkMessageFrame(b *testing.B) {
 	data := []byte(`{"x":12,"y":7,"seq":991,"pad":"0123456789abcdef0123456789"}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = MessageFrame("game:lobby:42", "player-1842", data, 123456, 1700000000000)
+		_ = MessageFrame("game:lobby:42", "player-1842", data, 123456, "5d1c9e07", 1700000000000)
 	}
 }

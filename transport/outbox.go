@@ -30,6 +30,7 @@ type OutboxLimits struct {
 type Outbox struct {
 	ID   string
 	User string
+	Info []byte // presence info from the user's token, raw JSON
 
 	conn       net.Conn
 	limits     OutboxLimits

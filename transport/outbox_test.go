@@ -113,7 +113,7 @@ func TestOutboxOverflowCutsOffAStalledReader(t *testing.T) {
 	var overflows atomic.Int32
 	limits := OutboxLimits{MaxFrames: 32, MaxBytes: 1 << 20, WriteTimeout: 5 * time.Second}
 	out := NewOutbox(server, "c1", "u", limits, nil, func(*Outbox) { overflows.Add(1) })
-	frame := MessageFrame("c", "", []byte(`"`+strings.Repeat("x", 32<<10)+`"`), 1, 1)
+	frame := MessageFrame("c", "", []byte(`"`+strings.Repeat("x", 32<<10)+`"`), 1, "e", 1)
 	pushed := 0
 	for ; pushed < 100000 && out.Push(frame); pushed++ {
 	}
@@ -154,7 +154,7 @@ func BenchmarkOutboxBurst(b *testing.B) {
 	}
 	defer conn.Close()
 	out := NewOutbox(conn, "c1", "u", roomy, nil, nil)
-	frame := MessageFrame("game:1", "p", []byte(`{"x":1,"y":2,"pad":"0123456789012345678901234567890123"}`), 1, 1)
+	frame := MessageFrame("game:1", "p", []byte(`{"x":1,"y":2,"pad":"0123456789012345678901234567890123"}`), 1, "e", 1)
 	b.ReportAllocs()
 	n := 0
 	for b.Loop() {

@@ -294,7 +294,10 @@ func (s *Server) authenticate(st *socketState, token string) {
 		st.out.Push(AuthenticatedFrame(id.User))
 		return
 	}
-	st.out.User = id.User
+	st.out.User, st.out.Info = id.User, id.Info
+	if s.opts.Limits.MaxInfoBytes > 0 && len(id.Info) > s.opts.Limits.MaxInfoBytes {
+		st.out.Info = nil // too large to show in presence
+	}
 	st.out.Push(AuthenticatedFrame(id.User))
 	s.open(st, id)
 }
@@ -485,7 +488,7 @@ func (e *socketEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 			s.authenticate(st, cmd.Token)
 		}
 		return
-	case pb.ClientCommand_KIND_SUBSCRIBE:
+	case pb.ClientCommand_KIND_SUBSCRIBE, pb.ClientCommand_KIND_PRESENCE, pb.ClientCommand_KIND_HISTORY:
 		if !perms.CanSubscribe(cmd.Channel) {
 			s.protocolError(st.out, &ProtocolError{Code: CodeForbidden, Text: "Not allowed to subscribe to " + cmd.Channel, ID: cmd.Id})
 			return

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchboard/switchboard/actors"
 	"github.com/switchboard/switchboard/transport"
 )
 
@@ -59,6 +60,10 @@ type config struct {
 	MaxChannelBytes   int
 	AllowedOrigins    string
 	TrustedProxies    string
+	HistorySize       int
+	HistoryTTL        time.Duration
+	Namespaces        string
+	MaxInfoBytes      int
 	PingInterval      time.Duration
 	IdleTimeout       time.Duration
 	ReadHeaderTimeout time.Duration
@@ -97,6 +102,8 @@ func defaultConfig() config {
 		PingInterval:      25 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		ReadHeaderTimeout: 10 * time.Second,
+		HistoryTTL:        5 * time.Minute,
+		MaxInfoBytes:      1024,
 	}
 }
 
@@ -144,6 +151,10 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxChannelBytes, "max-channel-bytes", c.MaxChannelBytes, "longest channel name, at most 255")
 	fs.StringVar(&c.AllowedOrigins, "allowed-origins", c.AllowedOrigins, "comma-separated Origin allow-list, e.g. https://game.example,https://*.example.com (empty: any)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated CIDRs of proxies whose X-Forwarded-For names the client (e.g. 127.0.0.1/32)")
+	fs.IntVar(&c.HistorySize, "history-size", c.HistorySize, "publications each channel keeps for history and recovery (0: none); per namespace with --namespaces")
+	fs.DurationVar(&c.HistoryTTL, "history-ttl", c.HistoryTTL, "how long kept publications stay")
+	fs.StringVar(&c.Namespaces, "namespaces", c.Namespaces, "per-namespace options, e.g. 'chat:history=100/5m;lobby:presence,capacity=4'")
+	fs.IntVar(&c.MaxInfoBytes, "max-info-bytes", c.MaxInfoBytes, "largest presence info a subscribe frame may carry")
 	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "how often the server pings each connection (0: never)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "a connection silent for longer is closed with 4011 (0: never)")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "time a client has to send its HTTP request headers")
@@ -217,6 +228,12 @@ func (c *config) validate() error {
 	if c.RateLimit < 0 || c.UserRateLimit < 0 || c.RateBurst < 1 || c.UserRateBurst < 1 {
 		return fmt.Errorf("rate limits must not be negative and bursts must be at least 1")
 	}
+	if c.HistorySize < 0 || c.HistoryTTL <= 0 {
+		return fmt.Errorf("--history-size must not be negative and --history-ttl must be positive")
+	}
+	if _, err := c.namespaces(); err != nil {
+		return fmt.Errorf("--namespaces: %w", err)
+	}
 	if _, err := c.trustedProxies(); err != nil {
 		return err
 	}
@@ -286,4 +303,10 @@ func (c *config) trustedProxies() ([]*net.IPNet, error) {
 		nets = append(nets, n)
 	}
 	return nets, nil
+}
+
+func (c *config) namespaces() (actors.Namespaces, error) {
+	base := actors.ChannelOptions{HistorySize: c.HistorySize, HistoryTTL: c.HistoryTTL}
+	byName, err := actors.ParseNamespaces(c.Namespaces, base)
+	return actors.Namespaces{Default: base, ByName: byName}, err
 }

@@ -66,6 +66,7 @@ func run(cfg config) error {
 	}
 
 	proxies, _ := cfg.trustedProxies() // validated with the rest of the configuration
+	namespaces, _ := cfg.namespaces()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -76,6 +77,7 @@ func run(cfg config) error {
 		GrainIdleTimeout:      cfg.GrainIdleTimeout,
 		MaxSubscriptions:      cfg.MaxSubscriptions,
 		MaxConnectionsPerUser: cfg.MaxConnsPerUser,
+		Namespaces:            namespaces,
 	}, metrics, log)
 	node, err := cluster.Start(cluster.Config{
 		Name:           cfg.ClusterName,
@@ -97,7 +99,7 @@ func run(cfg config) error {
 
 	server := transport.NewServer(transport.Options{
 		MaxFrameBytes:     cfg.MaxFrameBytes,
-		Limits:            transport.Limits{MaxDataBytes: cfg.MaxDataBytes, MaxChannelBytes: cfg.MaxChannelBytes},
+		Limits:            transport.Limits{MaxDataBytes: cfg.MaxDataBytes, MaxChannelBytes: cfg.MaxChannelBytes, MaxInfoBytes: cfg.MaxInfoBytes},
 		Outbox:            transport.OutboxLimits{MaxFrames: cfg.OutboxMessages, MaxBytes: cfg.OutboxBytes, WriteTimeout: cfg.WriteTimeout},
 		APIKey:            cfg.APIKey,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,

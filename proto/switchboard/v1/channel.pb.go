@@ -34,7 +34,16 @@ type Subscribe struct {
 	// The client frame's id, raw JSON, echoed in the reply.
 	ReplyId []byte `protobuf:"bytes,5,opt,name=reply_id,json=replyId,proto3" json:"reply_id,omitempty"`
 	// Per-connection request number: a retried request is recognised.
-	Sequence      uint64 `protobuf:"varint,6,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Sequence uint64 `protobuf:"varint,6,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The connection wants join/leave events.
+	PresenceEvents bool `protobuf:"varint,7,opt,name=presence_events,json=presenceEvents,proto3" json:"presence_events,omitempty"`
+	// Shown next to the user in presence (raw JSON).
+	Info []byte `protobuf:"bytes,8,opt,name=info,proto3" json:"info,omitempty"`
+	// Deliver what was published after recover_offset, if the channel still
+	// has it in recover_epoch.
+	Recover       bool   `protobuf:"varint,9,opt,name=recover,proto3" json:"recover,omitempty"`
+	RecoverOffset uint64 `protobuf:"varint,10,opt,name=recover_offset,json=recoverOffset,proto3" json:"recover_offset,omitempty"`
+	RecoverEpoch  string `protobuf:"bytes,11,opt,name=recover_epoch,json=recoverEpoch,proto3" json:"recover_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -111,10 +120,49 @@ func (x *Subscribe) GetSequence() uint64 {
 	return 0
 }
 
+func (x *Subscribe) GetPresenceEvents() bool {
+	if x != nil {
+		return x.PresenceEvents
+	}
+	return false
+}
+
+func (x *Subscribe) GetInfo() []byte {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *Subscribe) GetRecover() bool {
+	if x != nil {
+		return x.Recover
+	}
+	return false
+}
+
+func (x *Subscribe) GetRecoverOffset() uint64 {
+	if x != nil {
+		return x.RecoverOffset
+	}
+	return 0
+}
+
+func (x *Subscribe) GetRecoverEpoch() string {
+	if x != nil {
+		return x.RecoverEpoch
+	}
+	return ""
+}
+
 type Subscribed struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
-	Epoch         string                 `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Offset    uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Epoch     string                 `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Recovered bool                   `protobuf:"varint,3,opt,name=recovered,proto3" json:"recovered,omitempty"`
+	// Set when the subscription was refused (e.g. channel_full).
+	RefusedCode   string `protobuf:"bytes,4,opt,name=refused_code,json=refusedCode,proto3" json:"refused_code,omitempty"`
+	RefusedText   string `protobuf:"bytes,5,opt,name=refused_text,json=refusedText,proto3" json:"refused_text,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -159,6 +207,27 @@ func (x *Subscribed) GetOffset() uint64 {
 func (x *Subscribed) GetEpoch() string {
 	if x != nil {
 		return x.Epoch
+	}
+	return ""
+}
+
+func (x *Subscribed) GetRecovered() bool {
+	if x != nil {
+		return x.Recovered
+	}
+	return false
+}
+
+func (x *Subscribed) GetRefusedCode() string {
+	if x != nil {
+		return x.RefusedCode
+	}
+	return ""
+}
+
+func (x *Subscribed) GetRefusedText() string {
+	if x != nil {
+		return x.RefusedText
 	}
 	return ""
 }
@@ -291,10 +360,13 @@ type Publish struct {
 	ExcludeUser string `protobuf:"bytes,4,opt,name=exclude_user,json=excludeUser,proto3" json:"exclude_user,omitempty"`
 	// Who publishes (a connection id, or one per API call) and its request
 	// number: a retry of a publication already made is answered, not repeated.
-	Publisher     string `protobuf:"bytes,5,opt,name=publisher,proto3" json:"publisher,omitempty"`
-	Sequence      uint64 `protobuf:"varint,6,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Publisher string `protobuf:"bytes,5,opt,name=publisher,proto3" json:"publisher,omitempty"`
+	Sequence  uint64 `protobuf:"varint,6,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// Compare-and-publish: only if the channel's last offset is expect_offset.
+	HasExpectOffset bool   `protobuf:"varint,7,opt,name=has_expect_offset,json=hasExpectOffset,proto3" json:"has_expect_offset,omitempty"`
+	ExpectOffset    uint64 `protobuf:"varint,8,opt,name=expect_offset,json=expectOffset,proto3" json:"expect_offset,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Publish) Reset() {
@@ -369,9 +441,25 @@ func (x *Publish) GetSequence() uint64 {
 	return 0
 }
 
+func (x *Publish) GetHasExpectOffset() bool {
+	if x != nil {
+		return x.HasExpectOffset
+	}
+	return false
+}
+
+func (x *Publish) GetExpectOffset() uint64 {
+	if x != nil {
+		return x.ExpectOffset
+	}
+	return 0
+}
+
 type Published struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new publication's offset; on a mismatch, the channel's current one.
+	Offset        uint64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Mismatch      bool   `protobuf:"varint,2,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -413,6 +501,291 @@ func (x *Published) GetOffset() uint64 {
 	return 0
 }
 
+func (x *Published) GetMismatch() bool {
+	if x != nil {
+		return x.Mismatch
+	}
+	return false
+}
+
+// Who is in the channel.
+type QueryPresence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryPresence) Reset() {
+	*x = QueryPresence{}
+	mi := &file_switchboard_v1_channel_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryPresence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryPresence) ProtoMessage() {}
+
+func (x *QueryPresence) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_channel_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryPresence.ProtoReflect.Descriptor instead.
+func (*QueryPresence) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{6}
+}
+
+type Presence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Presence_Member     `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Presence) Reset() {
+	*x = Presence{}
+	mi := &file_switchboard_v1_channel_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Presence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Presence) ProtoMessage() {}
+
+func (x *Presence) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_channel_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Presence.ProtoReflect.Descriptor instead.
+func (*Presence) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Presence) GetMembers() []*Presence_Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// Stored publications after `since`, at most `limit` (0: all).
+type QueryHistory struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Since         uint64                 `protobuf:"varint,1,opt,name=since,proto3" json:"since,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryHistory) Reset() {
+	*x = QueryHistory{}
+	mi := &file_switchboard_v1_channel_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryHistory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryHistory) ProtoMessage() {}
+
+func (x *QueryHistory) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_channel_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryHistory.ProtoReflect.Descriptor instead.
+func (*QueryHistory) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *QueryHistory) GetSince() uint64 {
+	if x != nil {
+		return x.Since
+	}
+	return 0
+}
+
+func (x *QueryHistory) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type History struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Encoded message frames, oldest first.
+	Frames        [][]byte `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
+	Offset        uint64   `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Epoch         string   `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *History) Reset() {
+	*x = History{}
+	mi := &file_switchboard_v1_channel_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *History) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*History) ProtoMessage() {}
+
+func (x *History) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_channel_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use History.ProtoReflect.Descriptor instead.
+func (*History) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *History) GetFrames() [][]byte {
+	if x != nil {
+		return x.Frames
+	}
+	return nil
+}
+
+func (x *History) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *History) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+// Settings made through the HTTP API; they live as long as the channel's
+// activation.
+type ConfigureChannel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Most distinct users; 0: the namespace's default.
+	Capacity      uint32 `protobuf:"varint,1,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigureChannel) Reset() {
+	*x = ConfigureChannel{}
+	mi := &file_switchboard_v1_channel_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigureChannel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigureChannel) ProtoMessage() {}
+
+func (x *ConfigureChannel) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_channel_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigureChannel.ProtoReflect.Descriptor instead.
+func (*ConfigureChannel) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ConfigureChannel) GetCapacity() uint32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+type ChannelConfigured struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelConfigured) Reset() {
+	*x = ChannelConfigured{}
+	mi := &file_switchboard_v1_channel_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelConfigured) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelConfigured) ProtoMessage() {}
+
+func (x *ChannelConfigured) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_channel_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelConfigured.ProtoReflect.Descriptor instead.
+func (*ChannelConfigured) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{11}
+}
+
 type ListSubscribers struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -421,7 +794,7 @@ type ListSubscribers struct {
 
 func (x *ListSubscribers) Reset() {
 	*x = ListSubscribers{}
-	mi := &file_switchboard_v1_channel_proto_msgTypes[6]
+	mi := &file_switchboard_v1_channel_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +806,7 @@ func (x *ListSubscribers) String() string {
 func (*ListSubscribers) ProtoMessage() {}
 
 func (x *ListSubscribers) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_channel_proto_msgTypes[6]
+	mi := &file_switchboard_v1_channel_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +819,7 @@ func (x *ListSubscribers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubscribers.ProtoReflect.Descriptor instead.
 func (*ListSubscribers) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{6}
+	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{12}
 }
 
 type SubscriberList struct {
@@ -459,7 +832,7 @@ type SubscriberList struct {
 
 func (x *SubscriberList) Reset() {
 	*x = SubscriberList{}
-	mi := &file_switchboard_v1_channel_proto_msgTypes[7]
+	mi := &file_switchboard_v1_channel_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +844,7 @@ func (x *SubscriberList) String() string {
 func (*SubscriberList) ProtoMessage() {}
 
 func (x *SubscriberList) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_channel_proto_msgTypes[7]
+	mi := &file_switchboard_v1_channel_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +857,7 @@ func (x *SubscriberList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscriberList.ProtoReflect.Descriptor instead.
 func (*SubscriberList) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{7}
+	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SubscriberList) GetUsers() []string {
@@ -511,7 +884,7 @@ type IdleCheck struct {
 
 func (x *IdleCheck) Reset() {
 	*x = IdleCheck{}
-	mi := &file_switchboard_v1_channel_proto_msgTypes[8]
+	mi := &file_switchboard_v1_channel_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +896,7 @@ func (x *IdleCheck) String() string {
 func (*IdleCheck) ProtoMessage() {}
 
 func (x *IdleCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_channel_proto_msgTypes[8]
+	mi := &file_switchboard_v1_channel_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,41 +909,130 @@ func (x *IdleCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdleCheck.ProtoReflect.Descriptor instead.
 func (*IdleCheck) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{8}
+	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{14}
+}
+
+type Presence_Member struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Connections   uint32                 `protobuf:"varint,2,opt,name=connections,proto3" json:"connections,omitempty"`
+	Info          []byte                 `protobuf:"bytes,3,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Presence_Member) Reset() {
+	*x = Presence_Member{}
+	mi := &file_switchboard_v1_channel_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Presence_Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Presence_Member) ProtoMessage() {}
+
+func (x *Presence_Member) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_channel_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Presence_Member.ProtoReflect.Descriptor instead.
+func (*Presence_Member) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{7, 0}
+}
+
+func (x *Presence_Member) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Presence_Member) GetConnections() uint32 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *Presence_Member) GetInfo() []byte {
+	if x != nil {
+		return x.Info
+	}
+	return nil
 }
 
 var File_switchboard_v1_channel_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\n" +
-	"\x1cswitchboard/v1/channel.proto\x12\x0eswitchboard.v1\"\xba\x01\n" +
+	"\x1cswitchboard/v1/channel.proto\x12\x0eswitchboard.v1\"\xdd\x02\n" +
 	"\tSubscribe\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x12\n" +
 	"\x04user\x18\x03 \x01(\tR\x04user\x12#\n" +
 	"\rrelay_address\x18\x04 \x01(\tR\frelayAddress\x12\x19\n" +
 	"\breply_id\x18\x05 \x01(\fR\areplyId\x12\x1a\n" +
-	"\bsequence\x18\x06 \x01(\x04R\bsequence\":\n" +
+	"\bsequence\x18\x06 \x01(\x04R\bsequence\x12'\n" +
+	"\x0fpresence_events\x18\a \x01(\bR\x0epresenceEvents\x12\x12\n" +
+	"\x04info\x18\b \x01(\fR\x04info\x12\x18\n" +
+	"\arecover\x18\t \x01(\bR\arecover\x12%\n" +
+	"\x0erecover_offset\x18\n" +
+	" \x01(\x04R\rrecoverOffset\x12#\n" +
+	"\rrecover_epoch\x18\v \x01(\tR\frecoverEpoch\"\x9e\x01\n" +
 	"\n" +
 	"Subscribed\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\tR\x05epoch\"}\n" +
+	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x1c\n" +
+	"\trecovered\x18\x03 \x01(\bR\trecovered\x12!\n" +
+	"\frefused_code\x18\x04 \x01(\tR\vrefusedCode\x12!\n" +
+	"\frefused_text\x18\x05 \x01(\tR\vrefusedText\"}\n" +
 	"\vUnsubscribe\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x19\n" +
 	"\breply_id\x18\x03 \x01(\fR\areplyId\x12\x14\n" +
 	"\x05reply\x18\x04 \x01(\bR\x05reply\"(\n" +
 	"\fUnsubscribed\x12\x18\n" +
-	"\aremoved\x18\x01 \x01(\bR\aremoved\"\xa8\x01\n" +
+	"\aremoved\x18\x01 \x01(\bR\aremoved\"\xf9\x01\n" +
 	"\aPublish\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12!\n" +
 	"\fexclude_user\x18\x04 \x01(\tR\vexcludeUser\x12\x1c\n" +
 	"\tpublisher\x18\x05 \x01(\tR\tpublisher\x12\x1a\n" +
-	"\bsequence\x18\x06 \x01(\x04R\bsequence\"#\n" +
+	"\bsequence\x18\x06 \x01(\x04R\bsequence\x12*\n" +
+	"\x11has_expect_offset\x18\a \x01(\bR\x0fhasExpectOffset\x12#\n" +
+	"\rexpect_offset\x18\b \x01(\x04R\fexpectOffset\"?\n" +
 	"\tPublished\x12\x16\n" +
-	"\x06offset\x18\x01 \x01(\x04R\x06offset\"\x11\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x1a\n" +
+	"\bmismatch\x18\x02 \x01(\bR\bmismatch\"\x0f\n" +
+	"\rQueryPresence\"\x99\x01\n" +
+	"\bPresence\x129\n" +
+	"\amembers\x18\x01 \x03(\v2\x1f.switchboard.v1.Presence.MemberR\amembers\x1aR\n" +
+	"\x06Member\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12 \n" +
+	"\vconnections\x18\x02 \x01(\rR\vconnections\x12\x12\n" +
+	"\x04info\x18\x03 \x01(\fR\x04info\":\n" +
+	"\fQueryHistory\x12\x14\n" +
+	"\x05since\x18\x01 \x01(\x04R\x05since\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"O\n" +
+	"\aHistory\x12\x16\n" +
+	"\x06frames\x18\x01 \x03(\fR\x06frames\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\".\n" +
+	"\x10ConfigureChannel\x12\x1a\n" +
+	"\bcapacity\x18\x01 \x01(\rR\bcapacity\"\x13\n" +
+	"\x11ChannelConfigured\"\x11\n" +
 	"\x0fListSubscribers\"L\n" +
 	"\x0eSubscriberList\x12\x14\n" +
 	"\x05users\x18\x01 \x03(\tR\x05users\x12$\n" +
@@ -589,24 +1051,32 @@ func file_switchboard_v1_channel_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_channel_proto_rawDescData
 }
 
-var file_switchboard_v1_channel_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_switchboard_v1_channel_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_switchboard_v1_channel_proto_goTypes = []any{
-	(*Subscribe)(nil),       // 0: switchboard.v1.Subscribe
-	(*Subscribed)(nil),      // 1: switchboard.v1.Subscribed
-	(*Unsubscribe)(nil),     // 2: switchboard.v1.Unsubscribe
-	(*Unsubscribed)(nil),    // 3: switchboard.v1.Unsubscribed
-	(*Publish)(nil),         // 4: switchboard.v1.Publish
-	(*Published)(nil),       // 5: switchboard.v1.Published
-	(*ListSubscribers)(nil), // 6: switchboard.v1.ListSubscribers
-	(*SubscriberList)(nil),  // 7: switchboard.v1.SubscriberList
-	(*IdleCheck)(nil),       // 8: switchboard.v1.IdleCheck
+	(*Subscribe)(nil),         // 0: switchboard.v1.Subscribe
+	(*Subscribed)(nil),        // 1: switchboard.v1.Subscribed
+	(*Unsubscribe)(nil),       // 2: switchboard.v1.Unsubscribe
+	(*Unsubscribed)(nil),      // 3: switchboard.v1.Unsubscribed
+	(*Publish)(nil),           // 4: switchboard.v1.Publish
+	(*Published)(nil),         // 5: switchboard.v1.Published
+	(*QueryPresence)(nil),     // 6: switchboard.v1.QueryPresence
+	(*Presence)(nil),          // 7: switchboard.v1.Presence
+	(*QueryHistory)(nil),      // 8: switchboard.v1.QueryHistory
+	(*History)(nil),           // 9: switchboard.v1.History
+	(*ConfigureChannel)(nil),  // 10: switchboard.v1.ConfigureChannel
+	(*ChannelConfigured)(nil), // 11: switchboard.v1.ChannelConfigured
+	(*ListSubscribers)(nil),   // 12: switchboard.v1.ListSubscribers
+	(*SubscriberList)(nil),    // 13: switchboard.v1.SubscriberList
+	(*IdleCheck)(nil),         // 14: switchboard.v1.IdleCheck
+	(*Presence_Member)(nil),   // 15: switchboard.v1.Presence.Member
 }
 var file_switchboard_v1_channel_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	15, // 0: switchboard.v1.Presence.members:type_name -> switchboard.v1.Presence.Member
+	1,  // [1:1] is the sub-list for method output_type
+	1,  // [1:1] is the sub-list for method input_type
+	1,  // [1:1] is the sub-list for extension type_name
+	1,  // [1:1] is the sub-list for extension extendee
+	0,  // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_channel_proto_init() }
@@ -620,7 +1090,7 @@ func file_switchboard_v1_channel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_channel_proto_rawDesc), len(file_switchboard_v1_channel_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -32,6 +32,8 @@ const (
 	ClientCommand_KIND_PING        ClientCommand_Kind = 5
 	ClientCommand_KIND_DISCONNECT  ClientCommand_Kind = 6
 	ClientCommand_KIND_AUTH        ClientCommand_Kind = 7
+	ClientCommand_KIND_PRESENCE    ClientCommand_Kind = 8
+	ClientCommand_KIND_HISTORY     ClientCommand_Kind = 9
 )
 
 // Enum value maps for ClientCommand_Kind.
@@ -45,6 +47,8 @@ var (
 		5: "KIND_PING",
 		6: "KIND_DISCONNECT",
 		7: "KIND_AUTH",
+		8: "KIND_PRESENCE",
+		9: "KIND_HISTORY",
 	}
 	ClientCommand_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
@@ -55,6 +59,8 @@ var (
 		"KIND_PING":        5,
 		"KIND_DISCONNECT":  6,
 		"KIND_AUTH":        7,
+		"KIND_PRESENCE":    8,
+		"KIND_HISTORY":     9,
 	}
 )
 
@@ -99,9 +105,22 @@ type ClientCommand struct {
 	// Target user of a `send`.
 	User string `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
 	// Token of an `auth` frame; the transport consumes it.
-	Token         string `protobuf:"bytes,6,opt,name=token,proto3" json:"token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Token string `protobuf:"bytes,6,opt,name=token,proto3" json:"token,omitempty"`
+	// subscribe: receive join/leave events; info shown in presence (raw JSON).
+	Presence bool   `protobuf:"varint,7,opt,name=presence,proto3" json:"presence,omitempty"`
+	Info     []byte `protobuf:"bytes,8,opt,name=info,proto3" json:"info,omitempty"`
+	// subscribe: recover what was missed after recover_offset in recover_epoch.
+	Recover       bool   `protobuf:"varint,9,opt,name=recover,proto3" json:"recover,omitempty"`
+	RecoverOffset uint64 `protobuf:"varint,10,opt,name=recover_offset,json=recoverOffset,proto3" json:"recover_offset,omitempty"`
+	RecoverEpoch  string `protobuf:"bytes,11,opt,name=recover_epoch,json=recoverEpoch,proto3" json:"recover_epoch,omitempty"`
+	// history: publications after `since`, at most `limit` (0: all stored).
+	Since uint64 `protobuf:"varint,12,opt,name=since,proto3" json:"since,omitempty"`
+	Limit uint32 `protobuf:"varint,13,opt,name=limit,proto3" json:"limit,omitempty"`
+	// publish: accepted only if the channel's last offset is expect_offset.
+	HasExpectOffset bool   `protobuf:"varint,14,opt,name=has_expect_offset,json=hasExpectOffset,proto3" json:"has_expect_offset,omitempty"`
+	ExpectOffset    uint64 `protobuf:"varint,15,opt,name=expect_offset,json=expectOffset,proto3" json:"expect_offset,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ClientCommand) Reset() {
@@ -174,6 +193,69 @@ func (x *ClientCommand) GetToken() string {
 		return x.Token
 	}
 	return ""
+}
+
+func (x *ClientCommand) GetPresence() bool {
+	if x != nil {
+		return x.Presence
+	}
+	return false
+}
+
+func (x *ClientCommand) GetInfo() []byte {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *ClientCommand) GetRecover() bool {
+	if x != nil {
+		return x.Recover
+	}
+	return false
+}
+
+func (x *ClientCommand) GetRecoverOffset() uint64 {
+	if x != nil {
+		return x.RecoverOffset
+	}
+	return 0
+}
+
+func (x *ClientCommand) GetRecoverEpoch() string {
+	if x != nil {
+		return x.RecoverEpoch
+	}
+	return ""
+}
+
+func (x *ClientCommand) GetSince() uint64 {
+	if x != nil {
+		return x.Since
+	}
+	return 0
+}
+
+func (x *ClientCommand) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ClientCommand) GetHasExpectOffset() bool {
+	if x != nil {
+		return x.HasExpectOffset
+	}
+	return false
+}
+
+func (x *ClientCommand) GetExpectOffset() uint64 {
+	if x != nil {
+		return x.ExpectOffset
+	}
+	return 0
 }
 
 // The client's socket has gone; the connection actor cleans up and stops.
@@ -315,14 +397,24 @@ var File_switchboard_v1_connection_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_connection_proto_rawDesc = "" +
 	"\n" +
-	"\x1fswitchboard/v1/connection.proto\x12\x0eswitchboard.v1\"\xcc\x02\n" +
+	"\x1fswitchboard/v1/connection.proto\x12\x0eswitchboard.v1\"\x84\x05\n" +
 	"\rClientCommand\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".switchboard.v1.ClientCommand.KindR\x04kind\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x0e\n" +
 	"\x02id\x18\x04 \x01(\fR\x02id\x12\x12\n" +
 	"\x04user\x18\x05 \x01(\tR\x04user\x12\x14\n" +
-	"\x05token\x18\x06 \x01(\tR\x05token\"\x9a\x01\n" +
+	"\x05token\x18\x06 \x01(\tR\x05token\x12\x1a\n" +
+	"\bpresence\x18\a \x01(\bR\bpresence\x12\x12\n" +
+	"\x04info\x18\b \x01(\fR\x04info\x12\x18\n" +
+	"\arecover\x18\t \x01(\bR\arecover\x12%\n" +
+	"\x0erecover_offset\x18\n" +
+	" \x01(\x04R\rrecoverOffset\x12#\n" +
+	"\rrecover_epoch\x18\v \x01(\tR\frecoverEpoch\x12\x14\n" +
+	"\x05since\x18\f \x01(\x04R\x05since\x12\x14\n" +
+	"\x05limit\x18\r \x01(\rR\x05limit\x12*\n" +
+	"\x11has_expect_offset\x18\x0e \x01(\bR\x0fhasExpectOffset\x12#\n" +
+	"\rexpect_offset\x18\x0f \x01(\x04R\fexpectOffset\"\xbf\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eKIND_SUBSCRIBE\x10\x01\x12\x14\n" +
@@ -331,7 +423,9 @@ const file_switchboard_v1_connection_proto_rawDesc = "" +
 	"\tKIND_SEND\x10\x04\x12\r\n" +
 	"\tKIND_PING\x10\x05\x12\x13\n" +
 	"\x0fKIND_DISCONNECT\x10\x06\x12\r\n" +
-	"\tKIND_AUTH\x10\a\"\x0e\n" +
+	"\tKIND_AUTH\x10\a\x12\x11\n" +
+	"\rKIND_PRESENCE\x10\b\x12\x10\n" +
+	"\fKIND_HISTORY\x10\t\"\x0e\n" +
 	"\fSocketClosed\"\x1c\n" +
 	"\x04Push\x12\x14\n" +
 	"\x05frame\x18\x01 \x01(\fR\x05frame\"2\n" +

@@ -24,12 +24,16 @@ const (
 // A channel gained a subscriber on the relay's node. `reply` is the
 // encoded `subscribed` frame, queued before any later delivery.
 type SubscriberAdded struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	ConnectionId  string                 `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	Reply         []byte                 `protobuf:"bytes,3,opt,name=reply,proto3" json:"reply,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Channel      string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	ConnectionId string                 `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	Reply        []byte                 `protobuf:"bytes,3,opt,name=reply,proto3" json:"reply,omitempty"`
+	// Recovered publications, queued right after the reply.
+	Backlog        [][]byte `protobuf:"bytes,4,rep,name=backlog,proto3" json:"backlog,omitempty"`
+	PresenceEvents bool     `protobuf:"varint,5,opt,name=presence_events,json=presenceEvents,proto3" json:"presence_events,omitempty"`
+	Info           []byte   `protobuf:"bytes,6,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SubscriberAdded) Reset() {
@@ -79,6 +83,27 @@ func (x *SubscriberAdded) GetConnectionId() string {
 func (x *SubscriberAdded) GetReply() []byte {
 	if x != nil {
 		return x.Reply
+	}
+	return nil
+}
+
+func (x *SubscriberAdded) GetBacklog() [][]byte {
+	if x != nil {
+		return x.Backlog
+	}
+	return nil
+}
+
+func (x *SubscriberAdded) GetPresenceEvents() bool {
+	if x != nil {
+		return x.PresenceEvents
+	}
+	return false
+}
+
+func (x *SubscriberAdded) GetInfo() []byte {
+	if x != nil {
+		return x.Info
 	}
 	return nil
 }
@@ -147,10 +172,12 @@ func (x *SubscriberRemoved) GetReply() []byte {
 
 // One publication for every subscriber of a channel on the relay's node.
 type Delivery struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	Frame         []byte                 `protobuf:"bytes,2,opt,name=frame,proto3" json:"frame,omitempty"`
-	ExcludeUser   string                 `protobuf:"bytes,3,opt,name=exclude_user,json=excludeUser,proto3" json:"exclude_user,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Channel     string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Frame       []byte                 `protobuf:"bytes,2,opt,name=frame,proto3" json:"frame,omitempty"`
+	ExcludeUser string                 `protobuf:"bytes,3,opt,name=exclude_user,json=excludeUser,proto3" json:"exclude_user,omitempty"`
+	// A join/leave event: only for subscribers that asked for them.
+	PresenceOnly  bool `protobuf:"varint,4,opt,name=presence_only,json=presenceOnly,proto3" json:"presence_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,6 +231,13 @@ func (x *Delivery) GetExcludeUser() string {
 		return x.ExcludeUser
 	}
 	return ""
+}
+
+func (x *Delivery) GetPresenceOnly() bool {
+	if x != nil {
+		return x.PresenceOnly
+	}
+	return false
 }
 
 // One frame for every connection on the relay's node.
@@ -478,11 +512,13 @@ func (x *UserConnections) GetConnections() []*UserConnections_Connection {
 }
 
 type ChannelSubscribers_Subscriber struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId   string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	User           string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	PresenceEvents bool                   `protobuf:"varint,3,opt,name=presence_events,json=presenceEvents,proto3" json:"presence_events,omitempty"`
+	Info           []byte                 `protobuf:"bytes,4,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ChannelSubscribers_Subscriber) Reset() {
@@ -527,6 +563,20 @@ func (x *ChannelSubscribers_Subscriber) GetUser() string {
 		return x.User
 	}
 	return ""
+}
+
+func (x *ChannelSubscribers_Subscriber) GetPresenceEvents() bool {
+	if x != nil {
+		return x.PresenceEvents
+	}
+	return false
+}
+
+func (x *ChannelSubscribers_Subscriber) GetInfo() []byte {
+	if x != nil {
+		return x.Info
+	}
+	return nil
 }
 
 type UserConnections_Connection struct {
@@ -585,31 +635,37 @@ var File_switchboard_v1_relay_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\n" +
-	"\x1aswitchboard/v1/relay.proto\x12\x0eswitchboard.v1\"f\n" +
+	"\x1aswitchboard/v1/relay.proto\x12\x0eswitchboard.v1\"\xbd\x01\n" +
 	"\x0fSubscriberAdded\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x14\n" +
-	"\x05reply\x18\x03 \x01(\fR\x05reply\"h\n" +
+	"\x05reply\x18\x03 \x01(\fR\x05reply\x12\x18\n" +
+	"\abacklog\x18\x04 \x03(\fR\abacklog\x12'\n" +
+	"\x0fpresence_events\x18\x05 \x01(\bR\x0epresenceEvents\x12\x12\n" +
+	"\x04info\x18\x06 \x01(\fR\x04info\"h\n" +
 	"\x11SubscriberRemoved\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x14\n" +
-	"\x05reply\x18\x03 \x01(\fR\x05reply\"]\n" +
+	"\x05reply\x18\x03 \x01(\fR\x05reply\"\x82\x01\n" +
 	"\bDelivery\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x14\n" +
 	"\x05frame\x18\x02 \x01(\fR\x05frame\x12!\n" +
-	"\fexclude_user\x18\x03 \x01(\tR\vexcludeUser\"!\n" +
+	"\fexclude_user\x18\x03 \x01(\tR\vexcludeUser\x12#\n" +
+	"\rpresence_only\x18\x04 \x01(\bR\fpresenceOnly\"!\n" +
 	"\tBroadcast\x12\x14\n" +
 	"\x05frame\x18\x01 \x01(\fR\x05frame\"7\n" +
 	"\x10ConnectionClosed\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"3\n" +
 	"\x17QueryChannelSubscribers\x12\x18\n" +
-	"\achannel\x18\x01 \x01(\tR\achannel\"\xac\x01\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\"\xea\x01\n" +
 	"\x12ChannelSubscribers\x12O\n" +
-	"\vsubscribers\x18\x01 \x03(\v2-.switchboard.v1.ChannelSubscribers.SubscriberR\vsubscribers\x1aE\n" +
+	"\vsubscribers\x18\x01 \x03(\v2-.switchboard.v1.ChannelSubscribers.SubscriberR\vsubscribers\x1a\x82\x01\n" +
 	"\n" +
 	"Subscriber\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x12\n" +
-	"\x04user\x18\x02 \x01(\tR\x04user\"*\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12'\n" +
+	"\x0fpresence_events\x18\x03 \x01(\bR\x0epresenceEvents\x12\x12\n" +
+	"\x04info\x18\x04 \x01(\fR\x04info\"*\n" +
 	"\x14QueryUserConnections\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\"\xad\x01\n" +
 	"\x0fUserConnections\x12L\n" +
