@@ -327,3 +327,86 @@ func TestClusterChurnLeavesNothingBehind(t *testing.T) {
 		eventually(t, 15*time.Second, series+" back to zero", func() bool { return count(series) == 0 })
 	}
 }
+
+func TestClusterPresenceAndRecovery(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes := startCluster(t, etcd, 3, "--namespaces", "doc:history=1000/5m;room:presence")
+
+	t.Run("presence spans nodes", func(t *testing.T) {
+		alice, bob := nodes[0].connect(t, "alice"), nodes[2].connect(t, "bob")
+		alice.subscribe("room:1")
+		alice.expect("join")
+		bob.subscribe("room:1")
+		bob.expect("join")
+		if j := alice.expect("join"); j["user"] != "bob" {
+			t.Fatalf("join across nodes = %v", j)
+		}
+		carol := nodes[1].connect(t, "carol")
+		carol.subscribe("room:1")
+		carol.expect("join") // its own, as the namespace sends events to all
+		carol.sendJSON(map[string]any{"type": "presence", "channel": "room:1", "id": 1})
+		users := carol.expect("presence")["users"].([]any)
+		if len(users) != 3 {
+			t.Fatalf("presence from the third node: %v", users)
+		}
+	})
+
+	t.Run("recovery after reconnecting to another node", func(t *testing.T) {
+		editor := nodes[0].connect(t, "editor")
+		sub := editor.subscribe("doc:shared")
+		editor.send(`{"type":"disconnect"}`)
+		editor.expectClose()
+		writer := nodes[1].connect(t, "writer")
+		for i := range 50 {
+			writer.sendJSON(map[string]any{"type": "message", "channel": "doc:shared", "data": i, "id": i})
+			writer.expect("published")
+		}
+		back := nodes[2].connect(t, "editor")
+		back.sendJSON(map[string]any{"type": "subscribe", "channel": "doc:shared",
+			"recover": map[string]any{"offset": sub["offset"], "epoch": sub["epoch"]}})
+		if s := back.expect("subscribed"); s["recovered"] != true {
+			t.Fatalf("subscribed = %v", s)
+		}
+		for i := range 50 {
+			if m := back.expect("message"); m["data"] != float64(i) {
+				t.Fatalf("recovered %d: %v", i, m)
+			}
+		}
+	})
+
+	t.Run("channels whose node died change epoch and refuse recovery", func(t *testing.T) {
+		const channels = 24
+		watcher := nodes[0].connect(t, "watcher")
+		writer := nodes[1].connect(t, "writer2")
+		epochs := map[string]any{}
+		offsets := map[string]any{}
+		for i := range channels {
+			ch := fmt.Sprintf("doc:%d", i)
+			epochs[ch] = watcher.subscribe(ch)["epoch"]
+			writer.sendJSON(map[string]any{"type": "message", "channel": ch, "data": "before", "id": i})
+			writer.expect("published")
+			offsets[ch] = watcher.expect("message")["offset"]
+		}
+		nodes[2].kill()
+		waitForMembers(t, nodes[:2], 2)
+		changed := 0
+		for i := range channels {
+			ch := fmt.Sprintf("doc:%d", i)
+			probe := nodes[1].connect(t, fmt.Sprintf("probe%d", i))
+			probe.sendJSON(map[string]any{"type": "subscribe", "channel": ch, "recover": map[string]any{"offset": offsets[ch], "epoch": epochs[ch]}})
+			s := probe.expect("subscribed")
+			switch {
+			case s["epoch"] == epochs[ch] && s["recovered"] == true:
+			case s["epoch"] != epochs[ch] && s["recovered"] == false:
+				changed++
+			default:
+				t.Fatalf("%s: %v (epoch before %v)", ch, s, epochs[ch])
+			}
+		}
+		if changed == 0 {
+			t.Fatalf("no channel lived on the killed node (of %d)", channels)
+		}
+		t.Logf("%d of %d channels lost their state with the node and said so", changed, channels)
+	})
+}

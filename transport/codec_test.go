@@ -8,7 +8,7 @@ import (
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 )
 
-var testLimits = Limits{MaxDataBytes: 1024}
+var testLimits = Limits{MaxDataBytes: 1024, MaxInfoBytes: 1024}
 
 func TestDecodeCommandAcceptsEveryType(t *testing.T) {
 	cases := []struct {
@@ -22,6 +22,11 @@ func TestDecodeCommandAcceptsEveryType(t *testing.T) {
 		{`{"type":"send","user":"bob","data":"hi"}`, &pb.ClientCommand{Kind: pb.ClientCommand_KIND_SEND, User: "bob", Data: []byte(`"hi"`)}},
 		{` {"type":"ping","id":-2.5}`, &pb.ClientCommand{Kind: pb.ClientCommand_KIND_PING, Id: []byte(`-2.5`)}},
 		{`{"type":"disconnect"}`, &pb.ClientCommand{Kind: pb.ClientCommand_KIND_DISCONNECT}},
+		{`{"type":"presence","channel":"c"}`, &pb.ClientCommand{Kind: pb.ClientCommand_KIND_PRESENCE, Channel: "c"}},
+		{`{"type":"history","channel":"c","since":5,"limit":5000}`, &pb.ClientCommand{Kind: pb.ClientCommand_KIND_HISTORY, Channel: "c", Since: 5, Limit: MaxHistoryLimit}},
+		{`{"type":"subscribe","channel":"c","presence":true,"info":{"n":1},"recover":{"offset":3,"epoch":"e"}}`,
+			&pb.ClientCommand{Kind: pb.ClientCommand_KIND_SUBSCRIBE, Channel: "c", Presence: true, Info: []byte(`{"n":1}`), Recover: true, RecoverOffset: 3, RecoverEpoch: "e"}},
+		{`{"type":"message","channel":"c","data":1,"expect_offset":0}`, &pb.ClientCommand{Kind: pb.ClientCommand_KIND_PUBLISH, Channel: "c", Data: []byte(`1`), HasExpectOffset: true}},
 	}
 	for _, tc := range cases {
 		got, perr := DecodeCommand([]byte(tc.frame), testLimits)
@@ -30,7 +35,11 @@ func TestDecodeCommandAcceptsEveryType(t *testing.T) {
 			continue
 		}
 		if got.Kind != tc.want.Kind || got.Channel != tc.want.Channel || got.User != tc.want.User ||
-			string(got.Data) != string(tc.want.Data) || string(got.Id) != string(tc.want.Id) {
+			string(got.Data) != string(tc.want.Data) || string(got.Id) != string(tc.want.Id) ||
+			got.Presence != tc.want.Presence || string(got.Info) != string(tc.want.Info) || got.Recover != tc.want.Recover ||
+			got.RecoverOffset != tc.want.RecoverOffset || got.RecoverEpoch != tc.want.RecoverEpoch ||
+			got.Since != tc.want.Since || got.Limit != tc.want.Limit ||
+			got.HasExpectOffset != tc.want.HasExpectOffset || got.ExpectOffset != tc.want.ExpectOffset {
 			t.Errorf("%s: got %v, want %v", tc.frame, got, tc.want)
 		}
 	}
@@ -54,6 +63,15 @@ func TestDecodeCommandRefusesBadFrames(t *testing.T) {
 		{`{"type":"message","channel":"c","data":"` + strings.Repeat("a", 1100) + `"}`, CodeDataTooLarge, ""},
 		{`{"type":"send","user":"","data":1}`, CodeInvalidUser, ""},
 		{`{"type":"send","user":"a\u0000b","data":1}`, CodeInvalidUser, ""},
+		{`{"type":"subscribe","channel":"c","presence":"yes"}`, CodeInvalidFrame, ""},
+		{`{"type":"subscribe","channel":"c","info":"` + strings.Repeat("i", 2000) + `"}`, CodeInfoTooLarge, ""},
+		{`{"type":"subscribe","channel":"c","recover":{"offset":-1,"epoch":"e"}}`, CodeInvalidRecover, ""},
+		{`{"type":"subscribe","channel":"c","recover":{"offset":1}}`, CodeInvalidRecover, ""},
+		{`{"type":"subscribe","channel":"c","recover":7,"id":1}`, CodeInvalidRecover, "1"},
+		{`{"type":"history","channel":"c","since":1.5}`, CodeInvalidFrame, ""},
+		{`{"type":"history","channel":"c","limit":0}`, CodeInvalidFrame, ""},
+		{`{"type":"message","channel":"c","data":1,"expect_offset":"3"}`, CodeInvalidFrame, ""},
+		{`{"type":"presence"}`, CodeInvalidChannel, ""},
 	}
 	for _, tc := range cases {
 		cmd, perr := DecodeCommand([]byte(tc.frame), testLimits)
