@@ -2,6 +2,7 @@ package tests
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -198,5 +199,28 @@ func TestShutdownClosesClientsWithServiceRestart(t *testing.T) {
 	}
 	if code := srv.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("exit code %d", code)
+	}
+}
+
+func TestServesItsClientAndDemoPage(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	for path, want := range map[string]string{
+		"/":                 "<title>Switchboard lobby</title>",
+		"/switchboard.js":   "export class Switchboard",
+		"/switchboard.d.ts": "export declare class Switchboard",
+	} {
+		resp, err := http.Get("http://" + srv.addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("%s: %d, %q not found", path, resp.StatusCode, want)
+		}
+	}
+	if srv.status(t, "/no-such-page") != 404 {
+		t.Error("unknown paths should be 404")
 	}
 }

@@ -116,6 +116,7 @@ func NewServer(opts Options, connector Connector, backend Backend, metrics *Metr
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	mux.Handle("/api/", newAPI(opts.APIKey, opts.Limits, backend, log))
+	serveWeb(mux)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: opts.ReadHeaderTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	return s
 }

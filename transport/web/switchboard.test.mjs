@@ -1,0 +1,220 @@
+// Unit tests of the client's logic against a scripted WebSocket: node --test
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Switchboard, tokenExpiry } from "./switchboard.js";
+
+class FakeSocket {
+  static all = [];
+  constructor(url, protocols) {
+    this.url = url;
+    this.protocols = protocols;
+    this.readyState = 0;
+    this.sent = [];
+    FakeSocket.all.push(this);
+  }
+  send(text) {
+    this.sent.push(JSON.parse(text));
+  }
+  close(code = 1000) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    setTimeout(() => this.onclose?.({ code, reason: "" }), 0);
+  }
+  // What the server does:
+  accept(user = "u") {
+    this.readyState = 1;
+    this.onopen?.();
+    this.push({ type: "welcome", user, connection_id: "c" + FakeSocket.all.length });
+  }
+  push(frame) {
+    this.onmessage?.({ data: JSON.stringify(frame) });
+  }
+  drop(code = 1006) {
+    this.readyState = 3;
+    this.onclose?.({ code, reason: "" });
+  }
+  last() {
+    return this.sent[this.sent.length - 1];
+  }
+}
+
+const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
+const latest = () => FakeSocket.all[FakeSocket.all.length - 1];
+
+function client(options = {}) {
+  FakeSocket.all = [];
+  return new Switchboard("ws://broker/ws", { WebSocket: FakeSocket, backoffBase: 2, backoffCap: 8, pingInterval: 60_000, ...options });
+}
+
+// Answers every request the client sends on socket, as a broker would.
+function autoReply(socket, reply = (f) => ({ type: f.type === "ping" ? "pong" : f.type + "d", channel: f.channel })) {
+  const send = socket.send.bind(socket);
+  socket.send = (text) => {
+    send(text);
+    const f = JSON.parse(text);
+    if (f.id !== undefined) setTimeout(() => socket.push({ ...reply(f), id: f.id }), 0);
+  };
+}
+
+test("backoff doubles from the base up to the cap, with jitter", () => {
+  const c = new Switchboard("ws://x", { backoffBase: 1000, backoffCap: 30_000, random: () => 0 });
+  assert.deepEqual([0, 1, 2, 5, 9].map((n) => c.backoff(n)), [500, 1000, 2000, 15_000, 15_000]);
+  c.options.random = () => 0.999999;
+  assert.ok(c.backoff(0) > 999 && c.backoff(0) <= 1000);
+  assert.ok(c.backoff(20) <= 30_000);
+  const spread = new Set(Array.from({ length: 20 }, () => new Switchboard("ws://x").backoff(3)));
+  assert.ok(spread.size > 1, "jitter spreads reconnects");
+});
+
+test("requests correlate replies by id, reject on error replies and on timeout", async () => {
+  const c = client({ requestTimeout: 30 });
+  const connected = c.connect();
+  latest().accept();
+  await connected;
+  const s = latest();
+  const pong = c.ping();
+  s.push({ type: "pong", id: s.last().id });
+  assert.equal((await pong).type, "pong");
+
+  const refused = c.subscribe("nope:1");
+  s.push({ type: "error", error: "Not allowed", code: "forbidden", id: s.last().id });
+  await assert.rejects(refused, { code: "forbidden" });
+
+  await assert.rejects(c.ping(), { code: "timeout" });
+  c.close();
+});
+
+test("several handlers per event, each removable", async () => {
+  const c = client();
+  const seen = [];
+  const off = c.on("message", (m) => seen.push("a" + m.data));
+  c.on("message", (m) => seen.push("b" + m.data));
+  const connected = c.connect();
+  latest().accept();
+  await connected;
+  latest().push({ type: "message", channel: "x", data: 1, offset: 1, epoch: "e" });
+  off();
+  latest().push({ type: "message", channel: "x", data: 2, offset: 2, epoch: "e" });
+  assert.deepEqual(seen, ["a1", "b1", "b2"]);
+  c.close();
+});
+
+test("after a drop it reconnects, re-subscribes with recovery and reports a failed recovery", async () => {
+  const c = client();
+  const events = [];
+  for (const e of ["connected", "disconnected", "reconnecting", "recovery_failed"]) c.on(e, (p) => events.push([e, p]));
+  const connected = c.connect();
+  autoReply(latest(), (f) => ({ type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }));
+  latest().accept();
+  await connected;
+  await c.subscribe("doc:1");
+  await c.subscribe("doc:2");
+  latest().push({ type: "message", channel: "doc:1", data: "x", offset: 4, epoch: "e1" });
+
+  latest().drop();
+  await tick(20);
+  const second = latest();
+  assert.equal(FakeSocket.all.length, 2);
+  autoReply(second, (f) =>
+    f.channel === "doc:1"
+      ? { type: "subscribed", channel: f.channel, offset: 4, epoch: "e1", recovered: true }
+      : { type: "subscribed", channel: f.channel, offset: 9, epoch: "e2", recovered: false });
+  second.accept();
+  await tick(10);
+  const resubscribes = second.sent.filter((f) => f.type === "subscribe");
+  assert.deepEqual(resubscribes.map((f) => [f.channel, f.recover]), [
+    ["doc:1", { offset: 4, epoch: "e1" }],
+    ["doc:2", { offset: 3, epoch: "e1" }],
+  ]);
+  const names = events.map(([e]) => e);
+  assert.deepEqual(names.slice(0, 4), ["connected", "disconnected", "reconnecting", "connected"]);
+  assert.equal(events[3][1].reconnected, true);
+  assert.deepEqual(events.find(([e]) => e === "recovery_failed")[1], { channel: "doc:2", offset: 9, epoch: "e2" });
+
+  // Replayed messages already seen are dropped.
+  const got = [];
+  c.on("message", (m) => got.push(m.offset));
+  second.push({ type: "message", channel: "doc:1", data: "x", offset: 4, epoch: "e1" });
+  second.push({ type: "message", channel: "doc:1", data: "y", offset: 5, epoch: "e1" });
+  assert.deepEqual(got, [5]);
+  c.close();
+});
+
+test("gives up after maxAttempts and close() really stops", async () => {
+  const c = client({ maxAttempts: 2 });
+  let failed = null;
+  c.on("reconnect_failed", (p) => (failed = p));
+  const connected = c.connect();
+  latest().accept();
+  await connected;
+  latest().drop();
+  for (let i = 0; i < 3; i++) {
+    await tick(20);
+    latest().drop();
+  }
+  await tick(20);
+  assert.deepEqual(failed, { attempts: 2 });
+  assert.equal(c.state, "closed");
+  const sockets = FakeSocket.all.length;
+  await tick(40);
+  assert.equal(FakeSocket.all.length, sockets, "no attempt after giving up");
+
+  const d = client();
+  const p = d.connect();
+  latest().accept();
+  await p;
+  d.close();
+  assert.deepEqual(latest().sent.at(-1), { type: "disconnect" });
+  await tick(40);
+  assert.equal(FakeSocket.all.length, 1, "close() stops reconnecting");
+});
+
+test("publishes made while disconnected are queued and sent after reconnecting, or rejected", async () => {
+  const c = client({ offlineQueueSize: 2 });
+  const connected = c.connect();
+  latest().accept();
+  await connected;
+  latest().drop();
+  const p1 = c.publish("chat:1", "a");
+  const p2 = c.publish("chat:1", "b");
+  await assert.rejects(c.publish("chat:1", "c"), { code: "queue_full" });
+  await tick(20);
+  autoReply(latest(), (f) => ({ type: "published", channel: f.channel, offset: 1 }));
+  latest().accept();
+  assert.equal((await p1).type, "published");
+  await p2;
+  assert.deepEqual(latest().sent.filter((f) => f.type === "message").map((f) => f.data), ["a", "b"]);
+  c.close();
+
+  const r = client({ offlinePublish: "reject" });
+  const rc = r.connect();
+  latest().accept();
+  await rc;
+  latest().drop();
+  await assert.rejects(r.publish("chat:1", "x"), { code: "disconnected" });
+  r.close();
+});
+
+test("tokens go by protocol entry, query or first frame", async () => {
+  const token = "h." + btoa(JSON.stringify({ sub: "a", exp: 2_000_000_000 })) + ".s";
+  client({ token }).connect().catch(() => {});
+  assert.deepEqual(latest().protocols, ["switchboard.v1", "auth." + token]);
+  client({ token, tokenMethod: "query" }).connect().catch(() => {});
+  assert.ok(latest().url.endsWith("?token=" + encodeURIComponent(token)));
+  client({ token, tokenMethod: "frame" }).connect().catch(() => {});
+  latest().readyState = 1;
+  latest().onopen();
+  assert.deepEqual(latest().sent[0], { type: "auth", token });
+  assert.equal(tokenExpiry(token), 2_000_000_000_000);
+  assert.equal(tokenExpiry("garbage"), undefined);
+});
+
+test("an authentication failure without getToken does not loop", async () => {
+  const c = client({ token: "bad" });
+  const connected = c.connect();
+  latest().push({ type: "error", error: "Invalid token", code: "unauthenticated" });
+  latest().drop(4001);
+  await assert.rejects(connected, /Invalid token/);
+  await tick(20);
+  assert.equal(FakeSocket.all.length, 1);
+});
