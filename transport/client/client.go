@@ -1,0 +1,649 @@
+// Package client is the Go client of Switchboard, with the semantics of the
+// browser client: requests correlated by id, automatic reconnection with
+// exponential backoff and jitter, re-authentication, re-subscription with
+// recovery from the last offset seen, and a bounded queue of publications
+// made while disconnected.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+// Options configure a Client. URL is required.
+type Options struct {
+	URL string // ws://host:port/ws
+	// Token is a JWT sent as TokenMethod says: "protocol" (default),
+	// "query" or "frame". GetToken, when set, supplies a fresh one before
+	// every reconnect.
+	Token       string
+	TokenMethod string
+	GetToken    func(ctx context.Context) (string, error)
+	User        string // development mode only: ?user=
+
+	BackoffBase    time.Duration // default 1s
+	BackoffCap     time.Duration // default 30s
+	MaxAttempts    int           // reconnect attempts before giving up; 0: forever
+	NoReconnect    bool
+	PingInterval   time.Duration // default 25s
+	RequestTimeout time.Duration // default 10s
+	OfflineQueue   int           // publications kept while disconnected; 0: rejected
+
+	// OnMessage receives publications of subscribed channels, in order,
+	// without duplicates across reconnects.
+	OnMessage func(Message)
+	// OnEvent receives everything else: join, leave, direct, and the
+	// lifecycle events connected, disconnected, reconnecting,
+	// reconnect_failed and recovery_failed.
+	OnEvent func(Event)
+}
+
+// Message is one publication.
+type Message struct {
+	Channel   string          `json:"channel"`
+	From      string          `json:"from"`
+	Data      json.RawMessage `json:"data"`
+	Offset    uint64          `json:"offset"`
+	Epoch     string          `json:"epoch"`
+	Timestamp int64           `json:"timestamp"`
+}
+
+// Event is a frame or a lifecycle event; Frame holds the raw JSON if any.
+type Event struct {
+	Type  string
+	Frame json.RawMessage
+	Err   error
+}
+
+// Error is a refusal from the broker.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"error"`
+	Offset  uint64 `json:"offset"` // offset_mismatch: where the channel is
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// ErrDisconnected is returned for requests made while not connected.
+var ErrDisconnected = errors.New("switchboard: not connected")
+
+// ErrClosed is returned after Close or once reconnecting gave up.
+var ErrClosed = errors.New("switchboard: client closed")
+
+// Client is a connection to a broker that heals itself.
+type Client struct {
+	opts Options
+
+	mu        sync.Mutex
+	conn      *gws.Conn
+	connected bool
+	closed    bool
+	user      string
+	nextID    int64
+	pending   map[int64]chan reply
+	channels  map[string]*subscription
+	queue     []queued
+	welcome   chan error
+	stop      chan struct{}
+}
+
+type subscription struct {
+	presence bool
+	info     json.RawMessage
+	offset   uint64
+	epoch    string
+}
+
+type queued struct {
+	frame map[string]any
+	done  chan reply
+}
+
+type reply struct {
+	raw json.RawMessage
+	err error
+}
+
+// Dial connects and waits for the broker's welcome.
+func Dial(ctx context.Context, opts Options) (*Client, error) {
+	if opts.BackoffBase <= 0 {
+		opts.BackoffBase = time.Second
+	}
+	if opts.BackoffCap <= 0 {
+		opts.BackoffCap = 30 * time.Second
+	}
+	if opts.PingInterval <= 0 {
+		opts.PingInterval = 25 * time.Second
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 10 * time.Second
+	}
+	if opts.TokenMethod == "" {
+		opts.TokenMethod = "protocol"
+	}
+	c := &Client{opts: opts, pending: map[int64]chan reply{}, channels: map[string]*subscription{}, stop: make(chan struct{})}
+	if err := c.open(ctx, opts.Token); err != nil {
+		return nil, err
+	}
+	go c.keepAlive()
+	return c, nil
+}
+
+// User is the user id the broker knows this client as.
+func (c *Client) User() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.user
+}
+
+// open dials once and waits for the welcome.
+func (c *Client) open(ctx context.Context, token string) error {
+	u, err := url.Parse(c.opts.URL)
+	if err != nil {
+		return fmt.Errorf("switchboard: url: %w", err)
+	}
+	q := u.Query()
+	if c.opts.User != "" {
+		q.Set("user", c.opts.User)
+	}
+	header := http.Header{}
+	protocols := Subprotocol
+	switch {
+	case token != "" && c.opts.TokenMethod == "query":
+		q.Set("token", token)
+	case token != "" && c.opts.TokenMethod == "protocol":
+		protocols += ", auth." + token
+	}
+	header.Set("Sec-WebSocket-Protocol", protocols)
+	u.RawQuery = q.Encode()
+	welcome := make(chan error, 1)
+	c.mu.Lock()
+	c.welcome = welcome
+	c.mu.Unlock()
+	conn, _, err := gws.NewClient(&events{c}, &gws.ClientOption{Addr: u.String(), RequestHeader: header, ReadMaxPayloadSize: 64 << 20})
+	if err != nil {
+		return fmt.Errorf("switchboard: dial %s: %w", c.opts.URL, err)
+	}
+	c.mu.Lock()
+	c.conn = conn
+	c.mu.Unlock()
+	go conn.ReadLoop()
+	if token != "" && c.opts.TokenMethod == "frame" {
+		raw, _ := json.Marshal(map[string]any{"type": "auth", "token": token})
+		_ = conn.WriteMessage(gws.OpcodeText, raw)
+	}
+	select {
+	case err := <-welcome:
+		return err
+	case <-ctx.Done():
+		_ = conn.NetConn().Close()
+		return ctx.Err()
+	}
+}
+
+// Subprotocol is offered on every connection.
+const Subprotocol = "switchboard.v1"
+
+type events struct{ c *Client }
+
+func (e *events) OnOpen(*gws.Conn)         {}
+func (e *events) OnPing(*gws.Conn, []byte) {}
+func (e *events) OnPong(*gws.Conn, []byte) {}
+
+func (e *events) OnMessage(socket *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	e.c.receive(bytes.Clone(m.Bytes()))
+}
+
+func (e *events) OnClose(socket *gws.Conn, err error) {
+	c := e.c
+	code := uint16(1006)
+	var ce *gws.CloseError
+	if errors.As(err, &ce) {
+		code = ce.Code
+	}
+	c.mu.Lock()
+	if c.conn != socket {
+		c.mu.Unlock()
+		return
+	}
+	wasConnected := c.connected
+	c.connected = false
+	for id, ch := range c.pending {
+		ch <- reply{err: ErrDisconnected}
+		delete(c.pending, id)
+	}
+	welcome := c.welcome
+	c.welcome = nil
+	closed := c.closed
+	c.mu.Unlock()
+	if welcome != nil {
+		welcome <- fmt.Errorf("switchboard: closed with %d before the welcome", code)
+	}
+	if wasConnected {
+		c.event(Event{Type: "disconnected", Frame: json.RawMessage(fmt.Sprintf(`{"code":%d}`, code))})
+	}
+	final := code == 1000 || code == 4010 || code == 4029 || (code == 4001 && c.opts.GetToken == nil)
+	if closed || !wasConnected || c.opts.NoReconnect || final {
+		if wasConnected && !closed {
+			c.shutdown() // the broker ended it for good: no reconnect
+		}
+		return
+	}
+	go c.reconnect()
+}
+
+func (c *Client) receive(raw []byte) {
+	var head struct {
+		Type string          `json:"type"`
+		ID   json.RawMessage `json:"id"`
+		User string          `json:"user"`
+	}
+	if json.Unmarshal(raw, &head) != nil {
+		return
+	}
+	if len(head.ID) > 0 {
+		var id int64
+		if json.Unmarshal(head.ID, &id) == nil {
+			c.mu.Lock()
+			ch, ok := c.pending[id]
+			delete(c.pending, id)
+			c.mu.Unlock()
+			if ok {
+				if head.Type == "error" {
+					e := &Error{}
+					_ = json.Unmarshal(raw, e)
+					ch <- reply{err: e}
+				} else {
+					ch <- reply{raw: raw}
+				}
+				return
+			}
+		}
+	}
+	switch head.Type {
+	case "welcome":
+		c.mu.Lock()
+		c.connected, c.user = true, head.User
+		welcome := c.welcome
+		c.welcome = nil
+		c.mu.Unlock()
+		if welcome != nil {
+			welcome <- nil
+		}
+	case "message":
+		var m Message
+		if json.Unmarshal(raw, &m) != nil {
+			return
+		}
+		c.mu.Lock()
+		if s := c.channels[m.Channel]; s != nil {
+			if s.epoch == m.Epoch && m.Offset <= s.offset {
+				c.mu.Unlock()
+				return // already seen before a reconnect
+			}
+			s.offset, s.epoch = m.Offset, m.Epoch
+		}
+		c.mu.Unlock()
+		if c.opts.OnMessage != nil {
+			c.opts.OnMessage(m)
+		}
+	case "error":
+		e := &Error{}
+		_ = json.Unmarshal(raw, e)
+		c.event(Event{Type: "error", Frame: raw, Err: e})
+	default:
+		c.event(Event{Type: head.Type, Frame: raw})
+	}
+}
+
+func (c *Client) event(e Event) {
+	if c.opts.OnEvent != nil {
+		c.opts.OnEvent(e)
+	}
+}
+
+// Backoff is the delay before reconnect attempt n (0-based): doubling
+// from base up to limit, with jitter over its upper half.
+func Backoff(n int, base, limit time.Duration) time.Duration {
+	ceiling := limit
+	if n < 30 && base<<n < limit {
+		ceiling = base << n
+	}
+	return ceiling/2 + time.Duration(rand.Int64N(int64(ceiling/2)+1))
+}
+
+func (c *Client) reconnect() {
+	for attempt := 0; c.opts.MaxAttempts == 0 || attempt < c.opts.MaxAttempts; attempt++ {
+		delay := Backoff(attempt, c.opts.BackoffBase, c.opts.BackoffCap)
+		c.event(Event{Type: "reconnecting", Frame: json.RawMessage(fmt.Sprintf(`{"attempt":%d,"delay_ms":%d}`, attempt+1, delay.Milliseconds()))})
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(delay):
+		}
+		token := c.opts.Token
+		if c.opts.GetToken != nil {
+			if fresh, err := c.opts.GetToken(context.Background()); err == nil {
+				token = fresh
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+		err := c.open(ctx, token)
+		cancel()
+		if err == nil {
+			c.event(Event{Type: "connected", Frame: json.RawMessage(`{"reconnected":true}`)})
+			c.restore()
+			return
+		}
+	}
+	c.giveUp()
+}
+
+func (c *Client) giveUp() {
+	c.shutdown()
+	c.event(Event{Type: "reconnect_failed"})
+}
+
+// shutdown marks the client closed and fails what waits in the queue.
+func (c *Client) shutdown() {
+	c.mu.Lock()
+	c.closed = true
+	queue := c.queue
+	c.queue = nil
+	c.mu.Unlock()
+	for _, q := range queue {
+		q.done <- reply{err: ErrClosed}
+	}
+}
+
+// restore re-subscribes every channel with recovery, then sends what was queued.
+func (c *Client) restore() {
+	c.mu.Lock()
+	names := make([]string, 0, len(c.channels))
+	for name := range c.channels {
+		names = append(names, name)
+	}
+	queue := c.queue
+	c.queue = nil
+	c.mu.Unlock()
+	for _, name := range names {
+		if _, err := c.resubscribe(context.Background(), name); err != nil {
+			c.event(Event{Type: "error", Err: fmt.Errorf("re-subscribe %s: %w", name, err)})
+		}
+	}
+	for _, q := range queue {
+		raw, err := c.Request(context.Background(), q.frame)
+		q.done <- reply{raw: raw, err: err}
+	}
+}
+
+func (c *Client) keepAlive() {
+	ticker := time.NewTicker(c.opts.PingInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-ticker.C:
+			ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+			_, _ = c.Request(ctx, map[string]any{"type": "ping"})
+			cancel()
+		}
+	}
+}
+
+// Close disconnects and stops reconnecting.
+func (c *Client) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	conn := c.conn
+	c.mu.Unlock()
+	close(c.stop)
+	if conn != nil {
+		_ = conn.WriteMessage(gws.OpcodeText, []byte(`{"type":"disconnect"}`))
+		_ = conn.WriteClose(1000, nil)
+	}
+}
+
+// Request sends frame with a fresh id and returns the reply; an error
+// reply becomes an *Error.
+func (c *Client) Request(ctx context.Context, frame map[string]any) (json.RawMessage, error) {
+	c.mu.Lock()
+	if !c.connected {
+		closed := c.closed
+		c.mu.Unlock()
+		if closed {
+			return nil, ErrClosed
+		}
+		return nil, ErrDisconnected
+	}
+	c.nextID++
+	id := c.nextID
+	done := make(chan reply, 1)
+	c.pending[id] = done
+	conn := c.conn
+	c.mu.Unlock()
+	withID := make(map[string]any, len(frame)+1)
+	for k, v := range frame {
+		withID[k] = v
+	}
+	withID["id"] = id
+	raw, err := json.Marshal(withID)
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.WriteMessage(gws.OpcodeText, raw); err != nil {
+		return nil, ErrDisconnected
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.RequestTimeout)
+		defer cancel()
+	}
+	select {
+	case r := <-done:
+		return r.raw, r.err
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+		return nil, fmt.Errorf("switchboard: %s: %w", frame["type"], ctx.Err())
+	}
+}
+
+// Subscribed is the broker's answer to a subscribe.
+type Subscribed struct {
+	Channel   string `json:"channel"`
+	Offset    uint64 `json:"offset"`
+	Epoch     string `json:"epoch"`
+	Recovered bool   `json:"recovered"`
+}
+
+// SubscribeOptions ask for join/leave events and carry presence info.
+type SubscribeOptions struct {
+	Presence bool
+	Info     any
+}
+
+// Subscribe joins channel; after a reconnect it is joined again, recovering
+// what was missed (a "recovery_failed" event says when that was impossible).
+func (c *Client) Subscribe(ctx context.Context, channel string, opts SubscribeOptions) (Subscribed, error) {
+	s := &subscription{presence: opts.Presence}
+	if opts.Info != nil {
+		s.info, _ = json.Marshal(opts.Info)
+	}
+	c.mu.Lock()
+	if existing := c.channels[channel]; existing != nil {
+		s = existing
+	}
+	c.channels[channel] = s
+	c.mu.Unlock()
+	sub, err := c.resubscribe(ctx, channel)
+	if err != nil && !errors.Is(err, ErrDisconnected) {
+		c.mu.Lock()
+		delete(c.channels, channel)
+		c.mu.Unlock()
+	}
+	return sub, err
+}
+
+func (c *Client) resubscribe(ctx context.Context, channel string) (Subscribed, error) {
+	c.mu.Lock()
+	s := c.channels[channel]
+	frame := map[string]any{"type": "subscribe", "channel": channel}
+	if s.presence {
+		frame["presence"] = true
+	}
+	if s.info != nil {
+		frame["info"] = s.info
+	}
+	recovering := s.epoch != ""
+	if recovering {
+		frame["recover"] = map[string]any{"offset": s.offset, "epoch": s.epoch}
+	}
+	c.mu.Unlock()
+	raw, err := c.Request(ctx, frame)
+	if err != nil {
+		return Subscribed{}, err
+	}
+	var sub Subscribed
+	if err := json.Unmarshal(raw, &sub); err != nil {
+		return sub, err
+	}
+	if recovering && !sub.Recovered {
+		c.event(Event{Type: "recovery_failed", Frame: raw})
+	}
+	if !recovering || !sub.Recovered {
+		c.mu.Lock()
+		s.offset, s.epoch = sub.Offset, sub.Epoch
+		c.mu.Unlock()
+	}
+	return sub, nil
+}
+
+// Unsubscribe leaves channel.
+func (c *Client) Unsubscribe(ctx context.Context, channel string) error {
+	c.mu.Lock()
+	delete(c.channels, channel)
+	c.mu.Unlock()
+	_, err := c.Request(ctx, map[string]any{"type": "unsubscribe", "channel": channel})
+	return err
+}
+
+// Publish publishes data (any JSON-encodable value) and returns its offset.
+// While disconnected it waits in the offline queue, if there is one.
+func (c *Client) Publish(ctx context.Context, channel string, data any) (uint64, error) {
+	return c.publish(ctx, map[string]any{"type": "message", "channel": channel, "data": data})
+}
+
+// PublishIfAt publishes only if the channel's last offset is expect; else
+// the error is an *Error with Code "offset_mismatch" and the current Offset.
+func (c *Client) PublishIfAt(ctx context.Context, channel string, data any, expect uint64) (uint64, error) {
+	return c.publish(ctx, map[string]any{"type": "message", "channel": channel, "data": data, "expect_offset": expect})
+}
+
+func (c *Client) publish(ctx context.Context, frame map[string]any) (uint64, error) {
+	raw, err := c.Request(ctx, frame)
+	if errors.Is(err, ErrDisconnected) && c.opts.OfflineQueue > 0 {
+		raw, err = c.enqueue(ctx, frame)
+	}
+	if err != nil {
+		return 0, err
+	}
+	var res struct {
+		Offset uint64 `json:"offset"`
+	}
+	err = json.Unmarshal(raw, &res)
+	return res.Offset, err
+}
+
+func (c *Client) enqueue(ctx context.Context, frame map[string]any) (json.RawMessage, error) {
+	done := make(chan reply, 1)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if len(c.queue) >= c.opts.OfflineQueue {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("switchboard: offline queue full: %w", ErrDisconnected)
+	}
+	c.queue = append(c.queue, queued{frame: frame, done: done})
+	c.mu.Unlock()
+	select {
+	case r := <-done:
+		return r.raw, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Send delivers data to every connection of user; it returns how many.
+func (c *Client) Send(ctx context.Context, user string, data any) (int, error) {
+	raw, err := c.Request(ctx, map[string]any{"type": "send", "user": user, "data": data})
+	if err != nil {
+		return 0, err
+	}
+	var res struct {
+		Connections int `json:"connections"`
+	}
+	err = json.Unmarshal(raw, &res)
+	return res.Connections, err
+}
+
+// PresenceUser is one user in a channel.
+type PresenceUser struct {
+	User        string          `json:"user"`
+	Connections int             `json:"connections"`
+	Info        json.RawMessage `json:"info"`
+}
+
+// Presence lists who is in channel (subscribers only).
+func (c *Client) Presence(ctx context.Context, channel string) ([]PresenceUser, error) {
+	raw, err := c.Request(ctx, map[string]any{"type": "presence", "channel": channel})
+	if err != nil {
+		return nil, err
+	}
+	var res struct {
+		Users []PresenceUser `json:"users"`
+	}
+	err = json.Unmarshal(raw, &res)
+	return res.Users, err
+}
+
+// History is a channel's stored publications.
+type History struct {
+	Publications []Message `json:"publications"`
+	Offset       uint64    `json:"offset"`
+	Epoch        string    `json:"epoch"`
+}
+
+// History returns the stored publications after since, at most limit (0: all).
+func (c *Client) History(ctx context.Context, channel string, since uint64, limit int) (History, error) {
+	frame := map[string]any{"type": "history", "channel": channel, "since": since}
+	if limit > 0 {
+		frame["limit"] = limit
+	}
+	raw, err := c.Request(ctx, frame)
+	if err != nil {
+		return History{}, err
+	}
+	var h History
+	err = json.Unmarshal(raw, &h)
+	return h, err
+}
