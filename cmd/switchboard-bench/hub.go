@@ -1,0 +1,108 @@
+package main
+
+import (
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
+	"github.com/switchboard/switchboard/transport"
+)
+
+// rawHub is the speed-of-light reference: the same protocol subset as the
+// broker (subscribe, publish, ping) served by gws alone — a mutex-protected
+// map from channel to subscribers, one encode per publication, the same
+// coalescing outbox per connection — and no actors, cluster or auth.
+type rawHub struct {
+	mu       sync.RWMutex
+	channels map[string]map[*transport.Outbox]struct{}
+	offsets  map[string]uint64
+	nextID   atomic.Uint64
+	upgrader *gws.Upgrader
+}
+
+func newRawHub() *rawHub {
+	h := &rawHub{channels: map[string]map[*transport.Outbox]struct{}{}, offsets: map[string]uint64{}}
+	h.upgrader = gws.NewUpgrader(h, &gws.ServerOption{ReadMaxPayloadSize: 64 << 10})
+	return h
+}
+
+func (h *rawHub) serve(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	slog.Info("raw hub listening", "addr", ln.Addr().String())
+	return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		socket, err := h.upgrader.Upgrade(w, r)
+		if err != nil {
+			return
+		}
+		id := "raw-" + strconv.FormatUint(h.nextID.Add(1), 36)
+		out := transport.NewOutbox(socket.NetConn(), id, r.URL.Query().Get("user"),
+			transport.OutboxLimits{MaxFrames: 4096, MaxBytes: 4 << 20, WriteTimeout: 10 * time.Second}, nil, nil)
+		socket.Session().Store("out", out)
+		out.Push(transport.WelcomeFrame(out.User, id))
+		go socket.ReadLoop()
+	}))
+}
+
+func outOf(socket *gws.Conn) *transport.Outbox {
+	v, _ := socket.Session().Load("out")
+	return v.(*transport.Outbox)
+}
+
+func (h *rawHub) OnOpen(*gws.Conn)         {}
+func (h *rawHub) OnPing(*gws.Conn, []byte) {}
+func (h *rawHub) OnPong(*gws.Conn, []byte) {}
+
+func (h *rawHub) OnClose(socket *gws.Conn, _ error) {
+	out := outOf(socket)
+	h.mu.Lock()
+	for _, subs := range h.channels {
+		delete(subs, out)
+	}
+	h.mu.Unlock()
+}
+
+func (h *rawHub) OnMessage(socket *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	out := outOf(socket)
+	cmd, perr := transport.DecodeCommand(m.Bytes(), transport.Limits{MaxDataBytes: 60 << 10})
+	if perr != nil {
+		out.Push(transport.ErrorFrame(perr.Code, perr.Text, perr.ID))
+		return
+	}
+	switch cmd.Kind {
+	case pb.ClientCommand_KIND_SUBSCRIBE:
+		h.mu.Lock()
+		if h.channels[cmd.Channel] == nil {
+			h.channels[cmd.Channel] = map[*transport.Outbox]struct{}{}
+		}
+		h.channels[cmd.Channel][out] = struct{}{}
+		offset := h.offsets[cmd.Channel]
+		h.mu.Unlock()
+		out.Push(transport.SubscribedFrame(cmd.Channel, offset, "raw", nil, cmd.Id))
+	case pb.ClientCommand_KIND_PUBLISH:
+		// The lock orders publications per channel, as the channel actor does.
+		h.mu.Lock()
+		h.offsets[cmd.Channel]++
+		offset := h.offsets[cmd.Channel]
+		frame := transport.MessageFrame(cmd.Channel, out.User, cmd.Data, offset, "raw", time.Now().UnixMilli())
+		for sub := range h.channels[cmd.Channel] {
+			sub.Push(frame)
+		}
+		h.mu.Unlock()
+		if len(cmd.Id) > 0 {
+			out.Push(transport.PublishedFrame(cmd.Channel, offset, cmd.Id))
+		}
+	case pb.ClientCommand_KIND_PING:
+		out.Push(transport.PongFrame(cmd.Id))
+	}
+}

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// runScenarios measures W1–W3 against the broker and the raw hub in one
+// run and prints a table with their ratio.
+func runScenarios(args []string) error {
+	fs := flag.NewFlagSet("scenarios", flag.ExitOnError)
+	brokerBin := fs.String("broker-bin", "", "switchboard binary (default: beside this one)")
+	serverCPU := fs.String("server-cpu", "1", "CPU the servers are pinned to (taskset); empty: not pinned")
+	duration := fs.Duration("duration", 10*time.Second, "publishing time of each fan-out scenario")
+	only := fs.String("only", "", "run only this scenario (W1, W1-20, W2, W3)")
+	_ = fs.Parse(args)
+	if *brokerBin == "" {
+		self, _ := os.Executable()
+		*brokerBin = filepath.Join(filepath.Dir(self), "switchboard")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	type target struct {
+		name string
+		bin  string
+		args func(addr string) []string
+	}
+	targets := []target{
+		{"raw", self, func(addr string) []string { return []string{"hub", "--addr", addr} }},
+		{"broker", *brokerBin, func(addr string) []string {
+			return []string{"--addr", addr, "--rate-limit", "0", "--max-connections-per-user", "0", "--log-level", "warn"}
+		}},
+	}
+	scenarios := []struct {
+		name string
+		cfg  fanoutConfig
+	}{
+		{"W1-20", fanoutConfig{Subscribers: 1000, Channels: 1, Publishers: 1, Rate: 20, Payload: 64, Duration: *duration}},
+		{"W1", fanoutConfig{Subscribers: 1000, Channels: 1, Publishers: 1, Rate: 100, Payload: 64, Duration: *duration}},
+		{"W2", fanoutConfig{Subscribers: 10000, Channels: 100, Publishers: 10, Rate: 0, Window: 32, Payload: 64, Duration: *duration}},
+	}
+	results := map[string]map[string]fanoutResult{}
+	idle := map[string]float64{}
+	for _, t := range targets {
+		results[t.name] = map[string]fanoutResult{}
+		for _, sc := range scenarios {
+			if *only != "" && *only != sc.name {
+				continue
+			}
+			res, err := withServer(*serverCPU, t.bin, t.args, func(url string, _ int) (fanoutResult, error) {
+				cfg := sc.cfg
+				cfg.URL = url
+				return runFanout(context.Background(), cfg)
+			})
+			if err != nil {
+				return fmt.Errorf("%s on %s: %w", sc.name, t.name, err)
+			}
+			printFanout(sc.name+" "+t.name, res)
+			results[t.name][sc.name] = res
+		}
+		if *only == "" || *only == "W3" {
+			perConn, err := withServer(*serverCPU, t.bin, t.args, func(url string, pid int) (float64, error) {
+				return runIdle(url, pid, 10000)
+			})
+			if err != nil {
+				return fmt.Errorf("W3 on %s: %w", t.name, err)
+			}
+			fmt.Printf("W3 %s: %.1f KiB per idle connection\n", t.name, perConn/1024)
+			idle[t.name] = perConn
+		}
+	}
+	fmt.Println()
+	fmt.Println("| scenario | figure | broker | raw hub | broker/raw |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, sc := range scenarios {
+		b, okB := results["broker"][sc.name]
+		r, okR := results["raw"][sc.name]
+		if !okB || !okR {
+			continue
+		}
+		if sc.cfg.Rate == 0 {
+			fmt.Printf("| %s | deliveries/s | %.0f | %.0f | %.2f |\n", sc.name, b.DeliveriesPerSecond(), r.DeliveriesPerSecond(), b.DeliveriesPerSecond()/r.DeliveriesPerSecond())
+		}
+		fmt.Printf("| %s | p99 latency | %s | %s | %.2f |\n", sc.name, b.P99.Round(time.Microsecond), r.P99.Round(time.Microsecond), float64(b.P99)/float64(r.P99))
+		fmt.Printf("| %s | lost / dup / reordered | %d / %d / %d | %d / %d / %d | |\n", sc.name, b.Lost, b.Duplicated, b.Reorders, r.Lost, r.Duplicated, r.Reorders)
+	}
+	if b, ok := idle["broker"]; ok {
+		fmt.Printf("| W3 | KiB per idle connection | %.1f | %.1f | %.2f |\n", b/1024, idle["raw"]/1024, b/idle["raw"])
+	}
+	return nil
+}
+
+// withServer starts a target on a free loopback port, runs f, stops it.
+func withServer[T any](cpu, bin string, args func(string) []string, f func(url string, pid int) (T, error)) (T, error) {
+	var zero T
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return zero, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd, err := startServer(cpu, bin, args(addr)...)
+	if err != nil {
+		return zero, err
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			return zero, fmt.Errorf("%s did not start listening", bin)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return f("ws://"+addr+"/ws", serverPID(cmd))
+}
+
+// serverPID is the server's own PID, also when taskset started it (taskset execs).
+func serverPID(cmd *exec.Cmd) int { return cmd.Process.Pid }
