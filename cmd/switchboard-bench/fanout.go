@@ -35,7 +35,9 @@ type fanoutResult struct {
 	P50, P90, P99, Max         time.Duration
 }
 
-func (r fanoutResult) DeliveriesPerSecond() float64 { return float64(r.Delivered) / r.Elapsed.Seconds() }
+func (r fanoutResult) DeliveriesPerSecond() float64 {
+	return float64(r.Delivered) / r.Elapsed.Seconds()
+}
 
 // subscriberConn counts what one subscriber receives; only its own read
 // loop touches it, so it needs no lock.
