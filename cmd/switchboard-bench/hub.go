@@ -21,14 +21,37 @@ import (
 // coalescing outbox per connection — and no actors, cluster or auth.
 type rawHub struct {
 	mu       sync.RWMutex
-	channels map[string]map[*transport.Outbox]struct{}
-	offsets  map[string]uint64
+	channels map[string]*hubChannel
 	nextID   atomic.Uint64
 	upgrader *gws.Upgrader
 }
 
+// hubChannel's lock orders its publications, as the channel actor does,
+// without holding up other channels.
+type hubChannel struct {
+	mu     sync.Mutex
+	subs   map[*transport.Outbox]struct{}
+	offset uint64
+}
+
+func (h *rawHub) channel(name string) *hubChannel {
+	h.mu.RLock()
+	ch := h.channels[name]
+	h.mu.RUnlock()
+	if ch != nil {
+		return ch
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ch = h.channels[name]; ch == nil {
+		ch = &hubChannel{subs: map[*transport.Outbox]struct{}{}}
+		h.channels[name] = ch
+	}
+	return ch
+}
+
 func newRawHub() *rawHub {
-	h := &rawHub{channels: map[string]map[*transport.Outbox]struct{}{}, offsets: map[string]uint64{}}
+	h := &rawHub{channels: map[string]*hubChannel{}}
 	h.upgrader = gws.NewUpgrader(h, &gws.ServerOption{ReadMaxPayloadSize: 64 << 10})
 	return h
 }
@@ -64,11 +87,13 @@ func (h *rawHub) OnPong(*gws.Conn, []byte) {}
 
 func (h *rawHub) OnClose(socket *gws.Conn, _ error) {
 	out := outOf(socket)
-	h.mu.Lock()
-	for _, subs := range h.channels {
-		delete(subs, out)
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, ch := range h.channels {
+		ch.mu.Lock()
+		delete(ch.subs, out)
+		ch.mu.Unlock()
 	}
-	h.mu.Unlock()
 }
 
 func (h *rawHub) OnMessage(socket *gws.Conn, m *gws.Message) {
@@ -81,24 +106,21 @@ func (h *rawHub) OnMessage(socket *gws.Conn, m *gws.Message) {
 	}
 	switch cmd.Kind {
 	case pb.ClientCommand_KIND_SUBSCRIBE:
-		h.mu.Lock()
-		if h.channels[cmd.Channel] == nil {
-			h.channels[cmd.Channel] = map[*transport.Outbox]struct{}{}
-		}
-		h.channels[cmd.Channel][out] = struct{}{}
-		offset := h.offsets[cmd.Channel]
-		h.mu.Unlock()
-		out.Push(transport.SubscribedFrame(cmd.Channel, offset, "raw", nil, cmd.Id))
+		ch := h.channel(cmd.Channel)
+		ch.mu.Lock()
+		ch.subs[out] = struct{}{}
+		out.Push(transport.SubscribedFrame(cmd.Channel, ch.offset, "raw", nil, cmd.Id))
+		ch.mu.Unlock()
 	case pb.ClientCommand_KIND_PUBLISH:
-		// The lock orders publications per channel, as the channel actor does.
-		h.mu.Lock()
-		h.offsets[cmd.Channel]++
-		offset := h.offsets[cmd.Channel]
+		ch := h.channel(cmd.Channel)
+		ch.mu.Lock()
+		ch.offset++
+		offset := ch.offset
 		frame := transport.MessageFrame(cmd.Channel, out.User, cmd.Data, offset, "raw", time.Now().UnixMilli())
-		for sub := range h.channels[cmd.Channel] {
+		for sub := range ch.subs {
 			sub.Push(frame)
 		}
-		h.mu.Unlock()
+		ch.mu.Unlock()
 		if len(cmd.Id) > 0 {
 			out.Push(transport.PublishedFrame(cmd.Channel, offset, cmd.Id))
 		}
