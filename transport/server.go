@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,8 @@ type Options struct {
 	Ready func() bool
 	// TrustedProxies may name the client in X-Forwarded-For.
 	TrustedProxies []*net.IPNet
+	// Profiling serves net/http/pprof under /debug/pprof/.
+	Profiling bool
 }
 
 // Close codes the transport uses; see docs/protocol.md.
@@ -88,6 +91,8 @@ type Server struct {
 	sockets map[*socketState]struct{}
 	stop    chan struct{}
 }
+
+const readBufferBytes = 1024
 
 // Subprotocol is the protocol name clients may offer; the browser client
 // always does, so a token in Sec-WebSocket-Protocol has a name to answer with.
@@ -117,6 +122,12 @@ func NewServer(opts Options, connector Connector, backend Backend, metrics *Metr
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	mux.Handle("/api/", newAPI(opts.APIKey, opts.Limits, backend, log))
 	serveWeb(mux)
+	if opts.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: opts.ReadHeaderTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	return s
 }
@@ -124,10 +135,13 @@ func NewServer(opts Options, connector Connector, backend Backend, metrics *Metr
 func (s *Server) newUpgrader(subprotocols []string) *gws.Upgrader {
 	return gws.NewUpgrader(&socketEvents{s}, &gws.ServerOption{
 		ReadMaxPayloadSize: s.opts.MaxFrameBytes,
-		CheckUtf8Enabled:   true,
-		HandshakeTimeout:   5 * time.Second,
-		SubProtocols:       subprotocols,
-		Logger:             gwsLogger{s.log},
+		// Client frames are small; a 1 KiB read buffer instead of 4 saves
+		// 3 KiB on every idle connection, and larger frames still arrive.
+		ReadBufferSize:   readBufferBytes,
+		CheckUtf8Enabled: true,
+		HandshakeTimeout: 5 * time.Second,
+		SubProtocols:     subprotocols,
+		Logger:           gwsLogger{s.log},
 	})
 }
 

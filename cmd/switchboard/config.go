@@ -64,6 +64,7 @@ type config struct {
 	HistoryTTL        time.Duration
 	Namespaces        string
 	MaxInfoBytes      int
+	Pprof             bool
 	PingInterval      time.Duration
 	IdleTimeout       time.Duration
 	ReadHeaderTimeout time.Duration
@@ -155,6 +156,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", c.HistoryTTL, "how long kept publications stay")
 	fs.StringVar(&c.Namespaces, "namespaces", c.Namespaces, "per-namespace options, e.g. 'chat:history=100/5m;lobby:presence,capacity=4'")
 	fs.IntVar(&c.MaxInfoBytes, "max-info-bytes", c.MaxInfoBytes, "largest presence info a subscribe frame may carry")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go profiles under /debug/pprof/ (for benchmarking; keep off in production)")
 	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "how often the server pings each connection (0: never)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "a connection silent for longer is closed with 4011 (0: never)")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "time a client has to send its HTTP request headers")

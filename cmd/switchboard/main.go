@@ -120,6 +120,7 @@ func run(cfg config) error {
 		IdleTimeout:       cfg.IdleTimeout,
 		Ready:             node.Ready,
 		TrustedProxies:    proxies,
+		Profiling:         cfg.Pprof,
 	}, broker, broker, metrics, log)
 
 	serveErr := make(chan error, 1)
