@@ -17,7 +17,10 @@ import (
 // fanoutConfig is one fan-out run: Subscribers spread over Channels,
 // Publishers publishing at Rate each (0: flat out, with Window in flight).
 type fanoutConfig struct {
-	URL         string
+	URL string
+	// URLs, when set, spread connections over several nodes: connection i
+	// of each kind goes to URLs[i % len(URLs)].
+	URLs        []string
 	Subscribers int
 	Channels    int
 	Publishers  int
@@ -25,6 +28,10 @@ type fanoutConfig struct {
 	Window      int
 	Payload     int
 	Duration    time.Duration
+	// Stalled subscribers join channel 0 and never read a byte.
+	Stalled int
+	// ServerPID, when set, has the server's resident memory sampled.
+	ServerPID int
 }
 
 type fanoutResult struct {
@@ -33,6 +40,15 @@ type fanoutResult struct {
 	Lost, Duplicated, Reorders int64
 	Elapsed                    time.Duration
 	P50, P90, P99, Max         time.Duration
+	// Server resident memory before publishing and at its peak after.
+	RSSBefore, RSSPeak int64
+}
+
+func (cfg fanoutConfig) url(i int) string {
+	if len(cfg.URLs) > 0 {
+		return cfg.URLs[i%len(cfg.URLs)]
+	}
+	return cfg.URL
 }
 
 func (r fanoutResult) DeliveriesPerSecond() float64 {
@@ -159,7 +175,7 @@ func runFanout(ctx context.Context, cfg fanoutConfig) (fanoutResult, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			conn, err := dial(cfg.URL, fmt.Sprintf("sub%d", i), s)
+			conn, err := dial(cfg.url(i), fmt.Sprintf("sub%d", i), s)
 			if err != nil {
 				errs <- err
 				return
@@ -184,12 +200,38 @@ func runFanout(ctx context.Context, cfg fanoutConfig) (fanoutResult, error) {
 			_ = s.conn.NetConn().Close()
 		}
 	}()
+	for i := range cfg.Stalled {
+		conn, _, err := gws.NewClient(&subscriberConn{}, &gws.ClientOption{Addr: fmt.Sprintf("%s?user=stalled%d", cfg.URL, i)})
+		if err != nil {
+			return res, err
+		}
+		defer conn.NetConn().Close()
+		_ = conn.WriteString(`{"type":"subscribe","channel":"bench:0"}`) // and no read loop: it never reads
+	}
+	var rssPeak atomic.Int64
+	if cfg.ServerPID != 0 {
+		res.RSSBefore, _ = residentBytes(cfg.ServerPID)
+		stopSampling := make(chan struct{})
+		defer close(stopSampling)
+		go func() {
+			for {
+				if rss, err := residentBytes(cfg.ServerPID); err == nil && rss > rssPeak.Load() {
+					rssPeak.Store(rss)
+				}
+				select {
+				case <-stopSampling:
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}()
+	}
 
 	pubs := make([]*publisherConn, cfg.Publishers)
 	for i := range pubs {
 		window := max(cfg.Window, 1)
 		p := &publisherConn{inflight: make(chan struct{}, window), ready: make(chan struct{})}
-		conn, err := dial(cfg.URL, fmt.Sprintf("pub%d", i), p)
+		conn, err := dial(cfg.url(i), fmt.Sprintf("pub%d", i), p)
 		if err != nil {
 			return res, err
 		}
@@ -257,6 +299,7 @@ func runFanout(ctx context.Context, cfg fanoutConfig) (fanoutResult, error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	res.Published = published.Load()
+	res.RSSPeak = rssPeak.Load()
 	var lastDelivery int64
 	var all []time.Duration
 	for _, s := range subs {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -19,8 +21,11 @@ func runScenarios(args []string) error {
 	brokerBin := fs.String("broker-bin", "", "switchboard binary (default: beside this one)")
 	serverCPU := fs.String("server-cpu", "1", "CPU the servers are pinned to (taskset); empty: not pinned")
 	duration := fs.Duration("duration", 10*time.Second, "publishing time of each fan-out scenario")
-	only := fs.String("only", "", "run only this scenario (W1, W1-20, W2, W3)")
+	only := fs.String("only", "", "comma-separated scenarios to run (W1-20, W1, W2, W3, W4, W5-base, W5-slow); empty: all")
 	_ = fs.Parse(args)
+	selected := func(name string) bool {
+		return *only == "" || slices.Contains(strings.Split(*only, ","), name)
+	}
 	if *brokerBin == "" {
 		self, _ := os.Executable()
 		*brokerBin = filepath.Join(filepath.Dir(self), "switchboard")
@@ -47,18 +52,21 @@ func runScenarios(args []string) error {
 		{"W1-20", fanoutConfig{Subscribers: 1000, Channels: 1, Publishers: 1, Rate: 20, Payload: 64, Duration: *duration}},
 		{"W1", fanoutConfig{Subscribers: 1000, Channels: 1, Publishers: 1, Rate: 100, Payload: 64, Duration: *duration}},
 		{"W2", fanoutConfig{Subscribers: 10000, Channels: 100, Publishers: 10, Rate: 0, Window: 32, Payload: 64, Duration: *duration}},
+		// W5: as W1 with 1 KiB payloads, without and then with a subscriber that stops reading.
+		{"W5-base", fanoutConfig{Subscribers: 1000, Channels: 1, Publishers: 1, Rate: 100, Payload: 1024, Duration: *duration}},
+		{"W5-slow", fanoutConfig{Subscribers: 1000, Channels: 1, Publishers: 1, Rate: 100, Payload: 1024, Duration: *duration, Stalled: 1}},
 	}
 	results := map[string]map[string]fanoutResult{}
 	idle := map[string]float64{}
 	for _, t := range targets {
 		results[t.name] = map[string]fanoutResult{}
 		for _, sc := range scenarios {
-			if *only != "" && *only != sc.name {
+			if !selected(sc.name) {
 				continue
 			}
-			res, err := withServer(*serverCPU, t.bin, t.args, func(url string, _ int) (fanoutResult, error) {
+			res, err := withServer(*serverCPU, t.bin, t.args, func(url string, pid int) (fanoutResult, error) {
 				cfg := sc.cfg
-				cfg.URL = url
+				cfg.URL, cfg.ServerPID = url, pid
 				return runFanout(context.Background(), cfg)
 			})
 			if err != nil {
@@ -67,7 +75,7 @@ func runScenarios(args []string) error {
 			printFanout(sc.name+" "+t.name, res)
 			results[t.name][sc.name] = res
 		}
-		if *only == "" || *only == "W3" {
+		if selected("W3") {
 			perConn, err := withServer(*serverCPU, t.bin, t.args, func(url string, pid int) (float64, error) {
 				return runIdle(url, pid, 10000)
 			})
@@ -92,6 +100,28 @@ func runScenarios(args []string) error {
 		}
 		fmt.Printf("| %s | p99 latency | %s | %s | %.2f |\n", sc.name, b.P99.Round(time.Microsecond), r.P99.Round(time.Microsecond), float64(b.P99)/float64(r.P99))
 		fmt.Printf("| %s | lost / dup / reordered | %d / %d / %d | %d / %d / %d | |\n", sc.name, b.Lost, b.Duplicated, b.Reorders, r.Lost, r.Duplicated, r.Reorders)
+		if sc.cfg.Stalled > 0 {
+			fmt.Printf("| %s | server memory growth (peak) | %.1f MiB | %.1f MiB | |\n", sc.name,
+				float64(b.RSSPeak-b.RSSBefore)/(1<<20), float64(r.RSSPeak-r.RSSBefore)/(1<<20))
+		}
+	}
+	if selected("W4") {
+		cfg := scenarios[2].cfg // W2
+		res, crossings, err := runW4(*serverCPU, *brokerBin, cfg)
+		if err != nil {
+			return fmt.Errorf("W4: %w", err)
+		}
+		printFanout("W4 broker (3 nodes)", res)
+		single := results["broker"]["W2"]
+		fmt.Printf("| W4 | deliveries/s, 3 nodes vs 1 | %.0f | %.0f (W2) | %.2f |\n", res.DeliveriesPerSecond(), single.DeliveriesPerSecond(),
+			res.DeliveriesPerSecond()/single.DeliveriesPerSecond())
+		fmt.Printf("| W4 | network crossings per publication (2 other nodes with subscribers) | %.2f | | |\n", crossings/float64(res.Published))
+		fmt.Printf("| W4 | lost / dup / reordered | %d / %d / %d | | |\n", res.Lost, res.Duplicated, res.Reorders)
+	}
+	if b, ok := results["broker"]["W5-slow"]; ok {
+		base := results["broker"]["W5-base"]
+		fmt.Printf("| W5 | others' deliveries/s with a stalled subscriber vs without | %.0f vs %.0f | | %.3f |\n",
+			b.DeliveriesPerSecond(), base.DeliveriesPerSecond(), b.DeliveriesPerSecond()/base.DeliveriesPerSecond())
 	}
 	if b, ok := idle["broker"]; ok {
 		fmt.Printf("| W3 | KiB per idle connection | %.1f | %.1f | %.2f |\n", b/1024, idle["raw"]/1024, b/idle["raw"])
