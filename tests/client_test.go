@@ -189,3 +189,30 @@ func TestGoClientGivesUp(t *testing.T) {
 		t.Fatal("dialing a dead broker succeeded")
 	}
 }
+
+func TestGoClientRefreshesItsToken(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--jwt-secret", secret, "--jwt-leeway", "0s")
+	short := token(t, "refresher", 3*time.Second, nil)
+	refreshed := make(chan struct{}, 10)
+	rec := newRecorder()
+	c, err := goclient.Dial(context.Background(), goclient.Options{URL: srv.wsURL(""), Token: short,
+		RefreshBeforeExpiry: 2 * time.Second, OnEvent: rec.onEvent,
+		GetToken: func(context.Context) (string, error) {
+			refreshed <- struct{}{}
+			return token(t, "refresher", time.Hour, nil), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case <-refreshed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("GetToken was not asked before expiry")
+	}
+	time.Sleep(3 * time.Second) // past the first token's expiry
+	if _, err := c.Publish(context.Background(), "x:1", 1); err != nil {
+		t.Fatalf("after the first token expired: %v (events %v)", err, rec.eventTypes())
+	}
+}

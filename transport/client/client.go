@@ -8,12 +8,14 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +31,10 @@ type Options struct {
 	Token       string
 	TokenMethod string
 	GetToken    func(ctx context.Context) (string, error)
-	User        string // development mode only: ?user=
+	// RefreshBeforeExpiry: how long before the token's exp GetToken is
+	// asked for a fresh one, sent in an auth frame (default 30s).
+	RefreshBeforeExpiry time.Duration
+	User                string // development mode only: ?user=
 
 	BackoffBase    time.Duration // default 1s
 	BackoffCap     time.Duration // default 30s
@@ -131,12 +136,69 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.TokenMethod == "" {
 		opts.TokenMethod = "protocol"
 	}
+	if opts.RefreshBeforeExpiry <= 0 {
+		opts.RefreshBeforeExpiry = 30 * time.Second
+	}
 	c := &Client{opts: opts, pending: map[int64]chan reply{}, channels: map[string]*subscription{}, stop: make(chan struct{})}
 	if err := c.open(ctx, opts.Token); err != nil {
 		return nil, err
 	}
 	go c.keepAlive()
+	if opts.GetToken != nil {
+		go c.refreshTokens(opts.Token)
+	}
 	return c, nil
+}
+
+// refreshTokens asks GetToken for a fresh token shortly before each one
+// expires and hands it to the broker in an auth frame.
+func (c *Client) refreshTokens(token string) {
+	for {
+		exp, ok := TokenExpiry(token)
+		if !ok {
+			return
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(time.Until(exp) - c.opts.RefreshBeforeExpiry):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+		fresh, err := c.opts.GetToken(ctx)
+		if err == nil {
+			_, err = c.Request(ctx, map[string]any{"type": "auth", "token": fresh})
+		}
+		cancel()
+		if err != nil {
+			c.event(Event{Type: "error", Err: fmt.Errorf("token refresh: %w", err)})
+			select {
+			case <-c.stop:
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		token = fresh
+	}
+}
+
+// TokenExpiry reads a JWT's exp claim without verifying it.
+func TokenExpiry(token string) (time.Time, bool) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return time.Time{}, false
+	}
+	var claims struct {
+		Exp float64 `json:"exp"`
+	}
+	if json.Unmarshal(payload, &claims) != nil || claims.Exp == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(claims.Exp), 0), true
 }
 
 // User is the user id the broker knows this client as.
