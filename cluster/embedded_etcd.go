@@ -24,7 +24,7 @@ func StartEmbeddedEtcd(dir, clientAddr, peerAddr string) (*EmbeddedEtcd, error) 
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
 	cfg.Name = "switchboard-dev"
-	cfg.LogLevel = "error"
+	cfg.LogLevel = "panic" // its shutdown logs errors that are not; failures to start are returned
 	cfg.Logger = "zap"
 	clientURL, err := url.Parse("http://" + clientAddr)
 	if err != nil {
