@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -24,14 +25,24 @@ type rawHub struct {
 	channels map[string]*hubChannel
 	nextID   atomic.Uint64
 	upgrader *gws.Upgrader
+	// One goroutine fans every publication out, as a node's relay does: it
+	// queues a burst of frames on each socket before their writers run,
+	// so they leave in one write.
+	fanout chan publication
 }
 
-// hubChannel's lock orders its publications, as the channel actor does,
-// without holding up other channels.
+type publication struct {
+	ch    *hubChannel
+	frame []byte
+}
+
+// hubChannel: seq orders its publications, as the channel actor does,
+// without holding up other channels; subsMu guards the subscribers.
 type hubChannel struct {
-	mu     sync.Mutex
-	subs   map[*transport.Outbox]struct{}
+	seq    sync.Mutex
 	offset uint64
+	subsMu sync.RWMutex
+	subs   map[*transport.Outbox]struct{}
 }
 
 func (h *rawHub) channel(name string) *hubChannel {
@@ -51,7 +62,16 @@ func (h *rawHub) channel(name string) *hubChannel {
 }
 
 func newRawHub() *rawHub {
-	h := &rawHub{channels: map[string]*hubChannel{}}
+	h := &rawHub{channels: map[string]*hubChannel{}, fanout: make(chan publication, 4096)}
+	go func() {
+		for p := range h.fanout {
+			p.ch.subsMu.RLock()
+			for sub := range p.ch.subs {
+				sub.Push(p.frame)
+			}
+			p.ch.subsMu.RUnlock()
+		}
+	}()
 	h.upgrader = gws.NewUpgrader(h, &gws.ServerOption{ReadMaxPayloadSize: 64 << 10})
 	return h
 }
@@ -62,7 +82,10 @@ func (h *rawHub) serve(addr string) error {
 		return err
 	}
 	slog.Info("raw hub listening", "addr", ln.Addr().String())
-	return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		socket, err := h.upgrader.Upgrade(w, r)
 		if err != nil {
 			return
@@ -73,7 +96,8 @@ func (h *rawHub) serve(addr string) error {
 		socket.Session().Store("out", out)
 		out.Push(transport.WelcomeFrame(out.User, id))
 		go socket.ReadLoop()
-	}))
+	})
+	return http.Serve(ln, mux)
 }
 
 func outOf(socket *gws.Conn) *transport.Outbox {
@@ -90,9 +114,9 @@ func (h *rawHub) OnClose(socket *gws.Conn, _ error) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for _, ch := range h.channels {
-		ch.mu.Lock()
+		ch.subsMu.Lock()
 		delete(ch.subs, out)
-		ch.mu.Unlock()
+		ch.subsMu.Unlock()
 	}
 }
 
@@ -107,20 +131,20 @@ func (h *rawHub) OnMessage(socket *gws.Conn, m *gws.Message) {
 	switch cmd.Kind {
 	case pb.ClientCommand_KIND_SUBSCRIBE:
 		ch := h.channel(cmd.Channel)
-		ch.mu.Lock()
+		ch.seq.Lock()
+		ch.subsMu.Lock()
 		ch.subs[out] = struct{}{}
+		ch.subsMu.Unlock()
 		out.Push(transport.SubscribedFrame(cmd.Channel, ch.offset, "raw", nil, cmd.Id))
-		ch.mu.Unlock()
+		ch.seq.Unlock()
 	case pb.ClientCommand_KIND_PUBLISH:
 		ch := h.channel(cmd.Channel)
-		ch.mu.Lock()
+		ch.seq.Lock()
 		ch.offset++
 		offset := ch.offset
 		frame := transport.MessageFrame(cmd.Channel, out.User, cmd.Data, offset, "raw", time.Now().UnixMilli())
-		for sub := range ch.subs {
-			sub.Push(frame)
-		}
-		ch.mu.Unlock()
+		h.fanout <- publication{ch: ch, frame: frame} // under seq: handed over in offset order
+		ch.seq.Unlock()
 		if len(cmd.Id) > 0 {
 			out.Push(transport.PublishedFrame(cmd.Channel, offset, cmd.Id))
 		}
