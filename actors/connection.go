@@ -19,6 +19,7 @@ type connection struct {
 	out           *transport.Outbox
 	subscriptions map[string]struct{}
 	sequence      uint64 // numbers this connection's grain requests
+	inflight      int    // publications sent and not yet answered
 }
 
 func newConnection(b *Broker, out *transport.Outbox) *connection {
@@ -81,7 +82,7 @@ func (c *connection) command(ctx actor.Context, cmd *pb.ClientCommand) {
 	case pb.ClientCommand_KIND_UNSUBSCRIBE:
 		c.unsubscribe(cmd)
 	case pb.ClientCommand_KIND_PUBLISH:
-		c.publish(cmd)
+		c.publish(ctx, cmd)
 	case pb.ClientCommand_KIND_SEND:
 		c.send(cmd)
 	case pb.ClientCommand_KIND_PRESENCE:
@@ -149,16 +150,50 @@ func (c *connection) unsubscribe(cmd *pb.ClientCommand) {
 	}
 }
 
-func (c *connection) publish(cmd *pb.ClientCommand) {
-	res, err := request[*pb.Published](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Publish{
+// maxPipelined bounds the publications of one connection in flight at once.
+const maxPipelined = 64
+
+// publish hands the publication to its channel without waiting for the
+// answer, so a busy connection keeps its channels busy: the next
+// publication leaves before this one is acknowledged, relays see bursts,
+// and bursts leave each socket in one write. Publications to one channel
+// stay in order because they travel to one mailbox; only when the channel
+// moves or its node dies mid-flight may a retried one land after a later
+// one. Anything but a clean answer falls back to the retrying call; the
+// channel recognises a repeat by its sequence number.
+func (c *connection) publish(ctx actor.Context, cmd *pb.ClientCommand) {
+	msg := &pb.Publish{
 		Channel: cmd.Channel, User: c.out.User, Data: cmd.Data,
 		Publisher: c.out.ID, Sequence: c.next(),
 		HasExpectOffset: cmd.HasExpectOffset, ExpectOffset: cmd.ExpectOffset,
+	}
+	pid := c.b.grainPID(ChannelKind, cmd.Channel)
+	if pid == nil || c.inflight >= maxPipelined {
+		c.publishAndWait(cmd, msg)
+		return
+	}
+	c.inflight++
+	ctx.ReenterAfter(ctx.RequestFuture(pid, msg, attemptTimeout), func(res any, err error) {
+		c.inflight--
+		if published, ok := res.(*pb.Published); ok && err == nil {
+			c.acknowledge(cmd, published)
+			return
+		}
+		c.b.cluster.PidCache.Remove(cmd.Channel, ChannelKind)
+		c.publishAndWait(cmd, msg)
 	})
+}
+
+func (c *connection) publishAndWait(cmd *pb.ClientCommand, msg *pb.Publish) {
+	res, err := request[*pb.Published](context.Background(), c.b, ChannelKind, cmd.Channel, msg)
 	if err != nil {
 		c.fail(cmd, err)
 		return
 	}
+	c.acknowledge(cmd, res)
+}
+
+func (c *connection) acknowledge(cmd *pb.ClientCommand, res *pb.Published) {
 	if res.Mismatch {
 		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeOffsetMismatch).Inc()
 		c.out.Push(transport.OffsetMismatchFrame(cmd.Channel, res.Offset, cmd.Id))
