@@ -42,14 +42,9 @@ type api struct {
 
 func newAPI(key string, limits Limits, backend Backend, log *slog.Logger) http.Handler {
 	a := &api{key: key, limits: limits, backend: backend, log: log, mux: http.NewServeMux()}
-	a.mux.HandleFunc("/api/publish", a.publish)
-	a.mux.HandleFunc("/api/send", a.send)
-	a.mux.HandleFunc("/api/broadcast", a.broadcast)
-	a.mux.HandleFunc("/api/subscribers", a.subscribers)
-	a.mux.HandleFunc("/api/connected", a.connected)
-	a.mux.HandleFunc("/api/disconnect", a.disconnect)
-	a.mux.HandleFunc("/api/presence", a.presence)
-	a.mux.HandleFunc("/api/channel", a.channel)
+	for name, m := range methods {
+		a.mux.HandleFunc("/api/"+name, a.handle(m))
+	}
 	return a
 }
 
@@ -121,6 +116,11 @@ func (a *api) decode(w http.ResponseWriter, r *http.Request, need ...string) (*a
 				apiError(w, http.StatusBadRequest, CodeInvalidUser, "user must be 1-255 bytes of UTF-8 without control characters")
 				return nil, false
 			}
+		case "capacity":
+			if req.Capacity == nil || *req.Capacity < 0 {
+				apiError(w, http.StatusBadRequest, CodeInvalidFrame, "capacity must be a non-negative integer (0: the namespace default)")
+				return nil, false
+			}
 		case "data":
 			if len(req.Data) == 0 {
 				apiError(w, http.StatusBadRequest, CodeMissingData, "missing data")
@@ -139,107 +139,69 @@ func (a *api) decode(w http.ResponseWriter, r *http.Request, need ...string) (*a
 	return &req, true
 }
 
-func (a *api) publish(w http.ResponseWriter, r *http.Request) {
-	req, ok := a.decode(w, r, "channel", "data")
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
-	defer cancel()
-	offset, err := a.backend.Publish(ctx, req.Channel, req.Data, req.ExcludeUser)
-	a.reply(w, err, map[string]any{"channel": req.Channel, "offset": offset})
+// method is one API call: the fields it needs and what it does.
+type method struct {
+	need []string
+	call func(ctx context.Context, b Backend, req *apiRequest) (map[string]any, error)
 }
 
-func (a *api) send(w http.ResponseWriter, r *http.Request) {
-	req, ok := a.decode(w, r, "user", "data")
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
-	defer cancel()
-	n, err := a.backend.SendToUser(ctx, req.User, req.Data)
-	a.reply(w, err, map[string]any{"user": req.User, "connections": n})
-}
-
-func (a *api) broadcast(w http.ResponseWriter, r *http.Request) {
-	req, ok := a.decode(w, r, "data")
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
-	defer cancel()
-	n, err := a.backend.Broadcast(ctx, req.Data)
-	a.reply(w, err, map[string]any{"connections": n})
-}
-
-func (a *api) subscribers(w http.ResponseWriter, r *http.Request) {
-	req, ok := a.decode(w, r, "channel")
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
-	defer cancel()
-	users, err := a.backend.Subscribers(ctx, req.Channel)
-	if users == nil {
-		users = []string{}
-	}
-	a.reply(w, err, map[string]any{"channel": req.Channel, "users": users})
-}
-
-func (a *api) connected(w http.ResponseWriter, r *http.Request) {
-	req, ok := a.decode(w, r, "user")
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
-	defer cancel()
-	n, err := a.backend.UserConnections(ctx, req.User)
-	a.reply(w, err, map[string]any{"user": req.User, "connected": n > 0, "connections": n})
-}
-
-func (a *api) disconnect(w http.ResponseWriter, r *http.Request) {
-	req, ok := a.decode(w, r, "user")
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
-	defer cancel()
-	n, err := a.backend.DisconnectUser(ctx, req.User)
-	a.reply(w, err, map[string]any{"user": req.User, "connections": n})
-}
-
-func (a *api) presence(w http.ResponseWriter, r *http.Request) {
-	req, ok := a.decode(w, r, "channel")
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
-	defer cancel()
-	members, err := a.backend.Presence(ctx, req.Channel)
-	users := make([]map[string]any, len(members))
-	for i, m := range members {
-		users[i] = map[string]any{"user": m.User, "connections": m.Connections}
-		if len(m.Info) > 0 {
-			users[i]["info"] = json.RawMessage(m.Info)
+var methods = map[string]method{
+	"publish": {[]string{"channel", "data"}, func(ctx context.Context, b Backend, req *apiRequest) (map[string]any, error) {
+		offset, err := b.Publish(ctx, req.Channel, req.Data, req.ExcludeUser)
+		return map[string]any{"channel": req.Channel, "offset": offset}, err
+	}},
+	"send": {[]string{"user", "data"}, func(ctx context.Context, b Backend, req *apiRequest) (map[string]any, error) {
+		n, err := b.SendToUser(ctx, req.User, req.Data)
+		return map[string]any{"user": req.User, "connections": n}, err
+	}},
+	"broadcast": {[]string{"data"}, func(ctx context.Context, b Backend, req *apiRequest) (map[string]any, error) {
+		n, err := b.Broadcast(ctx, req.Data)
+		return map[string]any{"connections": n}, err
+	}},
+	"subscribers": {[]string{"channel"}, func(ctx context.Context, b Backend, req *apiRequest) (map[string]any, error) {
+		users, err := b.Subscribers(ctx, req.Channel)
+		if users == nil {
+			users = []string{}
 		}
-	}
-	a.reply(w, err, map[string]any{"channel": req.Channel, "users": users})
+		return map[string]any{"channel": req.Channel, "users": users}, err
+	}},
+	"connected": {[]string{"user"}, func(ctx context.Context, b Backend, req *apiRequest) (map[string]any, error) {
+		n, err := b.UserConnections(ctx, req.User)
+		return map[string]any{"user": req.User, "connected": n > 0, "connections": n}, err
+	}},
+	"disconnect": {[]string{"user"}, func(ctx context.Context, b Backend, req *apiRequest) (map[string]any, error) {
+		n, err := b.DisconnectUser(ctx, req.User)
+		return map[string]any{"user": req.User, "connections": n}, err
+	}},
+	"presence": {[]string{"channel"}, func(ctx context.Context, b Backend, req *apiRequest) (map[string]any, error) {
+		members, err := b.Presence(ctx, req.Channel)
+		users := make([]map[string]any, len(members))
+		for i, m := range members {
+			users[i] = map[string]any{"user": m.User, "connections": m.Connections}
+			if len(m.Info) > 0 {
+				users[i]["info"] = json.RawMessage(m.Info)
+			}
+		}
+		return map[string]any{"channel": req.Channel, "users": users}, err
+	}},
+	// channel changes a channel's settings for as long as it stays loaded.
+	"channel": {[]string{"channel", "capacity"}, func(ctx context.Context, b Backend, req *apiRequest) (map[string]any, error) {
+		err := b.SetChannelCapacity(ctx, req.Channel, *req.Capacity)
+		return map[string]any{"channel": req.Channel, "capacity": *req.Capacity}, err
+	}},
 }
 
-// channel changes a channel's settings for as long as it stays loaded.
-func (a *api) channel(w http.ResponseWriter, r *http.Request) {
-	req, ok := a.decode(w, r, "channel")
-	if !ok {
-		return
+func (a *api) handle(m method) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req, ok := a.decode(w, r, m.need...)
+		if !ok {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
+		defer cancel()
+		body, err := m.call(ctx, a.backend, req)
+		a.reply(w, err, body)
 	}
-	if req.Capacity == nil || *req.Capacity < 0 {
-		apiError(w, http.StatusBadRequest, CodeInvalidFrame, "capacity must be a non-negative integer (0: the namespace default)")
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), apiRequestTimeout)
-	defer cancel()
-	err := a.backend.SetChannelCapacity(ctx, req.Channel, *req.Capacity)
-	a.reply(w, err, map[string]any{"channel": req.Channel, "capacity": *req.Capacity})
 }
 
 func (a *api) reply(w http.ResponseWriter, err error, body map[string]any) {
