@@ -21,6 +21,7 @@ type Metrics struct {
 	ProtocolErrors     *prometheus.CounterVec
 	ClusterMembers     prometheus.Gauge
 	RemoteDeliveries   prometheus.Counter
+	SocketWrites       prometheus.Counter
 }
 
 func NewMetrics() *Metrics {
@@ -50,13 +51,15 @@ func NewMetrics() *Metrics {
 			Name: "switchboard_cluster_members", Help: "Cluster members this node knows of, itself included."}),
 		RemoteDeliveries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_remote_deliveries_total", Help: "Publications sent by channels on this node to relays on other nodes."}),
+		SocketWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_socket_writes_total", Help: "Write system calls to client sockets; messages_out / socket_writes is the frames each write carries."}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.Actors, m.Subscriptions, m.MessagesIn, m.FramesOut,
 		m.Publications, m.Deliveries, m.SlowConsumerCloses, m.ProtocolErrors,
-		m.ClusterMembers, m.RemoteDeliveries,
+		m.ClusterMembers, m.RemoteDeliveries, m.SocketWrites,
 	)
 	return m
 }

@@ -170,6 +170,7 @@ func (o *Outbox) write(batch [][]byte) bool {
 	_, err := buffers.WriteTo(o.conn)
 	if err == nil && o.metrics != nil {
 		o.metrics.FramesOut.Add(float64(len(batch)))
+		o.metrics.SocketWrites.Inc()
 	}
 	return err == nil
 }

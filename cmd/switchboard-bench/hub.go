@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 	"github.com/switchboard/switchboard/transport"
@@ -25,6 +26,7 @@ type rawHub struct {
 	channels map[string]*hubChannel
 	nextID   atomic.Uint64
 	upgrader *gws.Upgrader
+	metrics  *transport.Metrics
 	// One goroutine fans every publication out, as a node's relay does: it
 	// queues a burst of frames on each socket before their writers run,
 	// so they leave in one write.
@@ -62,7 +64,7 @@ func (h *rawHub) channel(name string) *hubChannel {
 }
 
 func newRawHub() *rawHub {
-	h := &rawHub{channels: map[string]*hubChannel{}, fanout: make(chan publication, 4096)}
+	h := &rawHub{channels: map[string]*hubChannel{}, fanout: make(chan publication, 4096), metrics: transport.NewMetrics()}
 	go func() {
 		for p := range h.fanout {
 			p.ch.subsMu.RLock()
@@ -85,6 +87,7 @@ func (h *rawHub) serve(addr string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.Handle("/metrics", promhttp.HandlerFor(h.metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		socket, err := h.upgrader.Upgrade(w, r)
 		if err != nil {
@@ -92,7 +95,7 @@ func (h *rawHub) serve(addr string) error {
 		}
 		id := "raw-" + strconv.FormatUint(h.nextID.Add(1), 36)
 		out := transport.NewOutbox(socket.NetConn(), id, r.URL.Query().Get("user"),
-			transport.OutboxLimits{MaxFrames: 4096, MaxBytes: 4 << 20, WriteTimeout: 10 * time.Second}, nil, nil)
+			transport.OutboxLimits{MaxFrames: 4096, MaxBytes: 4 << 20, WriteTimeout: 10 * time.Second}, h.metrics, nil)
 		socket.Session().Store("out", out)
 		out.Push(transport.WelcomeFrame(out.User, id))
 		go socket.ReadLoop()
