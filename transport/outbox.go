@@ -44,7 +44,8 @@ type Outbox struct {
 	writing    bool
 	closing    bool // no more frames accepted
 	closeFrame []byte
-	broken     bool // the socket failed or was closed under us
+	broken     bool      // the socket failed or was closed under us
+	deadline   time.Time // the write deadline now set on the socket
 }
 
 // NewOutbox wraps conn, an upgraded WebSocket connection, for connection id of user.
@@ -159,10 +160,14 @@ func (o *Outbox) drain() {
 
 func (o *Outbox) write(batch [][]byte) bool {
 	if o.limits.WriteTimeout > 0 {
-		// Under the lock, so an overflow's shorter deadline is never undone.
+		// Re-armed only once half of it is used up: a write may then block
+		// between half and all of WriteTimeout, and a busy socket does not
+		// pay for a new deadline on every batch. Under the lock, so an
+		// overflow's shorter deadline is never undone.
 		o.mu.Lock()
-		if !o.closing {
-			_ = o.conn.SetWriteDeadline(time.Now().Add(o.limits.WriteTimeout))
+		if now := time.Now(); !o.closing && o.deadline.Sub(now) < o.limits.WriteTimeout/2 {
+			o.deadline = now.Add(o.limits.WriteTimeout)
+			_ = o.conn.SetWriteDeadline(o.deadline)
 		}
 		o.mu.Unlock()
 	}
