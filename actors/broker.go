@@ -8,6 +8,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +58,9 @@ type Broker struct {
 	relay   *actor.PID
 	local   *localConnections
 	alive   atomic.Pointer[map[string]struct{}] // member addresses
+
+	sessions    sync.Map // user → *actor.PID of the session grain active on this node
+	activations atomic.Uint64
 }
 
 var _ transport.Connector = (*Broker)(nil)
@@ -97,8 +102,38 @@ func (b *Broker) updateMembers(members []*cluster.Member) {
 	for _, m := range members {
 		alive[m.Address()] = struct{}{}
 	}
-	b.alive.Store(&alive)
+	before := b.alive.Swap(&alive)
 	b.metrics.ClusterMembers.Set(float64(len(alive)))
+	if before == nil {
+		return
+	}
+	gone := map[string]struct{}{}
+	for address := range *before {
+		if _, ok := alive[address]; !ok {
+			gone[address] = struct{}{}
+		}
+	}
+	if len(gone) > 0 {
+		b.local.forgetWatchesAt(gone)
+	}
+	joined := &pb.WatchMembers{}
+	for address := range alive {
+		if _, ok := (*before)[address]; !ok {
+			joined.Addresses = append(joined.Addresses, address)
+		}
+	}
+	if len(joined.Addresses) > 0 {
+		// Active sessions here must hear of their users' connections on the new members too.
+		b.sessions.Range(func(_, pid any) bool {
+			b.system.Root.Send(pid.(*actor.PID), joined)
+			return true
+		})
+	}
+}
+
+// newActivation names one activation of a session grain, unique in the cluster.
+func (b *Broker) newActivation() string {
+	return b.system.Address() + "/" + strconv.FormatUint(b.activations.Add(1), 36)
 }
 
 // isAlive reports whether a cluster member listens at address.
@@ -110,8 +145,22 @@ func (b *Broker) isAlive(address string) bool {
 // askRelays sends msg to every member's relay at once and returns, by
 // member address, the answers that arrive within timeout.
 func (b *Broker) askRelays(ctx actor.Context, msg proto.Message, timeout time.Duration) map[string]any {
+	return b.askRelaysAt(ctx, b.members(), msg, timeout)
+}
+
+func (b *Broker) members() []string {
+	alive := *b.alive.Load()
+	addresses := make([]string, 0, len(alive))
+	for address := range alive {
+		addresses = append(addresses, address)
+	}
+	return addresses
+}
+
+// askRelaysAt is askRelays for the members at addresses.
+func (b *Broker) askRelaysAt(ctx actor.Context, addresses []string, msg proto.Message, timeout time.Duration) map[string]any {
 	futures := map[string]*actor.Future{}
-	for address := range *b.alive.Load() {
+	for _, address := range addresses {
 		futures[address] = ctx.RequestFuture(actor.NewPID(address, relayName), msg, timeout)
 	}
 	answers := make(map[string]any, len(futures))

@@ -167,6 +167,12 @@ func TestGrainsPassivateWhenUnused(t *testing.T) {
 	p.expect("subscribed")
 	channels := b.metrics.Actors.WithLabelValues(ChannelKind)
 	sessions := b.metrics.Actors.WithLabelValues(SessionKind)
+	if testutil.ToFloat64(sessions) != 0 {
+		t.Fatal("a connection activated its user's session; only a use of it should")
+	}
+	if n, err := b.UserConnections(context.Background(), "carol"); err != nil || n != 1 {
+		t.Fatalf("UserConnections = %d, %v", n, err)
+	}
 	if testutil.ToFloat64(channels) != 1 || testutil.ToFloat64(sessions) != 1 {
 		t.Fatalf("channels %v sessions %v", testutil.ToFloat64(channels), testutil.ToFloat64(sessions))
 	}
@@ -194,7 +200,8 @@ func TestGrainsPassivateWhenUnused(t *testing.T) {
 // stopping actor; requests retry and grains recognise the retries).
 func TestReconnectsRacingPassivation(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b := NewBroker(Options{RequestTimeout: 5 * time.Second, GrainIdleTimeout: 20 * time.Millisecond}, transport.NewMetrics(), log)
+	// A connection limit makes every connection call its user's session.
+	b := NewBroker(Options{RequestTimeout: 5 * time.Second, GrainIdleTimeout: 20 * time.Millisecond, MaxConnectionsPerUser: 100}, transport.NewMetrics(), log)
 	node, err := cluster.Start(cluster.Config{Name: "test", NodeAddr: "127.0.0.1:0", RequestTimeout: 5 * time.Second, Log: log, LogLevel: slog.LevelError}, b.Kinds())
 	if err != nil {
 		t.Fatal(err)
@@ -222,5 +229,59 @@ func TestReconnectsRacingPassivation(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func TestSessionFollowsConnectionsOnceActive(t *testing.T) {
+	b := startBroker(t)
+	ctx := context.Background()
+	sessions := b.metrics.Actors.WithLabelValues(SessionKind)
+	first := openPeer(t, b, "c1", "dana")
+	first.expect("welcome")
+	if testutil.ToFloat64(sessions) != 0 {
+		t.Fatal("connecting activated the session")
+	}
+	if n, err := b.SendToUser(ctx, "dana", []byte(`1`)); err != nil || n != 1 {
+		t.Fatalf("SendToUser = %d, %v", n, err)
+	}
+	first.expect("direct")
+
+	// The active session hears of a connection that opens later, and of
+	// one that closes, without being activated again.
+	second := openPeer(t, b, "c2", "dana")
+	second.expect("welcome")
+	waitUserConnections(t, b, "dana", 2)
+	if n, err := b.SendToUser(ctx, "dana", []byte(`2`)); err != nil || n != 2 {
+		t.Fatalf("SendToUser = %d, %v", n, err)
+	}
+	first.expect("direct")
+	second.expect("direct")
+	first.inbound.Closed()
+	waitUserConnections(t, b, "dana", 1)
+	second.inbound.Closed()
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(sessions) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the session of a user with no connections stayed active")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n, err := b.UserConnections(ctx, "dana"); err != nil || n != 0 {
+		t.Fatalf("UserConnections after all closed = %d, %v", n, err)
+	}
+}
+
+func waitUserConnections(t *testing.T, b *Broker, user string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := b.UserConnections(context.Background(), user)
+		if err == nil && n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("UserConnections(%s) = %d, %v; want %d", user, n, err, want)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -45,12 +45,19 @@ func (c *connection) Receive(ctx actor.Context) {
 
 func (c *connection) start(ctx actor.Context) {
 	c.b.metrics.Actors.WithLabelValues("connection").Inc()
-	c.b.local.add(c.out, ctx.Self())
 	self := ctx.Self()
-	res, err := request[*pb.Attached](context.Background(), c.b, SessionKind, c.out.User, &pb.Attach{
-		ConnectionId: c.out.ID, Address: self.Address, ActorId: self.Id,
-		MaxConnections: uint32(c.b.opts.MaxConnectionsPerUser),
-	})
+	attach := &pb.Attach{ConnectionId: c.out.ID, Address: self.Address, ActorId: self.Id,
+		MaxConnections: uint32(c.b.opts.MaxConnectionsPerUser)}
+	session := c.b.local.add(c.out, self)
+	if c.b.opts.MaxConnectionsPerUser == 0 {
+		// No limit to check: only a session that is active needs to know.
+		if session != nil {
+			ctx.Send(session, attach)
+		}
+		c.out.Push(transport.WelcomeFrame(c.out.User, c.out.ID))
+		return
+	}
+	res, err := request[*pb.Attached](context.Background(), c.b, SessionKind, c.out.User, attach)
 	if err != nil {
 		c.b.log.Warn("session attach failed", "user", c.out.User, "err", err)
 		c.out.Close(1011, "session unavailable")
@@ -70,8 +77,9 @@ func (c *connection) stop(ctx actor.Context) {
 		c.b.tell(ctx, ChannelKind, ch, &pb.Unsubscribe{Channel: ch, ConnectionId: c.out.ID})
 	}
 	ctx.Send(c.b.relay, &pb.ConnectionClosed{ConnectionId: c.out.ID})
-	c.b.tell(ctx, SessionKind, c.out.User, &pb.Detach{ConnectionId: c.out.ID})
-	c.b.local.remove(c.out)
+	if session := c.b.local.remove(c.out); session != nil {
+		ctx.Send(session, &pb.Detach{ConnectionId: c.out.ID})
+	}
 	c.b.metrics.Actors.WithLabelValues("connection").Dec()
 }
 

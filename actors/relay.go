@@ -1,86 +1,11 @@
 package actors
 
 import (
-	"sync"
-
 	"github.com/asynkron/protoactor-go/actor"
 
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 	"github.com/switchboard/switchboard/transport"
 )
-
-// localConnections maps this node's connection ids to their outboxes and
-// actors. Connection actors add and remove themselves; the relay reads it.
-type localConnections struct {
-	mu     sync.RWMutex
-	byID   map[string]*localConnection
-	byUser map[string]map[string]*localConnection
-}
-
-type localConnection struct {
-	out *transport.Outbox
-	pid *actor.PID
-}
-
-func newLocalConnections() *localConnections {
-	return &localConnections{byID: map[string]*localConnection{}, byUser: map[string]map[string]*localConnection{}}
-}
-
-func (l *localConnections) add(out *transport.Outbox, pid *actor.PID) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	c := &localConnection{out: out, pid: pid}
-	l.byID[out.ID] = c
-	if l.byUser[out.User] == nil {
-		l.byUser[out.User] = map[string]*localConnection{}
-	}
-	l.byUser[out.User][out.ID] = c
-}
-
-func (l *localConnections) remove(out *transport.Outbox) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.byID, out.ID)
-	if conns := l.byUser[out.User]; conns != nil {
-		delete(conns, out.ID)
-		if len(conns) == 0 {
-			delete(l.byUser, out.User)
-		}
-	}
-}
-
-func (l *localConnections) get(id string) *transport.Outbox {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	if c := l.byID[id]; c != nil {
-		return c.out
-	}
-	return nil
-}
-
-func (l *localConnections) ofUser(user string) *pb.UserConnections {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	res := &pb.UserConnections{}
-	for id, c := range l.byUser[user] {
-		res.Connections = append(res.Connections, &pb.UserConnections_Connection{ConnectionId: id, ActorId: c.pid.Id})
-	}
-	return res
-}
-
-func (l *localConnections) count() int {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	return len(l.byID)
-}
-
-func (l *localConnections) each(f func(*transport.Outbox)) {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	for _, c := range l.byID {
-		f(c.out)
-	}
-}
 
 // relay is the node's fan-out point: a channel grain sends it one Delivery
 // per publication, already encoded, and the relay queues those same bytes
@@ -128,7 +53,14 @@ func (r *relay) Receive(ctx actor.Context) {
 		}
 		ctx.Respond(res)
 	case *pb.QueryUserConnections:
-		ctx.Respond(r.b.local.ofUser(msg.User))
+		if msg.WatcherId == "" {
+			ctx.Respond(r.b.local.ofUser(msg.User))
+			return
+		}
+		watcher := sessionWatch{pid: actor.NewPID(msg.WatcherAddress, msg.WatcherId), activation: msg.Activation}
+		ctx.Respond(r.b.local.watch(msg.User, watcher))
+	case *pb.Unwatch:
+		r.b.local.unwatch(msg.User, msg.Activation)
 	case *pb.ConnectionClosed:
 		for _, channel := range r.joined[msg.ConnectionId] {
 			r.remove(channel, msg.ConnectionId)

@@ -10,9 +10,15 @@ import (
 // session is the grain for one user: where each of the user's connections
 // lives, wherever in the cluster, so one message reaches all their tabs
 // and devices.
+//
+// It is activated only when needed (a send to the user, a question about
+// them, or a connection limit to check), not for every connection: on
+// activation it learns the user's connections from every node's relay and
+// watches them there for the ones that open and close later.
 type session struct {
 	b           *Broker
 	user        string
+	activation  string
 	connections map[string]*actor.PID // connection id → connection actor
 	idle        passivation
 	retries     retries
@@ -29,19 +35,30 @@ func (s *session) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *cluster.ClusterInit:
 		s.user = msg.Identity.Identity
+		s.activation = s.b.newActivation()
 		s.b.metrics.Actors.WithLabelValues(SessionKind).Inc()
-		s.recoverConnections(ctx)
+		s.b.sessions.Store(s.user, ctx.Self())
+		s.watch(ctx, s.b.members())
 		s.idleWhenEmpty(ctx)
 	case *actor.Stopped:
 		s.idle.cancel()
+		s.b.sessions.CompareAndDelete(s.user, ctx.Self())
+		unwatch := &pb.Unwatch{User: s.user, Activation: s.activation}
+		for _, address := range s.b.members() {
+			ctx.Send(actor.NewPID(address, relayName), unwatch)
+		}
 		s.b.metrics.Actors.WithLabelValues(SessionKind).Dec()
+	case *pb.WatchMembers:
+		s.watch(ctx, msg.Addresses)
 	case *pb.Attach:
 		if _, known := s.connections[msg.ConnectionId]; !known && msg.MaxConnections > 0 && len(s.connections) >= int(msg.MaxConnections) {
 			ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections)), Refused: true})
 			return
 		}
 		s.connections[msg.ConnectionId] = actor.NewPID(msg.Address, msg.ActorId)
-		ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections))})
+		if ctx.Sender() != nil {
+			ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections))})
+		}
 	case *pb.Detach:
 		delete(s.connections, msg.ConnectionId)
 		s.idleWhenEmpty(ctx)
@@ -77,11 +94,14 @@ func (s *session) Receive(ctx actor.Context) {
 	}
 }
 
-// recoverConnections asks every node for the user's connections, so a
-// session re-activated after a move or a node loss knows them all.
-func (s *session) recoverConnections(ctx actor.Context) {
-	answers := s.b.askRelays(ctx, &pb.QueryUserConnections{User: s.user}, relayTimeout)
-	for address, answer := range answers {
+// watch asks the relays at addresses for the user's connections and to
+// tell this activation of later ones. It waits for the answers, so an
+// Attach or Detach that a relay sends after answering is handled after the
+// answer, in the order that it happened.
+func (s *session) watch(ctx actor.Context, addresses []string) {
+	self := ctx.Self()
+	query := &pb.QueryUserConnections{User: s.user, WatcherAddress: self.Address, WatcherId: self.Id, Activation: s.activation}
+	for address, answer := range s.b.askRelaysAt(ctx, addresses, query, relayTimeout) {
 		if res, ok := answer.(*pb.UserConnections); ok {
 			for _, c := range res.Connections {
 				s.connections[c.ConnectionId] = actor.NewPID(address, c.ActorId)

@@ -37,6 +37,10 @@ type Config struct {
 	// Log receives protoactor's logs at or above LogLevel.
 	Log      *slog.Logger
 	LogLevel slog.Level
+	// BeforeJoin runs once this node can send and receive, just before the
+	// others learn of it: actors they will address by name (a relay) must
+	// exist by then.
+	BeforeJoin func(*cluster.Cluster) error
 }
 
 // Node is this process's cluster membership.
@@ -91,6 +95,9 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 		}
 		provider = etcd
 	}
+	if cfg.BeforeJoin != nil {
+		provider = joinAfter{provider, cfg.BeforeJoin}
+	}
 	// Rendezvous hashing (disthash) places each grain on one member with no
 	// coordination beyond the member list; it needs no identity storage.
 	clusterConfig := cluster.Configure(cfg.Name, provider, disthash.New(), remoteConfig,
@@ -119,6 +126,19 @@ func (n *Node) Stop() {
 	// Not protoactor's graceful path: its remote shutdown races with
 	// endpoint events, and membership is already handled above.
 	n.Cluster.Shutdown(false)
+}
+
+// joinAfter runs before, then joins.
+type joinAfter struct {
+	membership
+	before func(*cluster.Cluster) error
+}
+
+func (j joinAfter) StartMember(c *cluster.Cluster) error {
+	if err := j.before(c); err != nil {
+		return err
+	}
+	return j.membership.StartMember(c)
 }
 
 // standalone is the membership of a one-node cluster: only itself.

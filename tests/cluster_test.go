@@ -410,3 +410,46 @@ func TestClusterPresenceAndRecovery(t *testing.T) {
 		t.Logf("%d of %d channels lost their state with the node and said so", changed, channels)
 	})
 }
+
+// A user's session grain is activated by the first send to them and then
+// follows their connections; a node that joins later must be followed too.
+func TestClusterSessionFollowsUsersOntoNewNodes(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes := startCluster(t, etcd, 2, "--api-key", "k")
+	alice := nodes[1].connect(t, "alice")
+	// Several users, so some sessions stay where they are when the third
+	// node joins and some move to it; both must go on reaching everyone.
+	users := []string{"u1", "u2", "u3", "u4", "u5", "u6"}
+	first := map[string]*client{}
+	for i, user := range users {
+		first[user] = nodes[0].connect(t, user)
+		alice.sendJSON(map[string]any{"type": "send", "user": user, "data": "before", "id": i})
+		if s := alice.expect("sent"); s["connections"] != float64(1) {
+			t.Fatalf("sent to %s = %v", user, s)
+		}
+		first[user].expect("direct")
+	}
+
+	nodes = append(nodes, startNode(t, etcd, "--api-key", "k"))
+	waitForMembers(t, nodes, 3)
+	second := map[string]*client{}
+	for _, user := range users {
+		second[user] = nodes[2].connect(t, user)
+	}
+	for _, user := range users {
+		eventually(t, 10*time.Second, user+" to have 2 connections", func() bool {
+			status, body := nodes[1].api(t, "connected", map[string]any{"user": user})
+			return status == 200 && body["connections"] == float64(2)
+		})
+		alice.sendJSON(map[string]any{"type": "send", "user": user, "data": "after", "id": 100})
+		if s := alice.expect("sent"); s["connections"] != float64(2) {
+			t.Fatalf("sent to %s = %v", user, s)
+		}
+		for _, c := range []*client{first[user], second[user]} {
+			if d := c.expect("direct"); d["data"] != "after" {
+				t.Fatalf("%s got %v", user, d)
+			}
+		}
+	}
+}

@@ -88,14 +88,12 @@ func run(cfg config) error {
 		RequestTimeout: cfg.RequestTimeout,
 		Log:            log,
 		LogLevel:       clusterLevel,
+		BeforeJoin:     broker.Start,
 	}, broker.Kinds())
 	if err != nil {
 		return err
 	}
 	defer node.Stop()
-	if err := broker.Start(node.Cluster); err != nil {
-		return err
-	}
 
 	server := transport.NewServer(transport.Options{
 		MaxFrameBytes:     cfg.MaxFrameBytes,

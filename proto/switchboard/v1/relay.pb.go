@@ -421,13 +421,19 @@ func (x *ChannelSubscribers) GetSubscribers() []*ChannelSubscribers_Subscriber {
 	return nil
 }
 
-// A session grain, just activated, asks each node's relay for the user's
-// local connections.
+// A session grain, just activated (or told of a new member), asks each
+// node's relay for the user's local connections and to be told, with
+// Attach and Detach, of those that open and close from then on.
 type QueryUserConnections struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	User  string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// The session grain asking, and its activation: a later Unwatch of an
+	// earlier activation leaves this one in place.
+	WatcherAddress string `protobuf:"bytes,2,opt,name=watcher_address,json=watcherAddress,proto3" json:"watcher_address,omitempty"`
+	WatcherId      string `protobuf:"bytes,3,opt,name=watcher_id,json=watcherId,proto3" json:"watcher_id,omitempty"`
+	Activation     string `protobuf:"bytes,4,opt,name=activation,proto3" json:"activation,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *QueryUserConnections) Reset() {
@@ -467,6 +473,80 @@ func (x *QueryUserConnections) GetUser() string {
 	return ""
 }
 
+func (x *QueryUserConnections) GetWatcherAddress() string {
+	if x != nil {
+		return x.WatcherAddress
+	}
+	return ""
+}
+
+func (x *QueryUserConnections) GetWatcherId() string {
+	if x != nil {
+		return x.WatcherId
+	}
+	return ""
+}
+
+func (x *QueryUserConnections) GetActivation() string {
+	if x != nil {
+		return x.Activation
+	}
+	return ""
+}
+
+// A session grain passivates: its node-local watches end.
+type Unwatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Activation    string                 `protobuf:"bytes,2,opt,name=activation,proto3" json:"activation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Unwatch) Reset() {
+	*x = Unwatch{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Unwatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Unwatch) ProtoMessage() {}
+
+func (x *Unwatch) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Unwatch.ProtoReflect.Descriptor instead.
+func (*Unwatch) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Unwatch) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Unwatch) GetActivation() string {
+	if x != nil {
+		return x.Activation
+	}
+	return ""
+}
+
 type UserConnections struct {
 	state         protoimpl.MessageState        `protogen:"open.v1"`
 	Connections   []*UserConnections_Connection `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`
@@ -476,7 +556,7 @@ type UserConnections struct {
 
 func (x *UserConnections) Reset() {
 	*x = UserConnections{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +568,7 @@ func (x *UserConnections) String() string {
 func (*UserConnections) ProtoMessage() {}
 
 func (x *UserConnections) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +581,7 @@ func (x *UserConnections) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserConnections.ProtoReflect.Descriptor instead.
 func (*UserConnections) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{8}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UserConnections) GetConnections() []*UserConnections_Connection {
@@ -523,7 +603,7 @@ type ChannelSubscribers_Subscriber struct {
 
 func (x *ChannelSubscribers_Subscriber) Reset() {
 	*x = ChannelSubscribers_Subscriber{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +615,7 @@ func (x *ChannelSubscribers_Subscriber) String() string {
 func (*ChannelSubscribers_Subscriber) ProtoMessage() {}
 
 func (x *ChannelSubscribers_Subscriber) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +669,7 @@ type UserConnections_Connection struct {
 
 func (x *UserConnections_Connection) Reset() {
 	*x = UserConnections_Connection{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +681,7 @@ func (x *UserConnections_Connection) String() string {
 func (*UserConnections_Connection) ProtoMessage() {}
 
 func (x *UserConnections_Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +694,7 @@ func (x *UserConnections_Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserConnections_Connection.ProtoReflect.Descriptor instead.
 func (*UserConnections_Connection) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{8, 0}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{9, 0}
 }
 
 func (x *UserConnections_Connection) GetConnectionId() string {
@@ -665,9 +745,20 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12'\n" +
 	"\x0fpresence_events\x18\x03 \x01(\bR\x0epresenceEvents\x12\x12\n" +
-	"\x04info\x18\x04 \x01(\fR\x04info\"*\n" +
+	"\x04info\x18\x04 \x01(\fR\x04info\"\x92\x01\n" +
 	"\x14QueryUserConnections\x12\x12\n" +
-	"\x04user\x18\x01 \x01(\tR\x04user\"\xad\x01\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12'\n" +
+	"\x0fwatcher_address\x18\x02 \x01(\tR\x0ewatcherAddress\x12\x1d\n" +
+	"\n" +
+	"watcher_id\x18\x03 \x01(\tR\twatcherId\x12\x1e\n" +
+	"\n" +
+	"activation\x18\x04 \x01(\tR\n" +
+	"activation\"=\n" +
+	"\aUnwatch\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1e\n" +
+	"\n" +
+	"activation\x18\x02 \x01(\tR\n" +
+	"activation\"\xad\x01\n" +
 	"\x0fUserConnections\x12L\n" +
 	"\vconnections\x18\x01 \x03(\v2*.switchboard.v1.UserConnections.ConnectionR\vconnections\x1aL\n" +
 	"\n" +
@@ -687,7 +778,7 @@ func file_switchboard_v1_relay_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_relay_proto_rawDescData
 }
 
-var file_switchboard_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_switchboard_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_switchboard_v1_relay_proto_goTypes = []any{
 	(*SubscriberAdded)(nil),               // 0: switchboard.v1.SubscriberAdded
 	(*SubscriberRemoved)(nil),             // 1: switchboard.v1.SubscriberRemoved
@@ -697,13 +788,14 @@ var file_switchboard_v1_relay_proto_goTypes = []any{
 	(*QueryChannelSubscribers)(nil),       // 5: switchboard.v1.QueryChannelSubscribers
 	(*ChannelSubscribers)(nil),            // 6: switchboard.v1.ChannelSubscribers
 	(*QueryUserConnections)(nil),          // 7: switchboard.v1.QueryUserConnections
-	(*UserConnections)(nil),               // 8: switchboard.v1.UserConnections
-	(*ChannelSubscribers_Subscriber)(nil), // 9: switchboard.v1.ChannelSubscribers.Subscriber
-	(*UserConnections_Connection)(nil),    // 10: switchboard.v1.UserConnections.Connection
+	(*Unwatch)(nil),                       // 8: switchboard.v1.Unwatch
+	(*UserConnections)(nil),               // 9: switchboard.v1.UserConnections
+	(*ChannelSubscribers_Subscriber)(nil), // 10: switchboard.v1.ChannelSubscribers.Subscriber
+	(*UserConnections_Connection)(nil),    // 11: switchboard.v1.UserConnections.Connection
 }
 var file_switchboard_v1_relay_proto_depIdxs = []int32{
-	9,  // 0: switchboard.v1.ChannelSubscribers.subscribers:type_name -> switchboard.v1.ChannelSubscribers.Subscriber
-	10, // 1: switchboard.v1.UserConnections.connections:type_name -> switchboard.v1.UserConnections.Connection
+	10, // 0: switchboard.v1.ChannelSubscribers.subscribers:type_name -> switchboard.v1.ChannelSubscribers.Subscriber
+	11, // 1: switchboard.v1.UserConnections.connections:type_name -> switchboard.v1.UserConnections.Connection
 	2,  // [2:2] is the sub-list for method output_type
 	2,  // [2:2] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
@@ -722,7 +814,7 @@ func file_switchboard_v1_relay_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_relay_proto_rawDesc), len(file_switchboard_v1_relay_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -21,7 +21,9 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// A user's connection opened; the session grain keeps its address.
+// A user's connection opened; the session grain keeps its address. Sent
+// as a request (answered with Attached) when a per-user connection limit
+// must be checked, else only to an active session that watches the node.
 type Attach struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
@@ -471,6 +473,52 @@ func (x *SessionInfo) GetConnections() []*SessionInfo_Connection {
 	return nil
 }
 
+// Members joined the cluster: an active session starts watching their
+// relays for the user's connections.
+type WatchMembers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Addresses     []string               `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchMembers) Reset() {
+	*x = WatchMembers{}
+	mi := &file_switchboard_v1_session_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchMembers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchMembers) ProtoMessage() {}
+
+func (x *WatchMembers) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_session_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchMembers.ProtoReflect.Descriptor instead.
+func (*WatchMembers) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_session_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WatchMembers) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
 type SessionInfo_Connection struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
@@ -481,7 +529,7 @@ type SessionInfo_Connection struct {
 
 func (x *SessionInfo_Connection) Reset() {
 	*x = SessionInfo_Connection{}
-	mi := &file_switchboard_v1_session_proto_msgTypes[9]
+	mi := &file_switchboard_v1_session_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +541,7 @@ func (x *SessionInfo_Connection) String() string {
 func (*SessionInfo_Connection) ProtoMessage() {}
 
 func (x *SessionInfo_Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_session_proto_msgTypes[9]
+	mi := &file_switchboard_v1_session_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +605,9 @@ const file_switchboard_v1_session_proto_rawDesc = "" +
 	"\n" +
 	"Connection\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddressBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
+	"\aaddress\x18\x02 \x01(\tR\aaddress\",\n" +
+	"\fWatchMembers\x12\x1c\n" +
+	"\taddresses\x18\x01 \x03(\tR\taddressesBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
 
 var (
 	file_switchboard_v1_session_proto_rawDescOnce sync.Once
@@ -571,7 +621,7 @@ func file_switchboard_v1_session_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_session_proto_rawDescData
 }
 
-var file_switchboard_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_switchboard_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_switchboard_v1_session_proto_goTypes = []any{
 	(*Attach)(nil),                 // 0: switchboard.v1.Attach
 	(*Attached)(nil),               // 1: switchboard.v1.Attached
@@ -582,15 +632,16 @@ var file_switchboard_v1_session_proto_goTypes = []any{
 	(*DisconnectedUser)(nil),       // 6: switchboard.v1.DisconnectedUser
 	(*QuerySession)(nil),           // 7: switchboard.v1.QuerySession
 	(*SessionInfo)(nil),            // 8: switchboard.v1.SessionInfo
-	(*SessionInfo_Connection)(nil), // 9: switchboard.v1.SessionInfo.Connection
+	(*WatchMembers)(nil),           // 9: switchboard.v1.WatchMembers
+	(*SessionInfo_Connection)(nil), // 10: switchboard.v1.SessionInfo.Connection
 }
 var file_switchboard_v1_session_proto_depIdxs = []int32{
-	9, // 0: switchboard.v1.SessionInfo.connections:type_name -> switchboard.v1.SessionInfo.Connection
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	10, // 0: switchboard.v1.SessionInfo.connections:type_name -> switchboard.v1.SessionInfo.Connection
+	1,  // [1:1] is the sub-list for method output_type
+	1,  // [1:1] is the sub-list for method input_type
+	1,  // [1:1] is the sub-list for extension type_name
+	1,  // [1:1] is the sub-list for extension extendee
+	0,  // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_session_proto_init() }
@@ -604,7 +655,7 @@ func file_switchboard_v1_session_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_session_proto_rawDesc), len(file_switchboard_v1_session_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
