@@ -57,7 +57,7 @@ func openPeer(t *testing.T, b *Broker, id, user string) *peer {
 	}
 	serverEnd := <-accepted
 	t.Cleanup(func() { clientEnd.Close(); serverEnd.Close() })
-	out := transport.NewOutbox(serverEnd, id, user, transport.OutboxLimits{MaxFrames: 1000, MaxBytes: 1 << 20}, nil, nil)
+	out := transport.NewOutbox(serverEnd, id, user, transport.OutboxLimits{MaxFrames: 1000, MaxBytes: 1 << 20}, nil, nil, nil)
 	p := &peer{t: t, inbound: b.Open(out), frames: make(chan map[string]any, 1000)}
 	p.read(clientEnd)
 	return p

@@ -65,7 +65,7 @@ func (c *connection) start(ctx actor.Context) {
 	}
 	if res.Refused {
 		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeTooManyConns).Inc()
-		c.out.Push(transport.ErrorFrame(transport.CodeTooManyConns, "Too many connections for this user", nil))
+		c.out.Reply(transport.ErrorFrame(transport.CodeTooManyConns, "Too many connections for this user", nil))
 		c.out.Close(CloseTooManyConnections, "too many connections")
 		return
 	}
@@ -98,7 +98,7 @@ func (c *connection) command(ctx actor.Context, cmd *pb.ClientCommand) {
 	case pb.ClientCommand_KIND_HISTORY:
 		c.history(cmd)
 	case pb.ClientCommand_KIND_PING:
-		c.out.Push(transport.PongFrame(cmd.Id))
+		c.out.Reply(transport.PongFrame(cmd.Id))
 	case pb.ClientCommand_KIND_DISCONNECT:
 		c.out.Close(transport.CloseNormal, "bye")
 	}
@@ -107,7 +107,7 @@ func (c *connection) command(ctx actor.Context, cmd *pb.ClientCommand) {
 func (c *connection) subscribe(ctx actor.Context, cmd *pb.ClientCommand) {
 	if _, already := c.subscriptions[cmd.Channel]; !already && c.b.opts.MaxSubscriptions > 0 && len(c.subscriptions) >= c.b.opts.MaxSubscriptions {
 		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeTooManySubs).Inc()
-		c.out.Push(transport.ErrorFrame(transport.CodeTooManySubs,
+		c.out.Reply(transport.ErrorFrame(transport.CodeTooManySubs,
 			fmt.Sprintf("Too many subscriptions: at most %d per connection", c.b.opts.MaxSubscriptions), cmd.Id))
 		return
 	}
@@ -134,7 +134,7 @@ func (c *connection) subscribe(ctx actor.Context, cmd *pb.ClientCommand) {
 	}
 	if res.RefusedCode != "" {
 		c.b.metrics.ProtocolErrors.WithLabelValues(res.RefusedCode).Inc()
-		c.out.Push(transport.ErrorFrame(res.RefusedCode, res.RefusedText, cmd.Id))
+		c.out.Reply(transport.ErrorFrame(res.RefusedCode, res.RefusedText, cmd.Id))
 		return
 	}
 	c.subscriptions[cmd.Channel] = struct{}{}
@@ -142,7 +142,7 @@ func (c *connection) subscribe(ctx actor.Context, cmd *pb.ClientCommand) {
 
 func (c *connection) unsubscribe(cmd *pb.ClientCommand) {
 	if _, ok := c.subscriptions[cmd.Channel]; !ok {
-		c.out.Push(transport.UnsubscribedFrame(cmd.Channel, cmd.Id))
+		c.out.Reply(transport.UnsubscribedFrame(cmd.Channel, cmd.Id))
 		return
 	}
 	res, err := request[*pb.Unsubscribed](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Unsubscribe{
@@ -154,7 +154,7 @@ func (c *connection) unsubscribe(cmd *pb.ClientCommand) {
 	}
 	delete(c.subscriptions, cmd.Channel)
 	if !res.Removed {
-		c.out.Push(transport.UnsubscribedFrame(cmd.Channel, cmd.Id))
+		c.out.Reply(transport.UnsubscribedFrame(cmd.Channel, cmd.Id))
 	}
 }
 
@@ -204,11 +204,11 @@ func (c *connection) publishAndWait(cmd *pb.ClientCommand, msg *pb.Publish) {
 func (c *connection) acknowledge(cmd *pb.ClientCommand, res *pb.Published) {
 	if res.Mismatch {
 		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeOffsetMismatch).Inc()
-		c.out.Push(transport.OffsetMismatchFrame(cmd.Channel, res.Offset, cmd.Id))
+		c.out.Reply(transport.OffsetMismatchFrame(cmd.Channel, res.Offset, cmd.Id))
 		return
 	}
 	if len(cmd.Id) > 0 {
-		c.out.Push(transport.PublishedFrame(cmd.Channel, res.Offset, cmd.Id))
+		c.out.Reply(transport.PublishedFrame(cmd.Channel, res.Offset, cmd.Id))
 	}
 }
 
@@ -220,7 +220,7 @@ func (c *connection) send(cmd *pb.ClientCommand) {
 		return
 	}
 	if len(cmd.Id) > 0 {
-		c.out.Push(transport.SentFrame(cmd.User, res.Connections, cmd.Id))
+		c.out.Reply(transport.SentFrame(cmd.User, res.Connections, cmd.Id))
 	}
 }
 
@@ -228,7 +228,7 @@ func (c *connection) send(cmd *pb.ClientCommand) {
 func (c *connection) presence(cmd *pb.ClientCommand) {
 	if _, ok := c.subscriptions[cmd.Channel]; !ok {
 		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeForbidden).Inc()
-		c.out.Push(transport.ErrorFrame(transport.CodeForbidden, "Subscribe to "+cmd.Channel+" to see its presence", cmd.Id))
+		c.out.Reply(transport.ErrorFrame(transport.CodeForbidden, "Subscribe to "+cmd.Channel+" to see its presence", cmd.Id))
 		return
 	}
 	res, err := request[*pb.Presence](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.QueryPresence{})
@@ -236,7 +236,7 @@ func (c *connection) presence(cmd *pb.ClientCommand) {
 		c.fail(cmd, err)
 		return
 	}
-	c.out.Push(transport.PresenceFrame(cmd.Channel, presenceMembers(res), cmd.Id))
+	c.out.Reply(transport.PresenceFrame(cmd.Channel, presenceMembers(res), cmd.Id))
 }
 
 func presenceMembers(res *pb.Presence) []transport.PresenceMember {
@@ -253,7 +253,7 @@ func (c *connection) history(cmd *pb.ClientCommand) {
 		c.fail(cmd, err)
 		return
 	}
-	c.out.Push(transport.HistoryFrame(cmd.Channel, res.Frames, res.Offset, res.Epoch, cmd.Id))
+	c.out.Reply(transport.HistoryFrame(cmd.Channel, res.Frames, res.Offset, res.Epoch, cmd.Id))
 }
 
 func (c *connection) next() uint64 {
@@ -268,5 +268,5 @@ func (c *connection) fail(cmd *pb.ClientCommand, err error) {
 		text = err.Error()
 	}
 	c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeUnavailable).Inc()
-	c.out.Push(transport.ErrorFrame(transport.CodeUnavailable, text, cmd.Id))
+	c.out.Reply(transport.ErrorFrame(transport.CodeUnavailable, text, cmd.Id))
 }

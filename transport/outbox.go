@@ -3,6 +3,7 @@ package transport
 import (
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -24,15 +25,18 @@ type OutboxLimits struct {
 }
 
 // Outbox is a connection's bounded queue of encoded frames. Producers
-// (relays, the connection actor) push without blocking; one writer
-// goroutine, started only while frames wait, drains everything queued in a
-// single vectored write, so a burst of deliveries costs one syscall.
+// (relays, the connection actor) push without blocking, and everything
+// queued leaves in a single vectored write, so a burst of deliveries costs
+// one syscall: with a Flusher, in its next round; without one (or once the
+// socket is full), from a writer goroutine started only while frames wait.
 type Outbox struct {
 	ID   string
 	User string
 	Info []byte // presence info from the user's token, raw JSON
 
 	conn       net.Conn
+	raw        syscall.RawConn // nil: the socket has no descriptor to write without waiting
+	lane       *flushLane      // nil: no Flusher
 	limits     OutboxLimits
 	metrics    *Metrics
 	onOverflow func(*Outbox)
@@ -48,9 +52,19 @@ type Outbox struct {
 	deadline   time.Time // the write deadline now set on the socket
 }
 
-// NewOutbox wraps conn, an upgraded WebSocket connection, for connection id of user.
-func NewOutbox(conn net.Conn, id, user string, limits OutboxLimits, metrics *Metrics, onOverflow func(*Outbox)) *Outbox {
-	return &Outbox{ID: id, User: user, conn: conn, limits: limits, metrics: metrics, onOverflow: onOverflow}
+// NewOutbox wraps conn, an upgraded WebSocket connection, for connection
+// id of user; flusher may be nil.
+func NewOutbox(conn net.Conn, id, user string, limits OutboxLimits, flusher *Flusher, metrics *Metrics, onOverflow func(*Outbox)) *Outbox {
+	o := &Outbox{ID: id, User: user, conn: conn, limits: limits, metrics: metrics, onOverflow: onOverflow}
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			o.raw = raw
+			if flusher != nil {
+				o.lane = flusher.lane()
+			}
+		}
+	}
+	return o
 }
 
 // Push queues a frame; false means it was dropped because the outbox is
@@ -72,9 +86,121 @@ func (o *Outbox) Push(frame []byte) bool {
 	o.writing = true
 	o.mu.Unlock()
 	if start {
-		go o.drain()
+		o.schedule()
 	}
 	return true
+}
+
+// Reply queues a frame that answers the client's own request. When nothing
+// else waits for the socket it is written at once, without waiting for
+// room: a client pacing itself by the answers gets them without delay.
+func (o *Outbox) Reply(frame []byte) bool {
+	o.mu.Lock()
+	if o.writing || o.closing || o.raw == nil {
+		o.mu.Unlock()
+		return o.Push(frame)
+	}
+	o.writing = true
+	o.mu.Unlock()
+	o.writeNow([][]byte{frame}, nil)
+	return true
+}
+
+// schedule finds a writer for frames that have none: the next round of
+// the flusher, or a goroutine of their own.
+func (o *Outbox) schedule() {
+	if o.lane != nil {
+		o.lane.add(o)
+		return
+	}
+	go o.drain()
+}
+
+// flushRound is the outbox's turn in a flusher round.
+func (o *Outbox) flushRound(iov *[]syscall.Iovec) {
+	o.mu.Lock()
+	if o.broken || (len(o.queue) == 0 && o.closeFrame == nil) {
+		o.writing = false
+		o.mu.Unlock()
+		return
+	}
+	if o.closing {
+		// The close handshake may wait on the socket: not in a round.
+		o.mu.Unlock()
+		go o.drain()
+		return
+	}
+	batch := o.queue
+	o.queue, o.spare = o.spare[:0], nil
+	o.queued = 0
+	o.mu.Unlock()
+	o.writeNow(batch, iov)
+}
+
+// writeNow writes batch, which this goroutine owns as the outbox's writer,
+// without waiting for the socket; what the socket does not take goes back
+// to the front of the queue for a writer goroutine that waits.
+func (o *Outbox) writeNow(batch [][]byte, iov *[]syscall.Iovec) {
+	if iov == nil {
+		iov = new([]syscall.Iovec)
+	}
+	want := 0
+	for _, frame := range batch {
+		want += len(frame)
+	}
+	written, err := writeWithoutWaiting(o.raw, batch, iov)
+	if err != nil {
+		o.fail()
+		return
+	}
+	if o.metrics != nil {
+		o.metrics.SocketWrites.Inc()
+	}
+	if written < want {
+		rest := unwritten(batch, written)
+		if o.metrics != nil {
+			o.metrics.FramesOut.Add(float64(len(batch) - len(rest)))
+		}
+		o.mu.Lock()
+		if !o.broken { // even when closing: a frame cut short must be finished
+			o.queue = append(rest, o.queue...)
+			for _, frame := range rest {
+				o.queued += len(frame)
+			}
+		}
+		o.mu.Unlock()
+		go o.drain()
+		return
+	}
+	if o.metrics != nil {
+		o.metrics.FramesOut.Add(float64(len(batch)))
+	}
+	clear(batch)
+	o.mu.Lock()
+	if o.spare == nil && cap(batch) > 1 {
+		o.spare = batch[:0]
+	}
+	more := len(o.queue) > 0 && !o.broken
+	closing := o.closing && !o.broken
+	if !more && !closing {
+		o.writing = false
+	}
+	o.mu.Unlock()
+	switch {
+	case closing:
+		go o.drain()
+	case more:
+		o.schedule()
+	}
+}
+
+// fail marks the outbox dead after a write error and closes the socket.
+func (o *Outbox) fail() {
+	o.mu.Lock()
+	o.broken, o.closing, o.writing = true, true, false
+	o.queue, o.queued = nil, 0
+	o.mu.Unlock()
+	_ = o.conn.Close()
 }
 
 // overflowLocked drops what waits and closes with CloseSlowConsumer. The
@@ -126,6 +252,12 @@ func (o *Outbox) drain() {
 			o.closeFrame = nil
 			if closeFrame == nil || o.broken {
 				o.writing = false
+				if !o.deadline.IsZero() && !o.closing {
+					// The socket goes back to writes that never wait,
+					// which a stale deadline would fail.
+					o.deadline = time.Time{}
+					_ = o.conn.SetWriteDeadline(o.deadline)
+				}
 				o.mu.Unlock()
 				return
 			}
@@ -142,11 +274,7 @@ func (o *Outbox) drain() {
 		o.mu.Unlock()
 
 		if !o.write(batch) {
-			o.mu.Lock()
-			o.broken, o.closing, o.writing = true, true, false
-			o.queue, o.queued = nil, 0
-			o.mu.Unlock()
-			_ = o.conn.Close()
+			o.fail()
 			return
 		}
 		clear(batch)

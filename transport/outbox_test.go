@@ -63,9 +63,22 @@ func readFrame(r *bufio.Reader) (byte, []byte, error) {
 
 var roomy = OutboxLimits{MaxFrames: 100000, MaxBytes: 64 << 20, WriteTimeout: 5 * time.Second}
 
-func TestOutboxDeliversInOrder(t *testing.T) {
+// writePaths runs a test with each way an outbox gets written: by a
+// goroutine of its own, and in a Flusher's rounds.
+func writePaths(t *testing.T, test func(t *testing.T, flusher *Flusher)) {
+	t.Run("own writer", func(t *testing.T) { test(t, nil) })
+	t.Run("flusher", func(t *testing.T) {
+		f := NewFlusher(2)
+		t.Cleanup(f.Stop)
+		test(t, f)
+	})
+}
+
+func TestOutboxDeliversInOrder(t *testing.T) { writePaths(t, testOutboxDeliversInOrder) }
+
+func testOutboxDeliversInOrder(t *testing.T, flusher *Flusher) {
 	server, client := tcpPair(t)
-	out := NewOutbox(server, "c1", "u", roomy, nil, nil)
+	out := NewOutbox(server, "c1", "u", roomy, flusher, nil, nil)
 	const n = 5000
 	go func() {
 		for i := range n {
@@ -85,8 +98,12 @@ func TestOutboxDeliversInOrder(t *testing.T) {
 }
 
 func TestOutboxCloseSendsQueuedFramesThenCloseFrame(t *testing.T) {
+	writePaths(t, testOutboxCloseSendsQueuedFramesThenCloseFrame)
+}
+
+func testOutboxCloseSendsQueuedFramesThenCloseFrame(t *testing.T, flusher *Flusher) {
 	server, client := tcpPair(t)
-	out := NewOutbox(server, "c1", "u", roomy, nil, nil)
+	out := NewOutbox(server, "c1", "u", roomy, flusher, nil, nil)
 	out.Push(PongFrame([]byte(`1`)))
 	out.Push(PongFrame([]byte(`2`)))
 	out.Close(CloseKicked, "bye")
@@ -109,10 +126,14 @@ func TestOutboxCloseSendsQueuedFramesThenCloseFrame(t *testing.T) {
 }
 
 func TestOutboxOverflowCutsOffAStalledReader(t *testing.T) {
+	writePaths(t, testOutboxOverflowCutsOffAStalledReader)
+}
+
+func testOutboxOverflowCutsOffAStalledReader(t *testing.T, flusher *Flusher) {
 	server, client := tcpPair(t) // the client end does not read
 	var overflows atomic.Int32
 	limits := OutboxLimits{MaxFrames: 32, MaxBytes: 1 << 20, WriteTimeout: 5 * time.Second}
-	out := NewOutbox(server, "c1", "u", limits, nil, func(*Outbox) { overflows.Add(1) })
+	out := NewOutbox(server, "c1", "u", limits, flusher, nil, func(*Outbox) { overflows.Add(1) })
 	frame := MessageFrame("c", "", []byte(`"`+strings.Repeat("x", 32<<10)+`"`), 1, "e", 1)
 	pushed := 0
 	for ; pushed < 100000 && out.Push(frame); pushed++ {
@@ -139,6 +160,63 @@ func TestOutboxOverflowCutsOffAStalledReader(t *testing.T) {
 	}
 }
 
+// A socket too full to take a write whole: the frames cut short are
+// finished, in order, replies included, once the client reads again.
+func TestOutboxKeepsFramesWholeOnAFullSocket(t *testing.T) {
+	writePaths(t, func(t *testing.T, flusher *Flusher) {
+		server, client := tcpPair(t)
+		out := NewOutbox(server, "c1", "u", roomy, flusher, nil, nil)
+		const n = 400
+		big := strings.Repeat("x", 40<<10) // 400 of these are far more than the socket buffers hold
+		for i := range n {
+			data := []byte(`"` + strconv.Itoa(i) + big + `"`)
+			if i%7 == 0 {
+				out.Reply(MessageFrame("c", "", data, uint64(i), "e", 1))
+			} else {
+				out.Push(MessageFrame("c", "", data, uint64(i), "e", 1))
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // the socket fills up before the client reads
+		r := bufio.NewReader(client)
+		_ = client.SetReadDeadline(time.Now().Add(20 * time.Second))
+		for i := range n {
+			_, payload, err := readFrame(r)
+			if err != nil {
+				t.Fatalf("frame %d: %v", i, err)
+			}
+			if !strings.Contains(string(payload), `"data":"`+strconv.Itoa(i)+"x") || !strings.HasSuffix(string(payload), `}`) {
+				t.Fatalf("frame %d is not whole or not in order: %.80s…", i, payload)
+			}
+		}
+	})
+}
+
+// After a spell of waiting for a full socket, which sets a write deadline,
+// the outbox still writes once that deadline has passed.
+func TestOutboxWritesAfterAFullSocketsDeadlinePassed(t *testing.T) {
+	writePaths(t, func(t *testing.T, flusher *Flusher) {
+		server, client := tcpPair(t)
+		limits := OutboxLimits{MaxFrames: 100000, MaxBytes: 64 << 20, WriteTimeout: 200 * time.Millisecond}
+		out := NewOutbox(server, "c1", "u", limits, flusher, nil, nil)
+		big := MessageFrame("c", "", []byte(`"`+strings.Repeat("x", 40<<10)+`"`), 1, "e", 1)
+		for range 100 {
+			out.Push(big)
+		}
+		r := bufio.NewReader(client)
+		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for i := range 100 {
+			if _, _, err := readFrame(r); err != nil {
+				t.Fatalf("frame %d: %v", i, err)
+			}
+		}
+		time.Sleep(300 * time.Millisecond) // past any deadline set while the socket was full
+		out.Reply(PongFrame([]byte(`7`)))
+		if _, payload, err := readFrame(r); err != nil || string(payload) != `{"type":"pong","id":7}` {
+			t.Fatalf("after the deadline passed: %s %v", payload, err)
+		}
+	})
+}
+
 // BenchmarkOutboxBurst: bursts of 64 deliveries to one socket, each
 // burst drained in one vectored write. Reported per delivery.
 func BenchmarkOutboxBurst(b *testing.B) {
@@ -153,7 +231,7 @@ func BenchmarkOutboxBurst(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer conn.Close()
-	out := NewOutbox(conn, "c1", "u", roomy, nil, nil)
+	out := NewOutbox(conn, "c1", "u", roomy, nil, nil, nil)
 	frame := MessageFrame("game:1", "p", []byte(`{"x":1,"y":2,"pad":"0123456789012345678901234567890123"}`), 1, "e", 1)
 	b.ReportAllocs()
 	n := 0

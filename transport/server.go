@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,6 +91,7 @@ type Server struct {
 	mu      sync.Mutex
 	sockets map[*socketState]struct{}
 	stop    chan struct{}
+	flusher *Flusher
 }
 
 const readBufferBytes = 1024
@@ -101,7 +103,7 @@ const Subprotocol = "switchboard.v1"
 func NewServer(opts Options, connector Connector, backend Backend, metrics *Metrics, log *slog.Logger) *Server {
 	s := &Server{opts: opts, connector: connector, metrics: metrics, log: log, nodeTag: randomHex(4),
 		users: newUserBuckets(opts.UserRateLimit, opts.UserRateBurst), ips: ipCounter{limit: opts.MaxConnsPerIP, open: map[string]int{}},
-		sockets: map[*socketState]struct{}{}, stop: make(chan struct{})}
+		sockets: map[*socketState]struct{}{}, stop: make(chan struct{}), flusher: NewFlusher(runtime.GOMAXPROCS(0))}
 	s.upgrader = s.newUpgrader(nil)
 	s.v1 = s.newUpgrader([]string{Subprotocol})
 	mux := http.NewServeMux()
@@ -160,6 +162,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops accepting; hijacked WebSocket connections are the broker's to close.
 func (s *Server) Shutdown(ctx context.Context) error {
 	close(s.stop)
+	defer s.flusher.Stop()
 	return s.http.Shutdown(ctx)
 }
 
@@ -221,7 +224,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := s.nodeTag + "-" + uitoa36(s.nextConn.Add(1))
-	st := &socketState{ip: ip, out: NewOutbox(socket.NetConn(), id, user, s.opts.Outbox, s.metrics, s.slowConsumer)}
+	st := &socketState{ip: ip, out: NewOutbox(socket.NetConn(), id, user, s.opts.Outbox, s.flusher, s.metrics, s.slowConsumer)}
 	st.lastActive.Store(time.Now().UnixNano())
 	if s.opts.RateLimit > 0 {
 		st.bucket = newTokenBucket(s.opts.RateLimit, s.opts.RateBurst)

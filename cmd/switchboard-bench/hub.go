@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ type rawHub struct {
 	nextID   atomic.Uint64
 	upgrader *gws.Upgrader
 	metrics  *transport.Metrics
+	flusher  *transport.Flusher // writes sockets in rounds, as the broker's transport does
 	// One goroutine fans every publication out, as a node's relay does: it
 	// queues a burst of frames on each socket before their writers run,
 	// so they leave in one write.
@@ -64,7 +66,8 @@ func (h *rawHub) channel(name string) *hubChannel {
 }
 
 func newRawHub() *rawHub {
-	h := &rawHub{channels: map[string]*hubChannel{}, fanout: make(chan publication, 4096), metrics: transport.NewMetrics()}
+	h := &rawHub{channels: map[string]*hubChannel{}, fanout: make(chan publication, 4096), metrics: transport.NewMetrics(),
+		flusher: transport.NewFlusher(runtime.GOMAXPROCS(0))}
 	go func() {
 		for p := range h.fanout {
 			p.ch.subsMu.RLock()
@@ -95,7 +98,7 @@ func (h *rawHub) serve(addr string) error {
 		}
 		id := "raw-" + strconv.FormatUint(h.nextID.Add(1), 36)
 		out := transport.NewOutbox(socket.NetConn(), id, r.URL.Query().Get("user"),
-			transport.OutboxLimits{MaxFrames: 4096, MaxBytes: 4 << 20, WriteTimeout: 10 * time.Second}, h.metrics, nil)
+			transport.OutboxLimits{MaxFrames: 4096, MaxBytes: 4 << 20, WriteTimeout: 10 * time.Second}, h.flusher, h.metrics, nil)
 		socket.Session().Store("out", out)
 		out.Push(transport.WelcomeFrame(out.User, id))
 		go socket.ReadLoop()
@@ -149,9 +152,9 @@ func (h *rawHub) OnMessage(socket *gws.Conn, m *gws.Message) {
 		h.fanout <- publication{ch: ch, frame: frame} // under seq: handed over in offset order
 		ch.seq.Unlock()
 		if len(cmd.Id) > 0 {
-			out.Push(transport.PublishedFrame(cmd.Channel, offset, cmd.Id))
+			out.Reply(transport.PublishedFrame(cmd.Channel, offset, cmd.Id))
 		}
 	case pb.ClientCommand_KIND_PING:
-		out.Push(transport.PongFrame(cmd.Id))
+		out.Reply(transport.PongFrame(cmd.Id))
 	}
 }
