@@ -37,6 +37,7 @@ type Outbox struct {
 	conn       net.Conn
 	raw        syscall.RawConn // nil: the socket has no descriptor to write without waiting
 	lane       *flushLane      // nil: no Flusher
+	inline     bool            // replies are written on the replying goroutine
 	limits     OutboxLimits
 	metrics    *Metrics
 	onOverflow func(*Outbox)
@@ -61,6 +62,7 @@ func NewOutbox(conn net.Conn, id, user string, limits OutboxLimits, flusher *Flu
 			o.raw = raw
 			if flusher != nil {
 				o.lane = flusher.lane()
+				o.inline = flusher.opts.RepliesInline
 			}
 		}
 	}
@@ -69,7 +71,14 @@ func NewOutbox(conn net.Conn, id, user string, limits OutboxLimits, flusher *Flu
 
 // Push queues a frame; false means it was dropped because the outbox is
 // closing. A push that overflows the limits cuts the connection off.
-func (o *Outbox) Push(frame []byte) bool {
+func (o *Outbox) Push(frame []byte) bool { return o.push(frame, false) }
+
+// Reply queues a frame that answers the client's own request. An outbox
+// with nothing else waiting goes ahead of the flusher's round, so a client
+// pacing itself by the answers is not held up by bulk deliveries to others.
+func (o *Outbox) Reply(frame []byte) bool { return o.push(frame, true) }
+
+func (o *Outbox) push(frame []byte, urgent bool) bool {
 	o.mu.Lock()
 	if o.closing {
 		o.mu.Unlock()
@@ -80,37 +89,28 @@ func (o *Outbox) Push(frame []byte) bool {
 		o.mu.Unlock()
 		return false
 	}
+	if urgent && o.inline && !o.writing {
+		o.writing = true
+		o.mu.Unlock()
+		o.writeNow([][]byte{frame}, nil)
+		return true
+	}
 	o.queue = append(o.queue, frame)
 	o.queued += len(frame)
 	start := !o.writing
 	o.writing = true
 	o.mu.Unlock()
 	if start {
-		o.schedule()
+		o.schedule(urgent)
 	}
-	return true
-}
-
-// Reply queues a frame that answers the client's own request. When nothing
-// else waits for the socket it is written at once, without waiting for
-// room: a client pacing itself by the answers gets them without delay.
-func (o *Outbox) Reply(frame []byte) bool {
-	o.mu.Lock()
-	if o.writing || o.closing || o.raw == nil {
-		o.mu.Unlock()
-		return o.Push(frame)
-	}
-	o.writing = true
-	o.mu.Unlock()
-	o.writeNow([][]byte{frame}, nil)
 	return true
 }
 
 // schedule finds a writer for frames that have none: the next round of
 // the flusher, or a goroutine of their own.
-func (o *Outbox) schedule() {
+func (o *Outbox) schedule(urgent bool) {
 	if o.lane != nil {
-		o.lane.add(o)
+		o.lane.add(o, urgent)
 		return
 	}
 	go o.drain()
@@ -141,9 +141,6 @@ func (o *Outbox) flushRound(iov *[]syscall.Iovec) {
 // without waiting for the socket; what the socket does not take goes back
 // to the front of the queue for a writer goroutine that waits.
 func (o *Outbox) writeNow(batch [][]byte, iov *[]syscall.Iovec) {
-	if iov == nil {
-		iov = new([]syscall.Iovec)
-	}
 	want := 0
 	for _, frame := range batch {
 		want += len(frame)
@@ -190,7 +187,7 @@ func (o *Outbox) writeNow(batch [][]byte, iov *[]syscall.Iovec) {
 	case closing:
 		go o.drain()
 	case more:
-		o.schedule()
+		o.schedule(false)
 	}
 }
 

@@ -64,14 +64,20 @@ func readFrame(r *bufio.Reader) (byte, []byte, error) {
 var roomy = OutboxLimits{MaxFrames: 100000, MaxBytes: 64 << 20, WriteTimeout: 5 * time.Second}
 
 // writePaths runs a test with each way an outbox gets written: by a
-// goroutine of its own, and in a Flusher's rounds.
+// goroutine of its own, and in a Flusher's rounds (with replies ahead of
+// the round, or written by the replying goroutine).
 func writePaths(t *testing.T, test func(t *testing.T, flusher *Flusher)) {
 	t.Run("own writer", func(t *testing.T) { test(t, nil) })
-	t.Run("flusher", func(t *testing.T) {
-		f := NewFlusher(2)
-		t.Cleanup(f.Stop)
-		test(t, f)
-	})
+	for name, opts := range map[string]FlushOptions{
+		"flusher":                {YieldEvery: 2},
+		"flusher replies inline": {RepliesInline: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := NewFlusher(2, opts)
+			t.Cleanup(f.Stop)
+			test(t, f)
+		})
+	}
 }
 
 func TestOutboxDeliversInOrder(t *testing.T) { writePaths(t, testOutboxDeliversInOrder) }

@@ -103,7 +103,7 @@ const Subprotocol = "switchboard.v1"
 func NewServer(opts Options, connector Connector, backend Backend, metrics *Metrics, log *slog.Logger) *Server {
 	s := &Server{opts: opts, connector: connector, metrics: metrics, log: log, nodeTag: randomHex(4),
 		users: newUserBuckets(opts.UserRateLimit, opts.UserRateBurst), ips: ipCounter{limit: opts.MaxConnsPerIP, open: map[string]int{}},
-		sockets: map[*socketState]struct{}{}, stop: make(chan struct{}), flusher: NewFlusher(runtime.GOMAXPROCS(0))}
+		sockets: map[*socketState]struct{}{}, stop: make(chan struct{}), flusher: NewFlusher(runtime.GOMAXPROCS(0), FlushOptions{YieldEvery: DefaultYieldEvery})}
 	s.upgrader = s.newUpgrader(nil)
 	s.v1 = s.newUpgrader([]string{Subprotocol})
 	mux := http.NewServeMux()
