@@ -13,20 +13,28 @@ import (
 // so a publication crosses the network once per node, not per subscriber.
 type relay struct {
 	b        *Broker
-	channels map[string]map[string]*relayed // channel → connection id → subscription
-	joined   map[string][]string            // connection id → its channels here
+	channels map[string]*relayedChannel // channel → its local subscriptions
+	joined   map[string][]string        // connection id → its channels here
+}
+
+// relayedChannel is a channel's local subscriptions: a slice to deliver
+// to (walking it is what every publication costs), indexed by connection.
+type relayedChannel struct {
+	subs  []relayed
+	index map[string]int // connection id → position in subs
 }
 
 // relayed is one local subscription, with what a re-activated channel
 // needs to know of it.
 type relayed struct {
+	id       string
 	out      *transport.Outbox
 	presence bool
 	info     []byte
 }
 
 func newRelay(b *Broker) *relay {
-	return &relay{b: b, channels: make(map[string]map[string]*relayed), joined: make(map[string][]string)}
+	return &relay{b: b, channels: make(map[string]*relayedChannel), joined: make(map[string][]string)}
 }
 
 func (r *relay) Receive(ctx actor.Context) {
@@ -47,9 +55,11 @@ func (r *relay) Receive(ctx actor.Context) {
 		}
 	case *pb.QueryChannelSubscribers:
 		res := &pb.ChannelSubscribers{}
-		for id, sub := range r.channels[msg.Channel] {
-			res.Subscribers = append(res.Subscribers, &pb.ChannelSubscribers_Subscriber{
-				ConnectionId: id, User: sub.out.User, PresenceEvents: sub.presence, Info: sub.info})
+		if ch := r.channels[msg.Channel]; ch != nil {
+			for _, sub := range ch.subs {
+				res.Subscribers = append(res.Subscribers, &pb.ChannelSubscribers_Subscriber{
+					ConnectionId: sub.id, User: sub.out.User, PresenceEvents: sub.presence, Info: sub.info})
+			}
 		}
 		ctx.Respond(res)
 	case *pb.QueryUserConnections:
@@ -78,8 +88,13 @@ func (r *relay) Receive(ctx actor.Context) {
 }
 
 func (r *relay) deliver(d *pb.Delivery) {
+	ch := r.channels[d.Channel]
+	if ch == nil {
+		return
+	}
 	n := 0
-	for _, sub := range r.channels[d.Channel] {
+	for i := range ch.subs {
+		sub := &ch.subs[i]
 		if (d.PresenceOnly && !sub.presence) || (d.ExcludeUser != "" && sub.out.User == d.ExcludeUser) {
 			continue
 		}
@@ -95,15 +110,19 @@ func (r *relay) add(msg *pb.SubscriberAdded) bool {
 	if out == nil {
 		return false
 	}
-	subs := r.channels[msg.Channel]
-	if subs == nil {
-		subs = make(map[string]*relayed)
-		r.channels[msg.Channel] = subs
+	ch := r.channels[msg.Channel]
+	if ch == nil {
+		ch = &relayedChannel{index: make(map[string]int)}
+		r.channels[msg.Channel] = ch
 	}
-	if _, already := subs[msg.ConnectionId]; !already {
+	sub := relayed{id: msg.ConnectionId, out: out, presence: msg.PresenceEvents, info: msg.Info}
+	if i, already := ch.index[msg.ConnectionId]; already {
+		ch.subs[i] = sub
+	} else {
+		ch.index[msg.ConnectionId] = len(ch.subs)
+		ch.subs = append(ch.subs, sub)
 		r.joined[msg.ConnectionId] = append(r.joined[msg.ConnectionId], msg.Channel)
 	}
-	subs[msg.ConnectionId] = &relayed{out: out, presence: msg.PresenceEvents, info: msg.Info}
 	if len(msg.Reply) > 0 {
 		out.Push(msg.Reply)
 	}
@@ -114,12 +133,23 @@ func (r *relay) add(msg *pb.SubscriberAdded) bool {
 }
 
 func (r *relay) remove(channel, connectionID string) {
-	subs := r.channels[channel]
-	if _, ok := subs[connectionID]; !ok {
+	ch := r.channels[channel]
+	if ch == nil {
 		return
 	}
-	delete(subs, connectionID)
-	if len(subs) == 0 {
+	i, ok := ch.index[connectionID]
+	if !ok {
+		return
+	}
+	last := len(ch.subs) - 1
+	if i != last {
+		ch.subs[i] = ch.subs[last]
+		ch.index[ch.subs[i].id] = i
+	}
+	ch.subs[last] = relayed{}
+	ch.subs = ch.subs[:last]
+	delete(ch.index, connectionID)
+	if len(ch.subs) == 0 {
 		delete(r.channels, channel)
 	}
 	joined := r.joined[connectionID]
