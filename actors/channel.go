@@ -213,7 +213,7 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 		return
 	}
 	if msg.HasExpectOffset && msg.ExpectOffset != c.last {
-		ctx.Respond(&pb.Published{Offset: c.last, Mismatch: true})
+		ctx.Respond(&pb.Published{Offset: c.last, Mismatch: true, Sequence: msg.Sequence})
 		return
 	}
 	c.pruneDeadRelays(ctx)
@@ -233,7 +233,7 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 		}
 	}
 	c.b.metrics.Publications.Inc()
-	answer := &pb.Published{Offset: c.last}
+	answer := &pb.Published{Offset: c.last, Sequence: msg.Sequence}
 	c.retries.remember(msg.Publisher, msg.Sequence, answer)
 	ctx.Respond(answer)
 	c.idleWhenUnused(ctx)

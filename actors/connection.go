@@ -1,9 +1,12 @@
 package actors
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -19,11 +22,24 @@ type connection struct {
 	out           *transport.Outbox
 	subscriptions map[string]struct{}
 	sequence      uint64 // numbers this connection's grain requests
-	inflight      int    // publications sent and not yet answered
+	pending       map[uint64]pendingPublication
+	pendingCheck  *time.Timer // armed while publications are pending
 }
 
+// pendingPublication is one publication sent to its channel and not yet
+// answered.
+type pendingPublication struct {
+	cmd  *pb.ClientCommand
+	msg  *pb.Publish
+	pid  *actor.PID
+	sent time.Time
+}
+
+// checkPending reminds a connection to look for unanswered publications.
+type checkPending struct{}
+
 func newConnection(b *Broker, out *transport.Outbox) *connection {
-	return &connection{b: b, out: out, subscriptions: make(map[string]struct{})}
+	return &connection{b: b, out: out, subscriptions: make(map[string]struct{}), pending: make(map[uint64]pendingPublication)}
 }
 
 func (c *connection) Receive(ctx actor.Context) {
@@ -36,6 +52,13 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.out.Push(msg.Frame)
 	case *pb.Kick:
 		c.out.Close(uint16(msg.Code), msg.Reason)
+	case *pb.Published:
+		c.published(msg)
+	case checkPending:
+		c.pendingCheck = nil
+		c.retryPending(ctx, func(p pendingPublication) bool { return time.Since(p.sent) >= attemptTimeout })
+	case *actor.DeadLetterResponse:
+		c.retryPending(ctx, func(p pendingPublication) bool { return p.pid.Equal(msg.Target) })
 	case *pb.SocketClosed:
 		ctx.Stop(ctx.Self())
 	case *actor.Stopping:
@@ -73,6 +96,9 @@ func (c *connection) start(ctx actor.Context) {
 }
 
 func (c *connection) stop(ctx actor.Context) {
+	if c.pendingCheck != nil {
+		c.pendingCheck.Stop()
+	}
 	for ch := range c.subscriptions {
 		c.b.tell(ctx, ChannelKind, ch, &pb.Unsubscribe{Channel: ch, ConnectionId: c.out.ID})
 	}
@@ -164,11 +190,13 @@ const maxPipelined = 64
 // publish hands the publication to its channel without waiting for the
 // answer, so a busy connection keeps its channels busy: the next
 // publication leaves before this one is acknowledged, relays see bursts,
-// and bursts leave each socket in one write. Publications to one channel
+// and bursts leave each socket in one write. The answer comes back as a
+// message naming the publication's sequence. Publications to one channel
 // stay in order because they travel to one mailbox; only when the channel
 // moves or its node dies mid-flight may a retried one land after a later
-// one. Anything but a clean answer falls back to the retrying call; the
-// channel recognises a repeat by its sequence number.
+// one. A publication unanswered for attemptTimeout, or sent to a grain
+// that is gone, falls back to the retrying call; the channel recognises a
+// repeat by its sequence number.
 func (c *connection) publish(ctx actor.Context, cmd *pb.ClientCommand) {
 	msg := &pb.Publish{
 		Channel: cmd.Channel, User: c.out.User, Data: cmd.Data,
@@ -176,20 +204,48 @@ func (c *connection) publish(ctx actor.Context, cmd *pb.ClientCommand) {
 		HasExpectOffset: cmd.HasExpectOffset, ExpectOffset: cmd.ExpectOffset,
 	}
 	pid := c.b.grainPID(ChannelKind, cmd.Channel)
-	if pid == nil || c.inflight >= maxPipelined {
+	if pid == nil || len(c.pending) >= maxPipelined {
 		c.publishAndWait(cmd, msg)
 		return
 	}
-	c.inflight++
-	ctx.ReenterAfter(ctx.RequestFuture(pid, msg, attemptTimeout), func(res any, err error) {
-		c.inflight--
-		if published, ok := res.(*pb.Published); ok && err == nil {
-			c.acknowledge(cmd, published)
-			return
+	c.pending[msg.Sequence] = pendingPublication{cmd: cmd, msg: msg, pid: pid, sent: time.Now()}
+	ctx.Request(pid, msg)
+	c.armPendingCheck(ctx)
+}
+
+func (c *connection) published(res *pb.Published) {
+	p, ok := c.pending[res.Sequence]
+	if !ok {
+		return // answered after it was retried: the retry answered already
+	}
+	delete(c.pending, res.Sequence)
+	c.acknowledge(p.cmd, res)
+}
+
+func (c *connection) armPendingCheck(ctx actor.Context) {
+	if c.pendingCheck != nil || len(c.pending) == 0 {
+		return
+	}
+	root, self := ctx.ActorSystem().Root, ctx.Self()
+	c.pendingCheck = time.AfterFunc(attemptTimeout, func() { root.Send(self, checkPending{}) })
+}
+
+// retryPending sends the pending publications that match again, oldest
+// first, with the call that retries until answered.
+func (c *connection) retryPending(ctx actor.Context, match func(pendingPublication) bool) {
+	var retry []pendingPublication
+	for seq, p := range c.pending {
+		if match(p) {
+			retry = append(retry, p)
+			delete(c.pending, seq)
 		}
-		c.b.cluster.PidCache.Remove(cmd.Channel, ChannelKind)
-		c.publishAndWait(cmd, msg)
-	})
+	}
+	slices.SortFunc(retry, func(a, b pendingPublication) int { return cmp.Compare(a.msg.Sequence, b.msg.Sequence) })
+	for _, p := range retry {
+		c.b.cluster.PidCache.Remove(p.cmd.Channel, ChannelKind)
+		c.publishAndWait(p.cmd, p.msg)
+	}
+	c.armPendingCheck(ctx)
 }
 
 func (c *connection) publishAndWait(cmd *pb.ClientCommand, msg *pb.Publish) {

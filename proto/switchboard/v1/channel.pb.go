@@ -458,8 +458,11 @@ func (x *Publish) GetExpectOffset() uint64 {
 type Published struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The new publication's offset; on a mismatch, the channel's current one.
-	Offset        uint64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
-	Mismatch      bool   `protobuf:"varint,2,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
+	Offset   uint64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Mismatch bool   `protobuf:"varint,2,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
+	// The sequence of the Publish answered, so a publisher with several in
+	// flight knows which.
+	Sequence      uint64 `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -506,6 +509,13 @@ func (x *Published) GetMismatch() bool {
 		return x.Mismatch
 	}
 	return false
+}
+
+func (x *Published) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
 }
 
 // Who is in the channel.
@@ -1012,10 +1022,11 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\tpublisher\x18\x05 \x01(\tR\tpublisher\x12\x1a\n" +
 	"\bsequence\x18\x06 \x01(\x04R\bsequence\x12*\n" +
 	"\x11has_expect_offset\x18\a \x01(\bR\x0fhasExpectOffset\x12#\n" +
-	"\rexpect_offset\x18\b \x01(\x04R\fexpectOffset\"?\n" +
+	"\rexpect_offset\x18\b \x01(\x04R\fexpectOffset\"[\n" +
 	"\tPublished\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x1a\n" +
-	"\bmismatch\x18\x02 \x01(\bR\bmismatch\"\x0f\n" +
+	"\bmismatch\x18\x02 \x01(\bR\bmismatch\x12\x1a\n" +
+	"\bsequence\x18\x03 \x01(\x04R\bsequence\"\x0f\n" +
 	"\rQueryPresence\"\x99\x01\n" +
 	"\bPresence\x129\n" +
 	"\amembers\x18\x01 \x03(\v2\x1f.switchboard.v1.Presence.MemberR\amembers\x1aR\n" +
