@@ -237,16 +237,38 @@ func (b *Broker) grainPID(kind, identity string) *actor.PID {
 	if pid, ok := b.cluster.PidCache.Get(identity, kind); ok {
 		return pid
 	}
-	pid := b.cluster.Get(identity, kind)
-	if pid != nil {
-		b.cluster.PidCache.Set(identity, kind, pid)
+	return b.lookup(kind, identity)
+}
+
+// lookup asks the cluster where the grain is, activating it if need be.
+//
+// That asks the member that owns the identity, and protoactor waits up to
+// 5 s for a member that died but has not yet left the cluster; callers
+// wait at most attemptTimeout and try again, so they find the new owner
+// as soon as the dead member's lease expires. The lookup left behind ends
+// on its own.
+func (b *Broker) lookup(kind, identity string) *actor.PID {
+	found := make(chan *actor.PID, 1)
+	go func() {
+		pid := b.cluster.Get(identity, kind)
+		if pid != nil {
+			b.cluster.PidCache.Set(identity, kind, pid)
+		}
+		found <- pid
+	}()
+	timeout := time.NewTimer(attemptTimeout)
+	defer timeout.Stop()
+	select {
+	case pid := <-found:
+		return pid
+	case <-timeout.C:
+		return nil
 	}
-	return pid
 }
 
 // tell sends to a grain without waiting; used where the sender must not block.
 func (b *Broker) tell(ctx actor.SenderContext, kind, identity string, msg proto.Message) {
-	if pid := b.cluster.Get(identity, kind); pid != nil {
+	if pid := b.lookup(kind, identity); pid != nil {
 		ctx.Send(pid, msg)
 	}
 }
