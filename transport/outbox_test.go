@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -250,6 +251,55 @@ func BenchmarkOutboxBurst(b *testing.B) {
 				out.mu.Unlock()
 				if idle {
 					break
+				}
+				runtime.Gosched()
+			}
+		}
+	}
+}
+
+// BenchmarkFlusherRound: 64 sockets with 8 deliveries queued on each,
+// written in a flusher round (one writev per socket). Reported per
+// delivery; compare BenchmarkOutboxBurst.
+func BenchmarkFlusherRound(b *testing.B) {
+	const sockets, perSocket = 64, 8
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c) }()
+		}
+	}()
+	flusher := NewFlusher(1, FlushOptions{YieldEvery: DefaultYieldEvery})
+	defer flusher.Stop()
+	outs := make([]*Outbox, sockets)
+	for i := range outs {
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		outs[i] = NewOutbox(conn, "c", "u", roomy, flusher, nil, nil)
+	}
+	frame := MessageFrame("game:1", "p", []byte(`{"x":1,"y":2,"pad":"0123456789012345678901234567890123"}`), 1, "e", 1)
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		outs[n%sockets].Push(frame)
+		if n++; n%(sockets*perSocket) == 0 {
+			for _, out := range outs {
+				for {
+					out.mu.Lock()
+					idle := !out.writing
+					out.mu.Unlock()
+					if idle {
+						break
+					}
+					runtime.Gosched()
 				}
 			}
 		}
