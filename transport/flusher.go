@@ -44,10 +44,8 @@ const DefaultYieldEvery = 64
 // slices.
 type flushLane struct {
 	mu         sync.Mutex
-	waiting    []*Outbox
-	spare      []*Outbox
-	urgent     []*Outbox
-	urgent2    []*Outbox // the urgent list being written
+	waiting    outboxList
+	urgent     outboxList
 	yieldEvery int
 	stopped    bool
 	wake       chan struct{}
@@ -90,11 +88,11 @@ func (l *flushLane) add(o *Outbox, urgent bool) {
 		go o.drain()
 		return
 	}
-	first := len(l.waiting)+len(l.urgent) == 0
+	first := len(l.waiting.items)+len(l.urgent.items) == 0
 	if urgent {
-		l.urgent = append(l.urgent, o)
+		l.urgent.items = append(l.urgent.items, o)
 	} else {
-		l.waiting = append(l.waiting, o)
+		l.waiting.items = append(l.waiting.items, o)
 	}
 	l.mu.Unlock()
 	if first {
@@ -115,43 +113,47 @@ func (l *flushLane) run() {
 		}
 		for {
 			l.flushUrgent()
-			l.mu.Lock()
-			round := l.waiting
-			l.waiting, l.spare = l.spare[:0], nil
-			l.mu.Unlock()
+			round := l.take(&l.waiting)
 			if len(round) == 0 {
 				break
 			}
 			for i, o := range round {
 				o.flushRound(&l.iov)
-				round[i] = nil
 				if l.yieldEvery > 0 && i%l.yieldEvery == l.yieldEvery-1 {
 					runtime.Gosched()
 					l.flushUrgent()
 				}
 			}
-			l.mu.Lock()
-			l.spare = round[:0]
-			l.mu.Unlock()
+			l.giveBack(&l.waiting, round)
 		}
 	}
 }
 
 func (l *flushLane) flushUrgent() {
-	l.mu.Lock()
-	urgent := l.urgent
-	l.urgent, l.urgent2 = l.urgent2[:0], nil
-	l.mu.Unlock()
-	if len(urgent) == 0 {
-		return
-	}
-	for i, o := range urgent {
+	urgent := l.take(&l.urgent)
+	for _, o := range urgent {
 		o.flushRound(&l.iov)
-		urgent[i] = nil
 	}
+	l.giveBack(&l.urgent, urgent)
+}
+
+// outboxList is a list the lane takes whole, so adding never waits for a
+// round; the taken list's memory comes back for the next one.
+type outboxList struct{ items, spare []*Outbox }
+
+func (l *flushLane) take(list *outboxList) []*Outbox {
 	l.mu.Lock()
-	l.urgent2 = urgent[:0]
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	items := list.items
+	list.items, list.spare = list.spare[:0], nil
+	return items
+}
+
+func (l *flushLane) giveBack(list *outboxList, items []*Outbox) {
+	clear(items)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	list.spare = items[:0]
 }
 
 // handOver gives what still waits to goroutines of its own.
@@ -159,10 +161,10 @@ func (l *flushLane) handOver() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.stopped = true
-	for _, o := range append(l.waiting, l.urgent...) {
+	for _, o := range append(l.waiting.items, l.urgent.items...) {
 		go o.drain()
 	}
-	l.waiting, l.urgent = nil, nil
+	l.waiting, l.urgent = outboxList{}, outboxList{}
 }
 
 // writeWithoutWaiting writes frames to the socket with as few writev calls

@@ -245,15 +245,7 @@ func BenchmarkOutboxBurst(b *testing.B) {
 	for b.Loop() {
 		out.Push(frame)
 		if n++; n%64 == 0 {
-			for {
-				out.mu.Lock()
-				idle := !out.writing
-				out.mu.Unlock()
-				if idle {
-					break
-				}
-				runtime.Gosched()
-			}
+			waitUntilWritten(out)
 		}
 	}
 }
@@ -292,16 +284,21 @@ func BenchmarkFlusherRound(b *testing.B) {
 		outs[n%sockets].Push(frame)
 		if n++; n%(sockets*perSocket) == 0 {
 			for _, out := range outs {
-				for {
-					out.mu.Lock()
-					idle := !out.writing
-					out.mu.Unlock()
-					if idle {
-						break
-					}
-					runtime.Gosched()
-				}
+				waitUntilWritten(out)
 			}
 		}
+	}
+}
+
+// waitUntilWritten waits until nothing is queued or being written.
+func waitUntilWritten(out *Outbox) {
+	for {
+		out.mu.Lock()
+		idle := !out.writing
+		out.mu.Unlock()
+		if idle {
+			return
+		}
+		runtime.Gosched()
 	}
 }
