@@ -102,9 +102,14 @@ func DecodeCommand(frame []byte, limits Limits) (*pb.ClientCommand, *ProtocolErr
 		}
 		return nil, &ProtocolError{Code: CodeInvalidJSON, Text: "Invalid JSON"}
 	}
-	var f clientFrame
-	if err := json.Unmarshal(frame, &f); err != nil {
+	if !json.Valid(frame) {
 		return nil, &ProtocolError{Code: CodeInvalidJSON, Text: "Invalid JSON"}
+	}
+	// The command outlives the frame's read buffer: one copy serves all
+	// the members it keeps.
+	var f clientFrame
+	if !splitFrame(bytes.Clone(frame), &f) {
+		f = decodeFrameSlowly(frame)
 	}
 	if len(f.ID) > 0 && !isNumberOrString(f.ID) {
 		return nil, &ProtocolError{Code: CodeInvalidID, Text: "id must be a number or a string"}
@@ -115,13 +120,18 @@ func DecodeCommand(frame []byte, limits Limits) (*pb.ClientCommand, *ProtocolErr
 	if len(f.Type) == 0 || isNull(f.Type) {
 		return fail(CodeMissingType, "Missing message type")
 	}
-	typ, ok := decodeString(f.Type)
-	if !ok {
-		return fail(CodeMissingType, "Message type must be a string")
+	kind, known := pb.ClientCommand_KIND_UNSPECIFIED, false
+	if body, plain := plainString(f.Type); plain {
+		kind, known = commandKinds[string(body)]
 	}
-	kind, known := commandKinds[typ]
 	if !known {
-		return fail(CodeUnknownType, "Unknown message type: "+typ)
+		typ, ok := decodeString(f.Type)
+		if !ok {
+			return fail(CodeMissingType, "Message type must be a string")
+		}
+		if kind, known = commandKinds[typ]; !known {
+			return fail(CodeUnknownType, "Unknown message type: "+typ)
+		}
 	}
 	cmd := &pb.ClientCommand{Kind: kind, Id: f.ID}
 	switch kind {
@@ -160,6 +170,14 @@ func DecodeCommand(frame []byte, limits Limits) (*pb.ClientCommand, *ProtocolErr
 		cmd.Data = f.Data
 	}
 	return cmd, nil
+}
+
+// decodeFrameSlowly leaves a frame splitFrame cannot take to encoding/json.
+// Its own variable keeps the fast path's frame off the heap.
+func decodeFrameSlowly(validJSON []byte) clientFrame {
+	f := new(clientFrame)
+	_ = json.Unmarshal(validJSON, f) // cannot fail on a valid object
+	return *f
 }
 
 // decodeOptions reads the optional fields of subscribe, history and publish.
@@ -291,9 +309,27 @@ func decodeString(raw json.RawMessage) (string, bool) {
 	if len(raw) == 0 || raw[0] != '"' {
 		return "", false
 	}
+	if body, plain := plainString(raw); plain {
+		return string(body), true
+	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return "", false
 	}
 	return s, true
+}
+
+// plainString returns the contents of a JSON string that is printable ASCII
+// without escapes, which need no decoding.
+func plainString(raw json.RawMessage) ([]byte, bool) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return nil, false
+	}
+	body := raw[1 : len(raw)-1]
+	for _, c := range body {
+		if c < 0x20 || c >= 0x7f || c == '\\' || c == '"' {
+			return nil, false
+		}
+	}
+	return body, true
 }
