@@ -177,14 +177,15 @@ func (b *Broker) askRelaysAt(ctx actor.Context, addresses []string, msg proto.Me
 
 // Open starts the actor of a new client connection.
 func (b *Broker) Open(out *transport.Outbox) transport.Inbound {
-	props := actor.PropsFromProducer(func() actor.Actor { return newConnection(b, out) })
+	backlog := &commandBacklog{}
+	props := actor.PropsFromProducer(func() actor.Actor { return newConnection(b, out, backlog) })
 	pid, err := b.system.Root.SpawnNamed(props, "conn/"+out.ID)
 	if err != nil {
 		b.log.Error("spawn connection", "connection", out.ID, "err", err)
 		out.Close(1011, "internal error")
 		return closedInbound{}
 	}
-	return &connectionInbox{root: b.system.Root, pid: pid}
+	return &connectionInbox{root: b.system.Root, pid: pid, backlog: backlog}
 }
 
 // request calls a grain and waits for its typed answer.
@@ -402,12 +403,18 @@ func checkChannelAndData(channel string, data []byte) error {
 
 // connectionInbox forwards socket events to the connection actor.
 type connectionInbox struct {
-	root *actor.RootContext
-	pid  *actor.PID
+	root    *actor.RootContext
+	pid     *actor.PID
+	backlog *commandBacklog
 }
 
-func (c *connectionInbox) Command(cmd *pb.ClientCommand) { c.root.Send(c.pid, cmd) }
-func (c *connectionInbox) Closed()                       { c.root.Send(c.pid, &pb.SocketClosed{}) }
+// Command waits while the connection's backlog is full, so its socket is
+// not read meanwhile.
+func (c *connectionInbox) Command(cmd *pb.ClientCommand) {
+	c.backlog.enter()
+	c.root.Send(c.pid, cmd)
+}
+func (c *connectionInbox) Closed() { c.root.Send(c.pid, &pb.SocketClosed{}) }
 
 type closedInbound struct{}
 

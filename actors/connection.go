@@ -24,6 +24,7 @@ type connection struct {
 	sequence      uint64 // numbers this connection's grain requests
 	pending       map[uint64]pendingPublication
 	pendingCheck  *time.Timer // armed while publications are pending
+	backlog       *commandBacklog
 }
 
 // pendingPublication is one publication sent to its channel and not yet
@@ -38,8 +39,9 @@ type pendingPublication struct {
 // checkPending reminds a connection to look for unanswered publications.
 type checkPending struct{}
 
-func newConnection(b *Broker, out *transport.Outbox) *connection {
-	return &connection{b: b, out: out, subscriptions: make(map[string]struct{}), pending: make(map[uint64]pendingPublication)}
+func newConnection(b *Broker, out *transport.Outbox, backlog *commandBacklog) *connection {
+	return &connection{b: b, out: out, subscriptions: make(map[string]struct{}),
+		pending: make(map[uint64]pendingPublication), backlog: backlog}
 }
 
 func (c *connection) Receive(ctx actor.Context) {
@@ -47,6 +49,7 @@ func (c *connection) Receive(ctx actor.Context) {
 	case *actor.Started:
 		c.start(ctx)
 	case *pb.ClientCommand:
+		defer c.backlog.leave()
 		c.command(ctx, msg)
 	case *pb.Push:
 		c.out.Push(msg.Frame)
@@ -96,6 +99,7 @@ func (c *connection) start(ctx actor.Context) {
 }
 
 func (c *connection) stop(ctx actor.Context) {
+	c.backlog.stop()
 	if c.pendingCheck != nil {
 		c.pendingCheck.Stop()
 	}

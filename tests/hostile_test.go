@@ -253,3 +253,48 @@ func TestSlowHandshakeIsCutOff(t *testing.T) {
 		t.Fatalf("cut off only after %s", time.Since(start))
 	}
 }
+
+// With rate limits off, a client that writes publications as fast as it
+// can is read only as fast as the broker handles them: TCP holds the rest,
+// so the broker's memory stays flat, and nothing is lost.
+func TestFloodingPublisherIsReadNoFasterThanServed(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--rate-limit", "0", "--user-rate-limit", "0")
+	heapBefore := srv.metric(t, "go_memstats_heap_inuse_bytes")
+	flooder := srv.connect(t, "flooder")
+	const publications = 200_000
+	frame := `{"type":"message","channel":"flood:1","data":"` + strings.Repeat("x", 200) + `"}`
+
+	done := make(chan error, 1)
+	go func() {
+		for range publications {
+			if err := flooder.conn.WriteString(frame); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	var heapPeak float64
+	for finished := false; !finished; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("flooder cut off: %v", err)
+			}
+			finished = true
+		case <-time.After(50 * time.Millisecond):
+		}
+		heapPeak = max(heapPeak, srv.metric(t, "go_memstats_heap_inuse_bytes"))
+	}
+	// Every publication was taken: the next one gets the following offset.
+	flooder.sendJSON(map[string]any{"type": "message", "channel": "flood:1", "data": "last", "id": 1})
+	if ack := flooder.expect("published"); ack["offset"] != float64(publications+1) {
+		t.Fatalf("last publication at offset %v, want %d", ack["offset"], publications+1)
+	}
+	// Queued in the broker, the flood would take well over 100 MB.
+	if growth := (heapPeak - heapBefore) / (1 << 20); growth > 40 {
+		t.Fatalf("broker heap grew by %.0f MiB during the flood", growth)
+	}
+	t.Logf("broker heap peak growth %.1f MiB", (heapPeak-heapBefore)/(1<<20))
+}

@@ -29,6 +29,8 @@ type Connector interface {
 
 // Inbound receives what a client connection does.
 type Inbound interface {
+	// Command may wait while the connection's earlier commands are being
+	// handled; its socket is not read meanwhile, so TCP slows the client.
 	Command(*pb.ClientCommand)
 	Closed()
 }
