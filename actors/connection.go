@@ -74,8 +74,9 @@ func (c *connection) start(ctx actor.Context) {
 	self := ctx.Self()
 	attach := &pb.Attach{ConnectionId: c.out.ID, Address: self.Address, ActorId: self.Id,
 		MaxConnections: uint32(c.b.opts.MaxConnectionsPerUser)}
-	session := c.b.local.add(c.out, self)
-	if c.b.opts.MaxConnectionsPerUser == 0 {
+	limited := c.b.opts.MaxConnectionsPerUser > 0
+	session := c.b.local.add(c.out, self, !limited)
+	if !limited {
 		// No limit to check: only a session that is active needs to know.
 		if session != nil {
 			ctx.Send(session, attach)
@@ -94,6 +95,10 @@ func (c *connection) start(ctx actor.Context) {
 		c.out.Reply(transport.ErrorFrame(transport.CodeTooManyConns, "Too many connections for this user", nil))
 		c.out.Close(CloseTooManyConnections, "too many connections")
 		return
+	}
+	if newer := c.b.local.admit(c.out, res.Activation); newer != nil {
+		attach.Admitted = true
+		ctx.Send(newer, attach)
 	}
 	c.out.Push(transport.WelcomeFrame(c.out.User, c.out.ID))
 }

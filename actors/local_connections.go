@@ -26,8 +26,9 @@ type localConnections struct {
 }
 
 type localConnection struct {
-	out *transport.Outbox
-	pid *actor.PID
+	out      *transport.Outbox
+	pid      *actor.PID
+	admitted bool // accepted under the per-user limit, or there is none
 }
 
 // sessionWatch is an active session grain that follows its user's
@@ -46,11 +47,12 @@ func newLocalConnections() *localConnections {
 }
 
 // add registers a connection and returns the session grain to tell of it,
-// or nil when no session watches the user here.
-func (l *localConnections) add(out *transport.Outbox, pid *actor.PID) *actor.PID {
+// or nil when no session watches the user here. A connection that has yet
+// to be accepted under a per-user limit is not admitted until admit.
+func (l *localConnections) add(out *transport.Outbox, pid *actor.PID, admitted bool) *actor.PID {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	c := &localConnection{out: out, pid: pid}
+	c := &localConnection{out: out, pid: pid, admitted: admitted}
 	l.byID[out.ID] = c
 	l.byUser[out.User] = append(l.byUser[out.User], c)
 	return l.watches[out.User].pid
@@ -78,6 +80,22 @@ func (l *localConnections) remove(out *transport.Outbox) *actor.PID {
 	return l.watches[out.User].pid
 }
 
+// admit marks a connection accepted by the session activation that
+// answered its Attach. If a newer activation watches the user here, it may
+// have heard of the connection before that, as not admitted: admit returns
+// it, to be told.
+func (l *localConnections) admit(out *transport.Outbox, activation string) *actor.PID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c := l.byID[out.ID]; c != nil {
+		c.admitted = true
+	}
+	if w, ok := l.watches[out.User]; ok && w.activation != activation {
+		return w.pid
+	}
+	return nil
+}
+
 func (l *localConnections) get(id string) *transport.Outbox {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
@@ -96,7 +114,7 @@ func (l *localConnections) ofUser(user string) *pb.UserConnections {
 func (l *localConnections) ofUserLocked(user string) *pb.UserConnections {
 	res := &pb.UserConnections{}
 	for _, c := range l.byUser[user] {
-		res.Connections = append(res.Connections, &pb.UserConnections_Connection{ConnectionId: c.out.ID, ActorId: c.pid.Id})
+		res.Connections = append(res.Connections, &pb.UserConnections_Connection{ConnectionId: c.out.ID, ActorId: c.pid.Id, Admitted: c.admitted})
 	}
 	return res
 }

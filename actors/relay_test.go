@@ -22,7 +22,7 @@ func TestRelaySubscriptionsFollowJoinsAndLeaves(t *testing.T) {
 		server, client := net.Pipe()
 		t.Cleanup(func() { server.Close(); client.Close() })
 		out := transport.NewOutbox(server, fmt.Sprintf("c%d", i), "u", transport.OutboxLimits{MaxFrames: 1 << 20, MaxBytes: 1 << 30}, nil, nil, nil)
-		b.local.add(out, nil)
+		b.local.add(out, nil, true)
 	}
 	want := map[string]map[string]bool{}
 	rng := rand.New(rand.NewPCG(1, 2))

@@ -20,12 +20,16 @@ type session struct {
 	user        string
 	activation  string
 	connections map[string]*actor.PID // connection id → connection actor
-	idle        passivation
-	retries     retries
+	// Connections the relays reported before their Attach arrived: under a
+	// per-user limit they count only once this activation accepts them.
+	unadmitted map[string]struct{}
+	idle       passivation
+	retries    retries
 }
 
 func newSession(b *Broker) *session {
-	return &session{b: b, connections: make(map[string]*actor.PID), idle: passivation{idle: b.opts.GrainIdleTimeout}}
+	return &session{b: b, connections: make(map[string]*actor.PID), unadmitted: make(map[string]struct{}),
+		idle: passivation{idle: b.opts.GrainIdleTimeout}}
 }
 
 func (s *session) Receive(ctx actor.Context) {
@@ -51,16 +55,10 @@ func (s *session) Receive(ctx actor.Context) {
 	case *pb.WatchMembers:
 		s.watch(ctx, msg.Addresses)
 	case *pb.Attach:
-		if _, known := s.connections[msg.ConnectionId]; !known && msg.MaxConnections > 0 && len(s.connections) >= int(msg.MaxConnections) {
-			ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections)), Refused: true})
-			return
-		}
-		s.connections[msg.ConnectionId] = actor.NewPID(msg.Address, msg.ActorId)
-		if ctx.Sender() != nil {
-			ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections))})
-		}
+		s.attach(ctx, msg)
 	case *pb.Detach:
 		delete(s.connections, msg.ConnectionId)
+		delete(s.unadmitted, msg.ConnectionId)
 		s.idleWhenEmpty(ctx)
 	case *pb.SendToUser:
 		if answer, done := s.retries.answered(msg.Sender, msg.Sequence); done {
@@ -94,6 +92,26 @@ func (s *session) Receive(ctx actor.Context) {
 	}
 }
 
+// attach accepts a connection of the user, or refuses it when the user
+// already holds MaxConnections admitted ones. A retried Attach of an
+// admitted connection is accepted again.
+func (s *session) attach(ctx actor.Context, msg *pb.Attach) {
+	_, known := s.connections[msg.ConnectionId]
+	_, unadmitted := s.unadmitted[msg.ConnectionId]
+	admitted := len(s.connections) - len(s.unadmitted)
+	if msg.MaxConnections > 0 && !msg.Admitted && !(known && !unadmitted) && admitted >= int(msg.MaxConnections) {
+		delete(s.connections, msg.ConnectionId)
+		delete(s.unadmitted, msg.ConnectionId)
+		ctx.Respond(&pb.Attached{Connections: uint32(admitted), Refused: true, Activation: s.activation})
+		return
+	}
+	s.connections[msg.ConnectionId] = actor.NewPID(msg.Address, msg.ActorId)
+	delete(s.unadmitted, msg.ConnectionId)
+	if ctx.Sender() != nil {
+		ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections) - len(s.unadmitted)), Activation: s.activation})
+	}
+}
+
 // watch asks the relays at addresses for the user's connections and to
 // tell this activation of later ones. It waits for the answers, so an
 // Attach or Detach that a relay sends after answering is handled after the
@@ -104,7 +122,13 @@ func (s *session) watch(ctx actor.Context, addresses []string) {
 	for address, answer := range s.b.askRelaysAt(ctx, addresses, query, relayTimeout) {
 		if res, ok := answer.(*pb.UserConnections); ok {
 			for _, c := range res.Connections {
+				if _, known := s.connections[c.ConnectionId]; known {
+					continue // its Attach came first: the answer is older
+				}
 				s.connections[c.ConnectionId] = actor.NewPID(address, c.ActorId)
+				if !c.Admitted {
+					s.unadmitted[c.ConnectionId] = struct{}{}
+				}
 			}
 		}
 	}
@@ -115,6 +139,7 @@ func (s *session) pruneDeadNodes() {
 	for id, pid := range s.connections {
 		if !s.b.isAlive(pid.Address) {
 			delete(s.connections, id)
+			delete(s.unadmitted, id)
 		}
 	}
 }

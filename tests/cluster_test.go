@@ -453,3 +453,17 @@ func TestClusterSessionFollowsUsersOntoNewNodes(t *testing.T) {
 		}
 	}
 }
+
+// The per-user connection limit holds cluster-wide for connections that
+// open at the same moment on different nodes.
+func TestClusterConnectionLimitForSimultaneousConnections(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes := startCluster(t, etcd, 2, "--max-connections-per-user", "3")
+	for round := range 4 {
+		user := fmt.Sprintf("burst-%d", round)
+		if welcomed := connectAtOnce(t, nodes, user, 10); welcomed != 3 {
+			t.Fatalf("%s: %d of 10 simultaneous connections welcomed over 2 nodes, limit 3", user, welcomed)
+		}
+	}
+}

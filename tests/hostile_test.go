@@ -298,3 +298,39 @@ func TestFloodingPublisherIsReadNoFasterThanServed(t *testing.T) {
 	}
 	t.Logf("broker heap peak growth %.1f MiB", (heapPeak-heapBefore)/(1<<20))
 }
+
+// Connections of one user that open at the same moment, before anything
+// has activated the user's session, still get exactly the user's limit.
+func TestConnectionLimitHoldsForSimultaneousConnections(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--max-connections-per-user", "2")
+	for round := range 5 {
+		user := fmt.Sprintf("burst-%d", round)
+		if welcomed := connectAtOnce(t, []*server{srv}, user, 8); welcomed != 2 {
+			t.Fatalf("%s: %d of 8 simultaneous connections welcomed, limit 2", user, welcomed)
+		}
+	}
+}
+
+// connectAtOnce opens tries connections of user at the same moment, spread
+// over nodes, and returns how many were welcomed; the others must be
+// refused with 4029.
+func connectAtOnce(t *testing.T, nodes []*server, user string, tries int) int {
+	t.Helper()
+	var wg sync.WaitGroup
+	clients := make([]*client, tries)
+	for i := range clients {
+		wg.Add(1)
+		go func() { defer wg.Done(); clients[i] = nodes[i%len(nodes)].dial(t, "user="+user, nil, true) }()
+	}
+	wg.Wait()
+	welcomed := 0
+	for _, c := range clients {
+		if decode(c.next())["type"] == "welcome" {
+			welcomed++
+		} else if code := c.expectClose(); code != 4029 {
+			t.Fatalf("refused connection closed with %d, want 4029", code)
+		}
+	}
+	return welcomed
+}

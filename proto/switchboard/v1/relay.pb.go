@@ -660,9 +660,12 @@ func (x *ChannelSubscribers_Subscriber) GetInfo() []byte {
 }
 
 type UserConnections_Connection struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConnectionId  string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
-	ActorId       string                 `protobuf:"bytes,2,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	ActorId      string                 `protobuf:"bytes,2,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	// The user's session accepted it under the per-user connection limit
+	// (or there is none); false while its Attach is still on the way.
+	Admitted      bool `protobuf:"varint,3,opt,name=admitted,proto3" json:"admitted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -709,6 +712,13 @@ func (x *UserConnections_Connection) GetActorId() string {
 		return x.ActorId
 	}
 	return ""
+}
+
+func (x *UserConnections_Connection) GetAdmitted() bool {
+	if x != nil {
+		return x.Admitted
+	}
+	return false
 }
 
 var File_switchboard_v1_relay_proto protoreflect.FileDescriptor
@@ -758,13 +768,14 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1e\n" +
 	"\n" +
 	"activation\x18\x02 \x01(\tR\n" +
-	"activation\"\xad\x01\n" +
+	"activation\"\xc9\x01\n" +
 	"\x0fUserConnections\x12L\n" +
-	"\vconnections\x18\x01 \x03(\v2*.switchboard.v1.UserConnections.ConnectionR\vconnections\x1aL\n" +
+	"\vconnections\x18\x01 \x03(\v2*.switchboard.v1.UserConnections.ConnectionR\vconnections\x1ah\n" +
 	"\n" +
 	"Connection\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x19\n" +
-	"\bactor_id\x18\x02 \x01(\tR\aactorIdBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
+	"\bactor_id\x18\x02 \x01(\tR\aactorId\x12\x1a\n" +
+	"\badmitted\x18\x03 \x01(\bR\badmittedBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
 
 var (
 	file_switchboard_v1_relay_proto_rawDescOnce sync.Once

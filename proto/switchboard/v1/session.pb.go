@@ -31,8 +31,11 @@ type Attach struct {
 	ActorId      string                 `protobuf:"bytes,3,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
 	// The user may hold at most this many connections; 0: no limit.
 	MaxConnections uint32 `protobuf:"varint,4,opt,name=max_connections,json=maxConnections,proto3" json:"max_connections,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Already accepted by an earlier activation of the session: told to a
+	// newer one that may have learned of it before it was accepted.
+	Admitted      bool `protobuf:"varint,5,opt,name=admitted,proto3" json:"admitted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Attach) Reset() {
@@ -93,11 +96,20 @@ func (x *Attach) GetMaxConnections() uint32 {
 	return 0
 }
 
+func (x *Attach) GetAdmitted() bool {
+	if x != nil {
+		return x.Admitted
+	}
+	return false
+}
+
 type Attached struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Connections uint32                 `protobuf:"varint,1,opt,name=connections,proto3" json:"connections,omitempty"`
 	// True when the user already had max_connections; nothing was attached.
-	Refused       bool `protobuf:"varint,2,opt,name=refused,proto3" json:"refused,omitempty"`
+	Refused bool `protobuf:"varint,2,opt,name=refused,proto3" json:"refused,omitempty"`
+	// The session activation that answered.
+	Activation    string `protobuf:"bytes,3,opt,name=activation,proto3" json:"activation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -144,6 +156,13 @@ func (x *Attached) GetRefused() bool {
 		return x.Refused
 	}
 	return false
+}
+
+func (x *Attached) GetActivation() string {
+	if x != nil {
+		return x.Activation
+	}
+	return ""
 }
 
 type Detach struct {
@@ -575,15 +594,19 @@ var File_switchboard_v1_session_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x1cswitchboard/v1/session.proto\x12\x0eswitchboard.v1\"\x8b\x01\n" +
+	"\x1cswitchboard/v1/session.proto\x12\x0eswitchboard.v1\"\xa7\x01\n" +
 	"\x06Attach\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x19\n" +
 	"\bactor_id\x18\x03 \x01(\tR\aactorId\x12'\n" +
-	"\x0fmax_connections\x18\x04 \x01(\rR\x0emaxConnections\"F\n" +
+	"\x0fmax_connections\x18\x04 \x01(\rR\x0emaxConnections\x12\x1a\n" +
+	"\badmitted\x18\x05 \x01(\bR\badmitted\"f\n" +
 	"\bAttached\x12 \n" +
 	"\vconnections\x18\x01 \x01(\rR\vconnections\x12\x18\n" +
-	"\arefused\x18\x02 \x01(\bR\arefused\"-\n" +
+	"\arefused\x18\x02 \x01(\bR\arefused\x12\x1e\n" +
+	"\n" +
+	"activation\x18\x03 \x01(\tR\n" +
+	"activation\"-\n" +
 	"\x06Detach\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"V\n" +
 	"\n" +
