@@ -6,22 +6,30 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// retries remembers the last request of each requester so that a request
-// retried after a lost answer is answered again, not carried out twice.
-// A requester's requests are sequential, so the last one is all it takes.
+// retries remembers the answers given to each requester's recent requests
+// so that a request retried after a lost or late answer is answered again,
+// not carried out twice. A connection pipelines up to maxPipelined
+// publications, so a retry may name any of its last maxPipelined
+// sequences, not only the last one: each requester keeps a window of
+// retryWindow answers, indexed by sequence.
 type retries struct {
-	last       map[string]retryRecord
+	requesters map[string]*answeredWindow
 	sinceSweep int
 }
 
-type retryRecord struct {
-	sequence uint64
-	answer   proto.Message
-	at       time.Time
+// answeredWindow is a ring of a requester's latest answers.
+type answeredWindow struct {
+	sequences [retryWindow]uint64
+	answers   [retryWindow]proto.Message
+	at        time.Time // of the latest answer
 }
 
-// retryMemory is how long an answer is kept for a retry; far beyond the
-// longest request timeout.
+// retryWindow covers every publication a connection can have in flight,
+// with room for requests interleaved with them (subscribes, sends).
+const retryWindow = 2 * maxPipelined
+
+// retryMemory is how long a requester's answers are kept for a retry; far
+// beyond the longest request timeout.
 const retryMemory = time.Minute
 
 // answered returns the answer already given to requester's request sequence.
@@ -29,27 +37,37 @@ func (r *retries) answered(requester string, sequence uint64) (proto.Message, bo
 	if requester == "" || sequence == 0 {
 		return nil, false
 	}
-	rec, ok := r.last[requester]
-	if !ok || rec.sequence != sequence {
+	w := r.requesters[requester]
+	if w == nil {
 		return nil, false
 	}
-	return rec.answer, true
+	slot := sequence % retryWindow
+	if w.sequences[slot] != sequence {
+		return nil, false
+	}
+	return w.answers[slot], true
 }
 
 func (r *retries) remember(requester string, sequence uint64, answer proto.Message) {
 	if requester == "" || sequence == 0 {
 		return
 	}
-	if r.last == nil {
-		r.last = map[string]retryRecord{}
+	if r.requesters == nil {
+		r.requesters = map[string]*answeredWindow{}
 	}
 	now := time.Now()
-	r.last[requester] = retryRecord{sequence: sequence, answer: answer, at: now}
+	w := r.requesters[requester]
+	if w == nil {
+		w = &answeredWindow{}
+		r.requesters[requester] = w
+	}
+	slot := sequence % retryWindow
+	w.sequences[slot], w.answers[slot], w.at = sequence, answer, now
 	if r.sinceSweep++; r.sinceSweep >= 1024 {
 		r.sinceSweep = 0
-		for k, rec := range r.last {
-			if now.Sub(rec.at) > retryMemory {
-				delete(r.last, k)
+		for k, w := range r.requesters {
+			if now.Sub(w.at) > retryMemory {
+				delete(r.requesters, k)
 			}
 		}
 	}
