@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -24,8 +25,8 @@ type Config struct {
 	Name string
 	// NodeAddr is host:port for cluster traffic between nodes (port 0: any).
 	NodeAddr string
-	// AdvertiseAddr is the host other nodes reach this one at, when it
-	// differs from NodeAddr's host (e.g. NodeAddr binds 0.0.0.0).
+	// AdvertiseHost is the host (or host:port) other nodes reach this one
+	// at, when it differs from NodeAddr (e.g. NodeAddr binds 0.0.0.0).
 	AdvertiseHost string
 	// EtcdEndpoints, when set, make this node a member of a multi-node
 	// cluster whose membership lives in etcd; empty: a single node.
@@ -69,22 +70,29 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node address %q: bad port", cfg.NodeAddr)
 	}
-	// protoactor panics when remoting cannot listen; probe first for a clear error.
-	if port != 0 {
+	// protoactor panics when remoting cannot listen; probe first for a
+	// clear error. An advertised host needs the port other nodes dial, so
+	// a node that advertises one takes a fixed port now rather than 0.
+	if port != 0 || cfg.AdvertiseHost != "" {
 		probe, err := net.Listen("tcp", cfg.NodeAddr)
 		if err != nil {
 			return nil, fmt.Errorf("node address %s: %w", cfg.NodeAddr, err)
 		}
+		port = probe.Addr().(*net.TCPAddr).Port
 		_ = probe.Close()
+	}
+	advertised, err := advertisedAddress(cfg.AdvertiseHost, port)
+	if err != nil {
+		return nil, err
 	}
 
 	logger := slog.New(minLevel{cfg.Log.Handler(), cfg.LogLevel}).With("component", "protoactor")
 	system := actor.NewActorSystemWithConfig(actor.Configure(
 		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }),
 	))
-	var remoteOptions []remote.ConfigOption
-	if cfg.AdvertiseHost != "" {
-		remoteOptions = append(remoteOptions, remote.WithAdvertisedHost(cfg.AdvertiseHost))
+	remoteOptions := remoteLimits()
+	if advertised != "" {
+		remoteOptions = append(remoteOptions, remote.WithAdvertisedHost(advertised))
 	}
 	remoteConfig := remote.Configure(host, port, remoteOptions...)
 	var provider membership = standalone{}
@@ -126,6 +134,24 @@ func (n *Node) Stop() {
 	// Not protoactor's graceful path: its remote shutdown races with
 	// endpoint events, and membership is already handled above.
 	n.Cluster.Shutdown(false)
+}
+
+// advertisedAddress is host:port for an advertised host given with or
+// without its port; empty when nothing is advertised.
+func advertisedAddress(advertise string, port int) (string, error) {
+	if advertise == "" {
+		return "", nil
+	}
+	if host, p, err := net.SplitHostPort(advertise); err == nil {
+		if _, err := strconv.Atoi(p); err != nil || host == "" {
+			return "", fmt.Errorf("advertised address %q: want a host or host:port", advertise)
+		}
+		return advertise, nil
+	}
+	if strings.ContainsAny(advertise, "/ ") {
+		return "", fmt.Errorf("advertised address %q: want a host or host:port", advertise)
+	}
+	return net.JoinHostPort(strings.Trim(advertise, "[]"), strconv.Itoa(port)), nil
 }
 
 // joinAfter runs before, then joins.

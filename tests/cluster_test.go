@@ -467,3 +467,26 @@ func TestClusterConnectionLimitForSimultaneousConnections(t *testing.T) {
 		}
 	}
 }
+
+// The README's production example advertises a host without a port.
+func TestClusterNodeAdvertisingAHost(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	a := startNode(t, etcd)
+	b := startNode(t, etcd, "--node-advertise", "127.0.0.1")
+	waitForMembers(t, []*server{a, b}, 2)
+	ca, cb := a.connect(t, "a"), b.connect(t, "b")
+	for i := range 4 {
+		channel := fmt.Sprintf("advertised:%d", i) // some owned by each node
+		ca.subscribe(channel)
+		cb.sendJSON(map[string]any{"type": "message", "channel": channel, "data": i, "id": i})
+		cb.expect("published")
+		if m := ca.expect("message"); m["data"] != float64(i) {
+			t.Fatalf("got %v", m)
+		}
+	}
+	out, err := runBroker(t, "--addr", "127.0.0.1:0", "--cluster-etcd", etcd.Endpoint, "--node-advertise", "bad host/x")
+	if err == nil || !strings.Contains(out, "advertised address") {
+		t.Fatalf("a malformed --node-advertise should be refused naming it; err=%v output:\n%s", err, out)
+	}
+}
