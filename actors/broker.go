@@ -6,6 +6,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -53,13 +54,17 @@ type Broker struct {
 	metrics *transport.Metrics
 	log     *slog.Logger
 
-	system  *actor.ActorSystem
-	cluster *cluster.Cluster
-	relay   *actor.PID
-	local   *localConnections
-	alive   atomic.Pointer[map[string]struct{}] // member addresses
+	system     *actor.ActorSystem
+	cluster    *cluster.Cluster
+	membership Membership
+	relay      *actor.PID
+	local      *localConnections
+	view       atomic.Pointer[view]
+	departed   departedMembers
 
-	sessions    sync.Map // user → *actor.PID of the session grain active on this node
+	placements  sync.Map // kind/identity → *placement of the grain active on this node
+	pids        atomic.Pointer[pidCache]
+	lookups     sync.Map // kind/identity → *pendingLookup
 	activations atomic.Uint64
 }
 
@@ -79,10 +84,13 @@ func (b *Broker) Kinds() []*cluster.Kind {
 	}
 }
 
-// Start binds the broker to a started cluster member and spawns its relay.
-func (b *Broker) Start(c *cluster.Cluster) error {
+// Start binds the broker to a started cluster member, whose standing
+// membership reports, and spawns its relay.
+func (b *Broker) Start(c *cluster.Cluster, membership Membership) error {
 	b.cluster = c
 	b.system = c.ActorSystem
+	b.membership = membership
+	b.pids.Store(&pidCache{})
 	pid, err := b.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newRelay(b) }), relayName)
 	if err != nil {
 		return fmt.Errorf("spawn relay: %w", err)
@@ -97,38 +105,56 @@ func (b *Broker) Start(c *cluster.Cluster) error {
 	return nil
 }
 
+// updateMembers makes a new member list the one in force. It runs on
+// protoactor's topology event, in order, before any grain sees the list:
+// caches of where grains live start afresh, activations that no longer
+// own their identity are marked moved at once, and grains forget the
+// subscribers and connections of members that left.
 func (b *Broker) updateMembers(members []*cluster.Member) {
-	alive := make(map[string]struct{}, len(members))
+	next := &view{term: b.membership.Term(), self: b.system.Address(), members: make(map[string]string, len(members)),
+		owners: cluster.NewRendezvous()}
+	next.owners.UpdateMembers(members)
 	for _, m := range members {
-		alive[m.Address()] = struct{}{}
+		next.members[m.Address()] = m.Id
 	}
-	before := b.alive.Swap(&alive)
-	b.metrics.ClusterMembers.Set(float64(len(alive)))
+	before := b.view.Swap(next)
+	b.pids.Store(&pidCache{})
+	b.metrics.ClusterMembers.Set(float64(len(next.members)))
 	if before == nil {
 		return
 	}
+	left := &pb.MembersLeft{}
 	gone := map[string]struct{}{}
-	for address := range *before {
-		if _, ok := alive[address]; !ok {
+	for address, id := range before.members {
+		if next.members[address] != id {
+			left.Members = append(left.Members, id)
 			gone[address] = struct{}{}
+			b.departed.add(id)
 		}
 	}
 	if len(gone) > 0 {
 		b.local.forgetWatchesAt(gone)
 	}
 	joined := &pb.WatchMembers{}
-	for address := range alive {
-		if _, ok := (*before)[address]; !ok {
+	for address, id := range next.members {
+		if before.members[address] != id {
 			joined.Addresses = append(joined.Addresses, address)
 		}
 	}
-	if len(joined.Addresses) > 0 {
-		// Active sessions here must hear of their users' connections on the new members too.
-		b.sessions.Range(func(_, pid any) bool {
-			b.system.Root.Send(pid.(*actor.PID), joined)
-			return true
-		})
-	}
+	b.placements.Range(func(_, value any) bool {
+		p := value.(*placement)
+		if !next.owns(p.kind, p.identity) {
+			p.moved.Store(true)
+		}
+		if len(left.Members) > 0 {
+			b.system.Root.Send(p.pid, left)
+		}
+		if len(joined.Addresses) > 0 && p.kind == SessionKind {
+			// Active sessions must hear of their users' connections on the new members too.
+			b.system.Root.Send(p.pid, joined)
+		}
+		return true
+	})
 }
 
 // newActivation names one activation of a session grain, unique in the cluster.
@@ -136,10 +162,12 @@ func (b *Broker) newActivation() string {
 	return b.system.Address() + "/" + strconv.FormatUint(b.activations.Add(1), 36)
 }
 
-// isAlive reports whether a cluster member listens at address.
-func (b *Broker) isAlive(address string) bool {
-	_, ok := (*b.alive.Load())[address]
-	return ok
+// isMember reports whether the member incarnation id may still hold
+// subscribers and connections: it is in the member list, or has not been
+// seen to leave (a member that just joined may be ahead of this node's
+// list).
+func (b *Broker) isMember(id string) bool {
+	return b.view.Load().hasMember(id) || !b.departed.has(id)
 }
 
 // askRelays sends msg to every member's relay at once and returns, by
@@ -149,9 +177,9 @@ func (b *Broker) askRelays(ctx actor.Context, msg proto.Message, timeout time.Du
 }
 
 func (b *Broker) members() []string {
-	alive := *b.alive.Load()
-	addresses := make([]string, 0, len(alive))
-	for address := range alive {
+	members := b.view.Load().members
+	addresses := make([]string, 0, len(members))
+	for address := range members {
 		addresses = append(addresses, address)
 	}
 	return addresses
@@ -211,14 +239,16 @@ func request[T proto.Message](ctx context.Context, b *Broker, kind, identity str
 		if pid := b.grainPID(kind, identity); pid != nil {
 			res, err := b.system.Root.RequestFuture(pid, msg, min(remaining, attemptTimeout)).Result()
 			if err == nil {
-				answer, ok := res.(T)
-				if !ok {
+				if _, moved := res.(*pb.Moved); moved {
+					err = errMoved
+				} else if answer, ok := res.(T); ok {
+					return answer, nil
+				} else {
 					return zero, fmt.Errorf("%s %s: unexpected answer %T", kind, identity, res)
 				}
-				return answer, nil
 			}
 			lastErr = err
-			b.cluster.PidCache.Remove(identity, kind)
+			b.forgetPID(kind, identity)
 		} else {
 			lastErr = fmt.Errorf("no activation found")
 		}
@@ -233,12 +263,22 @@ const (
 	relayTimeout   = time.Second
 )
 
+var errMoved = errors.New("the grain moved")
+
 // grainPID finds (activating if need be) the grain, through the cache.
 func (b *Broker) grainPID(kind, identity string) *actor.PID {
-	if pid, ok := b.cluster.PidCache.Get(identity, kind); ok {
+	if pid := b.cachedPID(kind, identity); pid != nil {
 		return pid
 	}
 	return b.lookup(kind, identity)
+}
+
+// pendingLookup is one lookup in flight, shared by everyone who asks for
+// the same grain meanwhile: at most one goroutine per grain waits on
+// protoactor, however many callers give up on it.
+type pendingLookup struct {
+	done chan struct{}
+	pid  *actor.PID
 }
 
 // lookup asks the cluster where the grain is, activating it if need be.
@@ -249,19 +289,25 @@ func (b *Broker) grainPID(kind, identity string) *actor.PID {
 // as soon as the dead member's lease expires. The lookup left behind ends
 // on its own.
 func (b *Broker) lookup(kind, identity string) *actor.PID {
-	found := make(chan *actor.PID, 1)
-	go func() {
-		pid := b.cluster.Get(identity, kind)
-		if pid != nil {
-			b.cluster.PidCache.Set(identity, kind, pid)
-		}
-		found <- pid
-	}()
+	key := kind + "/" + identity
+	fresh := &pendingLookup{done: make(chan struct{})}
+	existing, inFlight := b.lookups.LoadOrStore(key, fresh)
+	pending := existing.(*pendingLookup)
+	if !inFlight {
+		go func() {
+			pending.pid = b.cluster.Get(identity, kind)
+			if pending.pid != nil {
+				b.cachePID(kind, identity, pending.pid)
+			}
+			b.lookups.Delete(key)
+			close(pending.done)
+		}()
+	}
 	timeout := time.NewTimer(attemptTimeout)
 	defer timeout.Stop()
 	select {
-	case pid := <-found:
-		return pid
+	case <-pending.done:
+		return pending.pid
 	case <-timeout.C:
 		return nil
 	}

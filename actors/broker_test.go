@@ -29,7 +29,7 @@ func startBroker(t *testing.T) *Broker {
 		t.Fatal(err)
 	}
 	t.Cleanup(node.Stop)
-	if err := b.Start(node.Cluster); err != nil {
+	if err := b.Start(node.Cluster, node); err != nil {
 		t.Fatal(err)
 	}
 	return b
@@ -207,7 +207,7 @@ func TestReconnectsRacingPassivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(node.Stop)
-	if err := b.Start(node.Cluster); err != nil {
+	if err := b.Start(node.Cluster, node); err != nil {
 		t.Fatal(err)
 	}
 	errs := make(chan error, 4)

@@ -25,11 +25,13 @@ type channel struct {
 	epoch string // changes whenever this channel's history is lost
 	last  uint64 // offset of the latest publication
 
+	placement   *placement
 	subscribers map[string]*subscriber // connection id → subscriber
-	relays      map[string]*relayRef   // relay address → relay
+	relays      map[string]*relayRef   // member id → that member's relay
 	users       map[string]*member     // user → their connections here
 	history     []stored               // oldest first
 	configured  bool                   // settings from the HTTP API keep it loaded
+	unanswered  map[string]bool        // relays (by address) yet to say who subscribes here
 	idle        passivation
 	retries     retries
 }
@@ -44,6 +46,7 @@ type subscriber struct {
 
 type relayRef struct {
 	pid         *actor.PID
+	member      string
 	subscribers int
 }
 
@@ -59,7 +62,7 @@ type stored struct {
 }
 
 func newChannel(b *Broker) *channel {
-	return &channel{b: b, subscribers: map[string]*subscriber{}, relays: map[string]*relayRef{},
+	return &channel{b: b, subscribers: map[string]*subscriber{}, relays: map[string]*relayRef{}, unanswered: map[string]bool{},
 		users: map[string]*member{}, idle: passivation{idle: b.opts.GrainIdleTimeout}}
 }
 
@@ -72,13 +75,48 @@ func (c *channel) Receive(ctx actor.Context) {
 		c.name = msg.Identity.Identity
 		c.opts = c.b.opts.Namespaces.For(c.name)
 		c.epoch = newEpoch()
+		c.placement = c.b.place(ChannelKind, c.name, ctx.Self())
 		c.b.metrics.Actors.WithLabelValues(ChannelKind).Inc()
-		c.recoverSubscribers(ctx)
+		if !c.placement.moved.Load() {
+			c.recoverSubscribers(ctx)
+		}
 		c.idleWhenUnused(ctx)
+		return
 	case *actor.Stopped:
 		c.idle.cancel()
+		c.b.unplace(c.placement)
 		c.b.metrics.Actors.WithLabelValues(ChannelKind).Dec()
 		c.b.metrics.Subscriptions.Sub(float64(len(c.subscribers)))
+		return
+	case *pb.MembersLeft:
+		c.forgetMembers(ctx, msg.Members)
+		return
+	case askRelaysAgain:
+		c.askUnansweredRelays(ctx)
+		return
+	case *pb.ChannelSubscribers:
+		c.lateAnswer(ctx, msg)
+		return
+	case *pb.IdleCheck:
+		if c.placement.moved.Load() {
+			ctx.Stop(ctx.Self())
+			return
+		}
+		c.trimHistory()
+		c.idle.check(ctx, c.unused())
+		if len(c.subscribers) == 0 && !c.configured && len(c.history) > 0 {
+			// Kept for its history: look again when the oldest entry expires.
+			c.idle.arm(ctx, time.Until(c.history[0].at.Add(c.opts.HistoryTTL))+time.Millisecond)
+		}
+		return
+	case *actor.Started, *actor.Stopping, *actor.Restarting:
+		return
+	}
+	if !c.b.serving(c.placement) {
+		c.standDown(ctx)
+		return
+	}
+	switch msg := ctx.Message().(type) {
 	case *pb.Publish:
 		c.publish(ctx, msg)
 	case *pb.Subscribe:
@@ -86,10 +124,8 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *pb.Unsubscribe:
 		c.unsubscribe(ctx, msg)
 	case *pb.ListSubscribers:
-		c.pruneDeadRelays(ctx)
 		ctx.Respond(c.list())
 	case *pb.QueryPresence:
-		c.pruneDeadRelays(ctx)
 		ctx.Respond(c.presence())
 	case *pb.QueryHistory:
 		ctx.Respond(c.historySince(msg.Since, msg.Limit))
@@ -101,39 +137,115 @@ func (c *channel) Receive(ctx actor.Context) {
 		c.configured = msg.Capacity != 0
 		ctx.Respond(&pb.ChannelConfigured{})
 		c.idleWhenUnused(ctx)
-	case *pb.IdleCheck:
-		c.trimHistory()
-		c.idle.check(ctx, c.unused())
-		if len(c.subscribers) == 0 && !c.configured && len(c.history) > 0 {
-			// Kept for its history: look again when the oldest entry expires.
-			c.idle.arm(ctx, time.Until(c.history[0].at.Add(c.opts.HistoryTTL))+time.Millisecond)
-		}
 	}
 }
 
+// standDown answers a request this activation may not serve: it moved,
+// or its node is unsure of its membership. The caller looks the channel
+// up again; a moved activation stops soon after.
+func (c *channel) standDown(ctx actor.Context) {
+	if ctx.Sender() != nil {
+		moved := &pb.Moved{}
+		if p, ok := ctx.Message().(*pb.Publish); ok {
+			moved.Sequence = p.Sequence
+		}
+		ctx.Respond(moved)
+	}
+	if c.placement.moved.Load() {
+		c.idle.arm(ctx, movedLinger)
+	}
+}
+
+// movedLinger is how long a moved activation keeps answering Moved before
+// it stops: callers whose member list still points here get a quick
+// answer rather than waiting out a request sent to a stopped actor.
+const movedLinger = time.Second
+
 // recoverSubscribers rebuilds the subscriber set from the relays: an
 // activation after a move or a node loss starts with everyone the nodes
-// still deliver to, so no client has to subscribe again.
+// still deliver to, so no client has to subscribe again. The question
+// carries this activation's term: older activations stand down, and a
+// relay that knows a newer one says so, and this one stands down.
 func (c *channel) recoverSubscribers(ctx actor.Context) {
-	answers := c.b.askRelays(ctx, &pb.QueryChannelSubscribers{Channel: c.name}, relayTimeout)
-	for address, answer := range answers {
-		if res, ok := answer.(*pb.ChannelSubscribers); ok {
-			for _, s := range res.Subscribers {
-				c.add(s.ConnectionId, s.User, address, s.PresenceEvents, s.Info)
+	query := &pb.QueryChannelSubscribers{Channel: c.name, Term: c.placement.term, Epoch: c.epoch}
+	answers := c.b.askRelays(ctx, query, relayTimeout)
+	for _, answer := range answers {
+		if res, ok := answer.(*pb.ChannelSubscribers); ok && res.Stale {
+			c.placement.moved.Store(true)
+			return
+		}
+	}
+	for _, address := range c.b.members() {
+		res, ok := answers[address].(*pb.ChannelSubscribers)
+		if !ok {
+			c.unanswered[address] = true
+			continue
+		}
+		for _, s := range res.Subscribers {
+			c.add(s.ConnectionId, s.User, address, res.Member, s.PresenceEvents, s.Info)
+		}
+	}
+	c.askUnansweredRelaysLater(ctx)
+}
+
+// askRelaysAgain reminds a channel to ask the relays that have not
+// answered yet: a busy or briefly unreachable node keeps its subscribers.
+type askRelaysAgain struct{}
+
+func (c *channel) askUnansweredRelaysLater(ctx actor.Context) {
+	if len(c.unanswered) == 0 {
+		return
+	}
+	root, self := ctx.ActorSystem().Root, ctx.Self()
+	time.AfterFunc(relayTimeout, func() { root.Send(self, askRelaysAgain{}) })
+}
+
+// askUnansweredRelays asks again, without waiting, every relay that has
+// not answered, as long as its member is in the cluster; the answer comes
+// back as a message. Its subscribers missed what was published meanwhile:
+// their relay tells them (a gap frame) on the first delivery it gets.
+func (c *channel) askUnansweredRelays(ctx actor.Context) {
+	members := c.b.view.Load().members
+	query := &pb.QueryChannelSubscribers{Channel: c.name, Term: c.placement.term, Epoch: c.epoch}
+	for address := range c.unanswered {
+		if _, member := members[address]; !member {
+			delete(c.unanswered, address)
+			continue
+		}
+		ctx.Request(actor.NewPID(address, relayName), query)
+	}
+	c.askUnansweredRelaysLater(ctx)
+}
+
+// lateAnswer takes the subscribers of a relay that answered after the
+// activation went on without it.
+func (c *channel) lateAnswer(ctx actor.Context, res *pb.ChannelSubscribers) {
+	for address, member := range c.b.view.Load().members {
+		if member != res.Member || !c.unanswered[address] {
+			continue
+		}
+		delete(c.unanswered, address)
+		if res.Stale {
+			c.placement.moved.Store(true)
+			return
+		}
+		for _, s := range res.Subscribers {
+			if _, arrived := c.add(s.ConnectionId, s.User, address, res.Member, s.PresenceEvents, s.Info); arrived {
+				c.announce(ctx, transport.JoinFrame(c.name, s.User, s.Info))
 			}
 		}
 	}
 }
 
 // add registers a subscriber and reports whether its user just arrived.
-func (c *channel) add(connectionID, user, relayAddress string, presence bool, info []byte) (*subscriber, bool) {
+func (c *channel) add(connectionID, user, relayAddress, relayMember string, presence bool, info []byte) (*subscriber, bool) {
 	if sub, known := c.subscribers[connectionID]; known {
 		return sub, false
 	}
-	r := c.relays[relayAddress]
+	r := c.relays[relayMember]
 	if r == nil {
-		r = &relayRef{pid: actor.NewPID(relayAddress, relayName)}
-		c.relays[relayAddress] = r
+		r = &relayRef{pid: actor.NewPID(relayAddress, relayName), member: relayMember}
+		c.relays[relayMember] = r
 	}
 	r.subscribers++
 	sub := &subscriber{user: user, relay: r, presence: presence || c.opts.Presence, info: info}
@@ -161,7 +273,7 @@ func (c *channel) remove(connectionID string) (*subscriber, bool, bool) {
 	delete(c.subscribers, connectionID)
 	c.b.metrics.Subscriptions.Dec()
 	if sub.relay.subscribers--; sub.relay.subscribers == 0 {
-		delete(c.relays, sub.relay.pid.Address)
+		delete(c.relays, sub.relay.member)
 	}
 	left := false
 	if m := c.users[sub.user]; m != nil {
@@ -173,20 +285,22 @@ func (c *channel) remove(connectionID string) (*subscriber, bool, bool) {
 	return sub, true, left
 }
 
-// pruneDeadRelays forgets subscribers on nodes that left the cluster.
-func (c *channel) pruneDeadRelays(ctx actor.Context) {
-	for address := range c.relays {
-		if c.b.isAlive(address) {
+// forgetMembers drops the subscribers on members that left the cluster,
+// with leave events for the users who went with them.
+func (c *channel) forgetMembers(ctx actor.Context, members []string) {
+	for _, member := range members {
+		if c.relays[member] == nil {
 			continue
 		}
 		for id, sub := range c.subscribers {
-			if sub.relay.pid.Address == address {
+			if sub.relay.member == member {
 				if _, _, left := c.remove(id); left {
 					c.announce(ctx, transport.LeaveFrame(c.name, sub.user))
 				}
 			}
 		}
 	}
+	c.idleWhenUnused(ctx)
 }
 
 // announce sends a join or leave event to the subscribers that want them.
@@ -216,7 +330,6 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 		ctx.Respond(&pb.Published{Offset: c.last, Mismatch: true, Sequence: msg.Sequence})
 		return
 	}
-	c.pruneDeadRelays(ctx)
 	c.last++
 	now := time.Now()
 	frame := transport.MessageFrame(c.name, msg.User, msg.Data, c.last, c.epoch, now.UnixMilli())
@@ -224,11 +337,12 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 		c.history = append(c.history, stored{offset: c.last, at: now, frame: frame})
 		c.trimHistory()
 	}
-	delivery := &pb.Delivery{Channel: c.name, Frame: frame, ExcludeUser: msg.ExcludeUser}
+	delivery := &pb.Delivery{Channel: c.name, Frame: frame, ExcludeUser: msg.ExcludeUser,
+		Epoch: c.epoch, Offset: c.last, Term: c.placement.term}
 	self := ctx.Self().Address
-	for address, r := range c.relays {
+	for _, r := range c.relays {
 		ctx.Send(r.pid, delivery)
-		if address != self {
+		if r.pid.Address != self {
 			c.b.metrics.RemoteDeliveries.Inc()
 		}
 	}
@@ -245,14 +359,20 @@ func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 		return
 	}
 	_, known := c.subscribers[msg.ConnectionId]
+	if !known && !c.b.isMember(msg.RelayMember) {
+		// Sent from a node that has left since: nobody there to deliver to.
+		ctx.Respond(&pb.Subscribed{Offset: c.last, Epoch: c.epoch})
+		return
+	}
 	if !known && c.opts.Capacity > 0 && c.users[msg.User] == nil && len(c.users) >= c.opts.Capacity {
 		ctx.Respond(&pb.Subscribed{Offset: c.last, Epoch: c.epoch, RefusedCode: transport.CodeChannelFull,
 			RefusedText: fmt.Sprintf("Channel %s is full: at most %d users", c.name, c.opts.Capacity)})
 		return
 	}
-	sub, arrived := c.add(msg.ConnectionId, msg.User, msg.RelayAddress, msg.PresenceEvents, msg.Info)
+	sub, arrived := c.add(msg.ConnectionId, msg.User, msg.RelayAddress, msg.RelayMember, msg.PresenceEvents, msg.Info)
 	sub.sequence = msg.Sequence
-	added := &pb.SubscriberAdded{Channel: c.name, ConnectionId: msg.ConnectionId, PresenceEvents: sub.presence, Info: sub.info}
+	added := &pb.SubscriberAdded{Channel: c.name, ConnectionId: msg.ConnectionId, PresenceEvents: sub.presence, Info: sub.info,
+		Term: c.placement.term, Epoch: c.epoch, Offset: c.last}
 	var recovered *bool
 	if msg.Recover {
 		ok, backlog := c.recover(msg.RecoverOffset, msg.RecoverEpoch)

@@ -62,6 +62,8 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.retryPending(ctx, func(p pendingPublication) bool { return time.Since(p.sent) >= attemptTimeout })
 	case *actor.DeadLetterResponse:
 		c.retryPending(ctx, func(p pendingPublication) bool { return p.pid.Equal(msg.Target) })
+	case *pb.Moved:
+		c.retryPending(ctx, func(p pendingPublication) bool { return p.msg.Sequence == msg.Sequence })
 	case *pb.SocketClosed:
 		ctx.Stop(ctx.Self())
 	case *actor.Stopping:
@@ -72,7 +74,7 @@ func (c *connection) Receive(ctx actor.Context) {
 func (c *connection) start(ctx actor.Context) {
 	c.b.metrics.Actors.WithLabelValues("connection").Inc()
 	self := ctx.Self()
-	attach := &pb.Attach{ConnectionId: c.out.ID, Address: self.Address, ActorId: self.Id,
+	attach := &pb.Attach{ConnectionId: c.out.ID, Address: self.Address, ActorId: self.Id, Member: c.b.system.ID,
 		MaxConnections: uint32(c.b.opts.MaxConnectionsPerUser)}
 	limited := c.b.opts.MaxConnectionsPerUser > 0
 	session := c.b.local.add(c.out, self, !limited)
@@ -155,6 +157,7 @@ func (c *connection) subscribe(ctx actor.Context, cmd *pb.ClientCommand) {
 		ConnectionId:   c.out.ID,
 		User:           c.out.User,
 		RelayAddress:   ctx.Self().Address,
+		RelayMember:    c.b.system.ID,
 		ReplyId:        cmd.Id,
 		Sequence:       c.next(),
 		PresenceEvents: cmd.Presence,
@@ -251,7 +254,7 @@ func (c *connection) retryPending(ctx actor.Context, match func(pendingPublicati
 	}
 	slices.SortFunc(retry, func(a, b pendingPublication) int { return cmp.Compare(a.msg.Sequence, b.msg.Sequence) })
 	for _, p := range retry {
-		c.b.cluster.PidCache.Remove(p.cmd.Channel, ChannelKind)
+		c.b.forgetPID(ChannelKind, p.cmd.Channel)
 		c.publishAndWait(p.cmd, p.msg)
 	}
 	c.armPendingCheck(ctx)

@@ -18,10 +18,15 @@ type relay struct {
 }
 
 // relayedChannel is a channel's local subscriptions: a slice to deliver
-// to (walking it is what every publication costs), indexed by connection.
+// to (walking it is what every publication costs), indexed by connection;
+// and where its stream stands here: the activation it follows (term and
+// epoch) and the last offset delivered.
 type relayedChannel struct {
 	subs  []relayed
 	index map[string]int // connection id → position in subs
+	term  uint64
+	epoch string
+	last  uint64
 }
 
 // relayed is one local subscription, with what a re-activated channel
@@ -54,21 +59,17 @@ func (r *relay) Receive(ctx actor.Context) {
 			}
 		}
 	case *pb.QueryChannelSubscribers:
-		res := &pb.ChannelSubscribers{}
-		if ch := r.channels[msg.Channel]; ch != nil {
-			for _, sub := range ch.subs {
-				res.Subscribers = append(res.Subscribers, &pb.ChannelSubscribers_Subscriber{
-					ConnectionId: sub.id, User: sub.out.User, PresenceEvents: sub.presence, Info: sub.info})
-			}
-		}
-		ctx.Respond(res)
+		ctx.Respond(r.announced(msg))
 	case *pb.QueryUserConnections:
+		var res *pb.UserConnections
 		if msg.WatcherId == "" {
-			ctx.Respond(r.b.local.ofUser(msg.User))
-			return
+			res = r.b.local.ofUser(msg.User)
+		} else {
+			watcher := sessionWatch{pid: actor.NewPID(msg.WatcherAddress, msg.WatcherId), activation: msg.Activation}
+			res = r.b.local.watch(msg.User, watcher)
 		}
-		watcher := sessionWatch{pid: actor.NewPID(msg.WatcherAddress, msg.WatcherId), activation: msg.Activation}
-		ctx.Respond(r.b.local.watch(msg.User, watcher))
+		res.Member = r.b.system.ID
+		ctx.Respond(res)
 	case *pb.Unwatch:
 		r.b.local.unwatch(msg.User, msg.Activation)
 	case *pb.ConnectionClosed:
@@ -87,10 +88,63 @@ func (r *relay) Receive(ctx actor.Context) {
 	}
 }
 
+// announced answers a new activation of a channel with the local
+// subscribers it should deliver to, unless an activation placed under a
+// newer member list has announced itself here already. From then on this
+// relay follows the new activation: a local activation it replaces stands
+// down, deliveries of older ones are dropped, and local subscribers that
+// followed another epoch are told their stream jumped.
+func (r *relay) announced(q *pb.QueryChannelSubscribers) *pb.ChannelSubscribers {
+	res := &pb.ChannelSubscribers{Member: r.b.system.ID}
+	ch := r.channels[q.Channel]
+	if r.b.fenceBy(ChannelKind, q.Channel, q.Term) || (ch != nil && ch.term > q.Term) {
+		res.Stale = true
+		return res
+	}
+	if ch == nil {
+		return res
+	}
+	for _, sub := range ch.subs {
+		res.Subscribers = append(res.Subscribers, &pb.ChannelSubscribers_Subscriber{
+			ConnectionId: sub.id, User: sub.out.User, PresenceEvents: sub.presence, Info: sub.info})
+	}
+	if ch.term != q.Term || ch.epoch != q.Epoch {
+		r.follow(q.Channel, ch, q.Term, q.Epoch, 0)
+	}
+	return res
+}
+
+// follow makes ch follow the activation of term from offset on, telling
+// local subscribers if that is not where their stream stood.
+func (r *relay) follow(channel string, ch *relayedChannel, term uint64, epoch string, offset uint64) {
+	jumped := ch.epoch != "" && (ch.epoch != epoch || ch.last != offset)
+	ch.term, ch.epoch, ch.last = term, epoch, offset
+	if !jumped {
+		return
+	}
+	r.b.metrics.DeliveryGaps.Inc()
+	gap := transport.GapFrame(channel, epoch, offset)
+	for i := range ch.subs {
+		ch.subs[i].out.Push(gap)
+	}
+}
+
 func (r *relay) deliver(d *pb.Delivery) {
 	ch := r.channels[d.Channel]
 	if ch == nil {
 		return
+	}
+	if d.Offset != 0 {
+		switch {
+		case d.Term < ch.term:
+			r.b.metrics.StaleDeliveries.Inc()
+			return
+		case d.Term > ch.term || d.Epoch != ch.epoch || d.Offset != ch.last+1:
+			// Offsets lost on the way (a stream between nodes torn down),
+			// or an activation this relay was not asked by.
+			r.follow(d.Channel, ch, d.Term, d.Epoch, d.Offset-1)
+		}
+		ch.last = d.Offset
 	}
 	n := 0
 	for i := range ch.subs {
@@ -112,8 +166,10 @@ func (r *relay) add(msg *pb.SubscriberAdded) bool {
 	}
 	ch := r.channels[msg.Channel]
 	if ch == nil {
-		ch = &relayedChannel{index: make(map[string]int)}
+		ch = &relayedChannel{index: make(map[string]int), term: msg.Term, epoch: msg.Epoch, last: msg.Offset}
 		r.channels[msg.Channel] = ch
+	} else if msg.Term > ch.term {
+		r.follow(msg.Channel, ch, msg.Term, msg.Epoch, msg.Offset)
 	}
 	sub := relayed{id: msg.ConnectionId, out: out, presence: msg.PresenceEvents, info: msg.Info}
 	if i, already := ch.index[msg.ConnectionId]; already {

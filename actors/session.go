@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"slices"
+
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 
@@ -19,7 +21,8 @@ type session struct {
 	b           *Broker
 	user        string
 	activation  string
-	connections map[string]*actor.PID // connection id → connection actor
+	placement   *placement
+	connections map[string]userConnection // connection id → where it lives
 	// Connections the relays reported before their Attach arrived: under a
 	// per-user limit they count only once this activation accepts them.
 	unadmitted map[string]struct{}
@@ -27,8 +30,15 @@ type session struct {
 	retries    retries
 }
 
+// userConnection is one connection of the user: its actor, and the
+// member incarnation of its node.
+type userConnection struct {
+	pid    *actor.PID
+	member string
+}
+
 func newSession(b *Broker) *session {
-	return &session{b: b, connections: make(map[string]*actor.PID), unadmitted: make(map[string]struct{}),
+	return &session{b: b, connections: make(map[string]userConnection), unadmitted: make(map[string]struct{}),
 		idle: passivation{idle: b.opts.GrainIdleTimeout}}
 }
 
@@ -40,55 +50,89 @@ func (s *session) Receive(ctx actor.Context) {
 	case *cluster.ClusterInit:
 		s.user = msg.Identity.Identity
 		s.activation = s.b.newActivation()
+		s.placement = s.b.place(SessionKind, s.user, ctx.Self())
 		s.b.metrics.Actors.WithLabelValues(SessionKind).Inc()
-		s.b.sessions.Store(s.user, ctx.Self())
-		s.watch(ctx, s.b.members())
+		if !s.placement.moved.Load() {
+			s.watch(ctx, s.b.members())
+		}
 		s.idleWhenEmpty(ctx)
+		return
 	case *actor.Stopped:
 		s.idle.cancel()
-		s.b.sessions.CompareAndDelete(s.user, ctx.Self())
+		s.b.unplace(s.placement)
 		unwatch := &pb.Unwatch{User: s.user, Activation: s.activation}
 		for _, address := range s.b.members() {
 			ctx.Send(actor.NewPID(address, relayName), unwatch)
 		}
 		s.b.metrics.Actors.WithLabelValues(SessionKind).Dec()
+		return
+	case *pb.MembersLeft:
+		s.forgetMembers(msg.Members)
+		s.idleWhenEmpty(ctx)
+		return
 	case *pb.WatchMembers:
 		s.watch(ctx, msg.Addresses)
+		return
+	case *pb.IdleCheck:
+		if s.placement.moved.Load() {
+			ctx.Stop(ctx.Self())
+			return
+		}
+		s.idle.check(ctx, len(s.connections) == 0)
+		return
 	case *pb.Attach:
-		s.attach(ctx, msg)
+		if ctx.Sender() == nil {
+			// News of a connection, not a request to admit one: kept
+			// even while unsure, since nobody would send it again.
+			s.attach(ctx, msg)
+			return
+		}
 	case *pb.Detach:
+		// From a relay or a closing connection: kept even while unsure,
+		// since nobody would send it again.
 		delete(s.connections, msg.ConnectionId)
 		delete(s.unadmitted, msg.ConnectionId)
 		s.idleWhenEmpty(ctx)
+		return
+	case *actor.Started, *actor.Stopping, *actor.Restarting:
+		return
+	}
+	if !s.b.serving(s.placement) {
+		if ctx.Sender() != nil {
+			ctx.Respond(&pb.Moved{})
+		}
+		if s.placement.moved.Load() {
+			s.idle.arm(ctx, movedLinger)
+		}
+		return
+	}
+	switch msg := ctx.Message().(type) {
+	case *pb.Attach:
+		s.attach(ctx, msg)
 	case *pb.SendToUser:
 		if answer, done := s.retries.answered(msg.Sender, msg.Sequence); done {
 			ctx.Respond(answer)
 			return
 		}
-		s.pruneDeadNodes()
 		push := &pb.Push{Frame: msg.Frame}
-		for _, pid := range s.connections {
-			ctx.Send(pid, push)
+		for _, c := range s.connections {
+			ctx.Send(c.pid, push)
 		}
 		answer := &pb.SentToUser{Connections: uint32(len(s.connections))}
 		s.retries.remember(msg.Sender, msg.Sequence, answer)
 		ctx.Respond(answer)
 	case *pb.DisconnectUser:
-		s.pruneDeadNodes()
 		kick := &pb.Kick{Code: msg.Code, Reason: msg.Reason}
-		for _, pid := range s.connections {
-			ctx.Send(pid, kick)
+		for _, c := range s.connections {
+			ctx.Send(c.pid, kick)
 		}
 		ctx.Respond(&pb.DisconnectedUser{Connections: uint32(len(s.connections))})
 	case *pb.QuerySession:
-		s.pruneDeadNodes()
 		info := &pb.SessionInfo{}
-		for id, pid := range s.connections {
-			info.Connections = append(info.Connections, &pb.SessionInfo_Connection{ConnectionId: id, Address: pid.Address})
+		for id, c := range s.connections {
+			info.Connections = append(info.Connections, &pb.SessionInfo_Connection{ConnectionId: id, Address: c.pid.Address})
 		}
 		ctx.Respond(info)
-	case *pb.IdleCheck:
-		s.idle.check(ctx, len(s.connections) == 0)
 	}
 }
 
@@ -105,7 +149,14 @@ func (s *session) attach(ctx actor.Context, msg *pb.Attach) {
 		ctx.Respond(&pb.Attached{Connections: uint32(admitted), Refused: true, Activation: s.activation})
 		return
 	}
-	s.connections[msg.ConnectionId] = actor.NewPID(msg.Address, msg.ActorId)
+	if !s.b.isMember(msg.Member) {
+		// Its node has left: the connection is gone with it.
+		if ctx.Sender() != nil {
+			ctx.Respond(&pb.Attached{Connections: uint32(admitted), Refused: true, Activation: s.activation})
+		}
+		return
+	}
+	s.connections[msg.ConnectionId] = userConnection{pid: actor.NewPID(msg.Address, msg.ActorId), member: msg.Member}
 	delete(s.unadmitted, msg.ConnectionId)
 	if ctx.Sender() != nil {
 		ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections) - len(s.unadmitted)), Activation: s.activation})
@@ -125,7 +176,7 @@ func (s *session) watch(ctx actor.Context, addresses []string) {
 				if _, known := s.connections[c.ConnectionId]; known {
 					continue // its Attach came first: the answer is older
 				}
-				s.connections[c.ConnectionId] = actor.NewPID(address, c.ActorId)
+				s.connections[c.ConnectionId] = userConnection{pid: actor.NewPID(address, c.ActorId), member: res.Member}
 				if !c.Admitted {
 					s.unadmitted[c.ConnectionId] = struct{}{}
 				}
@@ -134,10 +185,10 @@ func (s *session) watch(ctx actor.Context, addresses []string) {
 	}
 }
 
-// pruneDeadNodes forgets connections on nodes that left the cluster.
-func (s *session) pruneDeadNodes() {
-	for id, pid := range s.connections {
-		if !s.b.isAlive(pid.Address) {
+// forgetMembers drops the connections on members that left the cluster.
+func (s *session) forgetMembers(members []string) {
+	for id, c := range s.connections {
+		if slices.Contains(members, c.member) {
 			delete(s.connections, id)
 			delete(s.unadmitted, id)
 		}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/cluster"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -20,9 +22,14 @@ import (
 // dies stops renewing its lease; etcd deletes its record when the lease
 // expires and every survivor sees it leave.
 //
-// While etcd is unreachable the node keeps the members it last knew (so
-// it goes on serving them), reports itself not ready, and re-registers
-// once etcd answers again.
+// A member is in or out, never half. The lease is renewed every quarter of
+// its TTL, and each renewal proves the lease lasts at least TTL from the
+// moment it was sent; past that moment less a margin (a pause, etcd out of
+// reach, a partition) the node is no longer certain of its membership and
+// its grains stop sequencing, before any peer can see it leave and take
+// them over. If etcd then says the lease is gone, the node has left for
+// good: protoactor never takes a member id back, so it reports itself lost
+// and the process makes way for a fresh member (see Node.Lost).
 type etcdMembership struct {
 	endpoints []string
 	ttl       time.Duration
@@ -33,17 +40,28 @@ type etcdMembership struct {
 	cluster *cluster.Cluster
 	key     string
 	record  []byte
-	// Ready needs both: registered under a live lease, and watching.
-	registered atomic.Bool
-	watching   atomic.Bool
-	ctx        context.Context
-	cancel     context.CancelFunc
-	lease      atomic.Int64
-	wg         sync.WaitGroup
+	lease   clientv3.LeaseID
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	certainUntil atomic.Int64 // monotonic nanoseconds (see sinceStart) the lease surely lasts
+	watching     atomic.Bool
+	term         atomic.Uint64 // etcd revision of the member list in force
+	leaving      atomic.Bool
+	left         chan struct{} // closed when this node's record is seen deleted while leaving
+	lost         chan struct{} // closed when the lease is gone while not leaving
+	lostOnce     sync.Once
+	leftOnce     sync.Once
 
 	mu      sync.Mutex
 	members map[string]*cluster.Member // etcd key → member
 }
+
+// processStart anchors monotonic time readings kept in atomics.
+var processStart = time.Now()
+
+func sinceStart() int64 { return int64(time.Since(processStart)) }
 
 type memberRecord struct {
 	ID    string   `json:"id"`
@@ -67,6 +85,7 @@ func newEtcdMembership(endpoints []string, clusterName string, ttl time.Duration
 	return &etcdMembership{
 		endpoints: endpoints, ttl: ttl, prefix: "/switchboard/" + clusterName + "/members/", log: log,
 		client: client, ctx: ctx, cancel: cancel, members: map[string]*cluster.Member{},
+		left: make(chan struct{}), lost: make(chan struct{}),
 	}, nil
 }
 
@@ -85,7 +104,6 @@ func (m *etcdMembership) StartMember(c *cluster.Cluster) error {
 	if err != nil {
 		return fmt.Errorf("read cluster members from etcd %v: %w", m.endpoints, err)
 	}
-	m.registered.Store(true)
 	m.watching.Store(true)
 	m.wg.Add(2)
 	go m.keepAlive()
@@ -97,19 +115,65 @@ func (m *etcdMembership) StartClient(*cluster.Cluster) error {
 	return fmt.Errorf("switchboard nodes are always members")
 }
 
-// Shutdown leaves the cluster at once by revoking the lease.
+// Shutdown ends the membership: it leaves (if Leave has not) and closes
+// the etcd client.
 func (m *etcdMembership) Shutdown(bool) error {
-	m.cancel()
-	m.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err := m.client.Revoke(ctx, clientv3.LeaseID(m.lease.Load()))
+	err := m.Leave(ctx)
+	m.cancel()
+	m.wg.Wait()
 	_ = m.client.Close()
 	return err
 }
 
-// Ready reports whether this node is registered and watching.
-func (m *etcdMembership) Ready() bool { return m.registered.Load() && m.watching.Load() }
+// Leave revokes the lease and waits, until ctx ends, for this node's own
+// watch to see its record go: by then etcd has told every peer, and they
+// place this node's grains elsewhere. From the start of Leave the topology
+// handed to protoactor leaves this node out, so its own grains see that
+// they moved and its remaining clients are served by the new owners.
+func (m *etcdMembership) Leave(ctx context.Context) error {
+	if m.leaving.Swap(true) {
+		return nil
+	}
+	m.mu.Lock()
+	m.publishLocked(m.term.Load())
+	m.mu.Unlock()
+	if _, err := m.client.Revoke(ctx, m.lease); err != nil {
+		return fmt.Errorf("leave etcd: %w", err)
+	}
+	select {
+	case <-m.left:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// Ready reports whether this node is a member whose standing is certain
+// and who follows the member list.
+func (m *etcdMembership) Ready() bool { return m.Certain() && m.watching.Load() }
+
+// Certain reports whether the lease surely still holds at etcd, so that
+// no peer can have taken this node's grains over.
+func (m *etcdMembership) Certain() bool {
+	return !m.leaving.Load() && sinceStart() < m.certainUntil.Load()
+}
+
+// Term is the etcd revision of the member list in force here.
+func (m *etcdMembership) Term() uint64 { return m.term.Load() }
+
+// Lost is closed when this node's lease is gone while it meant to stay.
+func (m *etcdMembership) Lost() <-chan struct{} { return m.lost }
+
+func (m *etcdMembership) lose(why string) {
+	if m.leaving.Load() {
+		return
+	}
+	m.lostOnce.Do(func() {
+		m.log.Error("this node is no longer a cluster member: "+why, "endpoints", m.endpoints)
+		close(m.lost)
+	})
+}
 
 // register puts this node's record under a fresh lease.
 func (m *etcdMembership) register() error {
@@ -119,6 +183,7 @@ func (m *etcdMembership) register() error {
 	if ttl < 1 {
 		ttl = 1
 	}
+	sent := sinceStart()
 	lease, err := m.client.Grant(ctx, ttl)
 	if err != nil {
 		return err
@@ -126,8 +191,16 @@ func (m *etcdMembership) register() error {
 	if _, err := m.client.Put(ctx, m.key, string(m.record), clientv3.WithLease(lease.ID)); err != nil {
 		return err
 	}
-	m.lease.Store(int64(lease.ID))
+	m.lease = lease.ID
+	m.certainUntil.Store(sent + int64(certainFor(time.Duration(lease.TTL)*time.Second)))
 	return nil
+}
+
+// certainFor is how long after sending a renewal that granted ttl the
+// node counts on its lease: a margin covers clocks that run at slightly
+// different rates and etcd's own expiry checks.
+func certainFor(ttl time.Duration) time.Duration {
+	return ttl - max(ttl/10, 100*time.Millisecond)
 }
 
 // load reads every member and publishes the topology.
@@ -146,7 +219,10 @@ func (m *etcdMembership) load() (int64, error) {
 	}
 	m.mu.Lock()
 	m.members = members
-	m.publishLocked()
+	if _, present := members[m.key]; !present && m.key != "" && m.term.Load() != 0 {
+		m.ownRecordDeleted()
+	}
+	m.publishLocked(uint64(res.Header.Revision))
 	m.mu.Unlock()
 	return res.Header.Revision, nil
 }
@@ -159,50 +235,77 @@ func decodeMember(value []byte) *cluster.Member {
 	return &cluster.Member{Id: r.ID, Host: r.Host, Port: int32(r.Port), Kinds: r.Kinds}
 }
 
-// publishLocked hands the members, always including this node, to protoactor.
-func (m *etcdMembership) publishLocked() {
-	list := make(cluster.Members, 0, len(m.members)+1)
-	self := false
-	for _, member := range m.members {
-		list = append(list, member)
-		self = self || member.Id == m.cluster.ActorSystem.ID
+// ownRecordDeleted: this node's record is gone from etcd, as it meant
+// when leaving, or because its lease expired.
+func (m *etcdMembership) ownRecordDeleted() {
+	if m.leaving.Load() {
+		m.leftOnce.Do(func() { close(m.left) })
+		return
 	}
-	if !self {
+	m.lose("etcd deleted its member record (its lease expired)")
+}
+
+// publishLocked hands the members to protoactor as the topology of term:
+// every member in etcd, and this node itself until it leaves (its record
+// may trail its start by a watch event).
+func (m *etcdMembership) publishLocked(term uint64) {
+	m.term.Store(max(term, m.term.Load()))
+	self := m.cluster.ActorSystem.ID
+	list := make(cluster.Members, 0, len(m.members)+1)
+	included := false
+	for _, member := range m.members {
+		if member.Id == self {
+			included = true
+			if m.leaving.Load() {
+				continue
+			}
+		}
+		list = append(list, member)
+	}
+	if !included && !m.leaving.Load() {
 		list = append(list, decodeMember(m.record))
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].Id < list[j].Id })
 	m.cluster.MemberList.UpdateClusterTopology(list)
 }
 
-// keepAlive renews the lease; when renewal stops (etcd unreachable, or the
-// lease expired while it was) it registers again with backoff.
+// keepAlive renews the lease every quarter of its TTL. A renewal that
+// fails for want of etcd leaves the node uncertain until one succeeds; a
+// lease that etcd no longer knows means the node has left the cluster.
 func (m *etcdMembership) keepAlive() {
 	defer m.wg.Done()
-	backoff := 100 * time.Millisecond
-	for m.ctx.Err() == nil {
-		ch, err := m.client.KeepAlive(m.ctx, clientv3.LeaseID(m.lease.Load()))
-		if err == nil {
-			for range ch {
-				backoff = 100 * time.Millisecond
-			}
+	every := max(m.ttl/4, 100*time.Millisecond)
+	unreachable := false
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(every):
 		}
-		if m.ctx.Err() != nil {
+		if m.leaving.Load() {
 			return
 		}
-		m.registered.Store(false)
-		m.log.Warn("lost the etcd lease; serving known members and registering again", "endpoints", m.endpoints)
-		for m.ctx.Err() == nil {
-			if err := m.register(); err == nil {
-				m.log.Info("registered with etcd again")
-				m.registered.Store(true)
-				break
+		sent := sinceStart()
+		ctx, cancel := context.WithTimeout(m.ctx, every)
+		res, err := m.client.KeepAliveOnce(ctx, m.lease)
+		cancel()
+		switch {
+		case err == nil:
+			m.certainUntil.Store(sent + int64(certainFor(time.Duration(res.TTL)*time.Second)))
+			if unreachable {
+				m.log.Info("etcd answers again; the lease held")
+				unreachable = false
 			}
-			select {
-			case <-m.ctx.Done():
-				return
-			case <-time.After(backoff):
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			m.lose("its etcd lease expired (the node was paused or cut off for longer than --cluster-lease-ttl)")
+			return
+		case m.ctx.Err() != nil:
+			return
+		default:
+			if !unreachable {
+				m.log.Warn("cannot renew the etcd lease; this node stops sequencing when it may have lapsed", "err", err)
+				unreachable = true
 			}
-			backoff = min(2*backoff, 5*time.Second)
 		}
 	}
 }
@@ -222,13 +325,16 @@ func (m *etcdMembership) watch(revision int64) {
 				key := string(ev.Kv.Key)
 				if ev.Type == clientv3.EventTypeDelete {
 					delete(m.members, key)
+					if key == m.key {
+						m.ownRecordDeleted()
+					}
 				} else if member := decodeMember(ev.Kv.Value); member != nil {
 					m.members[key] = member
 				}
+				revision = max(revision, ev.Kv.ModRevision)
 			}
-			m.publishLocked()
+			m.publishLocked(uint64(revision))
 			m.mu.Unlock()
-			revision = res.Header.Revision
 		}
 		cancel()
 		if m.ctx.Err() != nil {

@@ -41,13 +41,12 @@ type Config struct {
 	// BeforeJoin runs once this node can send and receive, just before the
 	// others learn of it: actors they will address by name (a relay) must
 	// exist by then.
-	BeforeJoin func(*cluster.Cluster) error
+	BeforeJoin func(*Node) error
 }
 
 // Node is this process's cluster membership.
 type Node struct {
 	Cluster    *cluster.Cluster
-	System     *actor.ActorSystem
 	membership membership
 	multiNode  bool
 }
@@ -55,10 +54,36 @@ type Node struct {
 type membership interface {
 	cluster.ClusterProvider
 	Ready() bool
+	Certain() bool
+	Term() uint64
+	Lost() <-chan struct{}
+	Leave(context.Context) error
 }
 
-// Ready reports whether the node is a member in good standing.
+// Ready reports whether the node is a member in good standing that
+// follows the member list.
 func (n *Node) Ready() bool { return n.membership.Ready() }
+
+// Certain reports whether this node is surely still a member: while it
+// is, no other node can have taken over the grains it owns. Grains
+// sequence nothing while it is not.
+func (n *Node) Certain() bool { return n.membership.Certain() }
+
+// Term is the etcd revision of the member list in force on this node. It
+// only grows, and two nodes holding the same term hold the same member
+// list, so it orders grain activations placed under different lists.
+func (n *Node) Term() uint64 { return n.membership.Term() }
+
+// Lost is closed when this node has left the cluster without meaning to
+// (its lease expired while it was paused or cut off). Other members will
+// never take it back under its id: the process should close its clients
+// with 1012 and exit, so a supervisor starts a fresh member.
+func (n *Node) Lost() <-chan struct{} { return n.membership.Lost() }
+
+// Leave takes this node out of the cluster and waits, until ctx ends,
+// until etcd has told the others; its grains move to other members while
+// its clients are still connected.
+func (n *Node) Leave(ctx context.Context) error { return n.membership.Leave(ctx) }
 
 // Start makes this process a cluster member hosting kinds.
 func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
@@ -103,8 +128,9 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 		}
 		provider = etcd
 	}
+	node = &Node{membership: provider, multiNode: len(cfg.EtcdEndpoints) > 0}
 	if cfg.BeforeJoin != nil {
-		provider = joinAfter{provider, cfg.BeforeJoin}
+		provider = joinAfter{provider, func() error { return cfg.BeforeJoin(node) }}
 	}
 	// Rendezvous hashing (disthash) places each grain on one member with no
 	// coordination beyond the member list; it needs no identity storage.
@@ -113,6 +139,7 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 		cluster.WithRequestTimeout(cfg.RequestTimeout),
 	)
 	c := cluster.New(system, clusterConfig)
+	node.Cluster = c
 
 	defer func() {
 		if r := recover(); r != nil {
@@ -120,7 +147,7 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 		}
 	}()
 	c.StartMember()
-	return &Node{Cluster: c, System: system, membership: provider, multiNode: len(cfg.EtcdEndpoints) > 0}, nil
+	return node, nil
 }
 
 // Stop leaves the cluster and stops every local actor.
@@ -157,11 +184,11 @@ func advertisedAddress(advertise string, port int) (string, error) {
 // joinAfter runs before, then joins.
 type joinAfter struct {
 	membership
-	before func(*cluster.Cluster) error
+	before func() error
 }
 
 func (j joinAfter) StartMember(c *cluster.Cluster) error {
-	if err := j.before(c); err != nil {
+	if err := j.before(); err != nil {
 		return err
 	}
 	return j.membership.StartMember(c)
@@ -208,4 +235,8 @@ func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.floor}
 }
 
-func (standalone) Ready() bool { return true }
+func (standalone) Ready() bool                 { return true }
+func (standalone) Certain() bool               { return true }
+func (standalone) Term() uint64                { return 1 }
+func (standalone) Lost() <-chan struct{}       { return nil }
+func (standalone) Leave(context.Context) error { return nil }

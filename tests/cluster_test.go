@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -239,7 +240,9 @@ func TestClusterRollingRestart(t *testing.T) {
 	pub.sendJSON(map[string]any{"type": "message", "channel": "rolling:1", "data": "after the restart", "id": 1})
 	pub.expect("published")
 	for _, r := range roamers {
-		if m := r.c.expect("message"); m["data"] != "after the restart" {
+		// The channel moved with the restarts: subscribers that stayed
+		// were told its epoch changed.
+		if m := r.c.expectTold("message"); m["data"] != "after the restart" {
 			t.Fatalf("%s got %v", r.user, m)
 		}
 	}
@@ -269,18 +272,49 @@ func TestClusterMembershipFollowsEtcd(t *testing.T) {
 		t.Fatalf("exit code %d after SIGTERM", code)
 	}
 
-	// etcd lost while running: nodes keep serving and report not ready.
+	// etcd lost while running: nodes report not ready and, once their
+	// leases may have lapsed, acknowledge no more publications (a peer
+	// could be sequencing the channel by then); connections stay open, or
+	// are closed with 1012 if the node learns it has left.
 	a, b := nodes[0].connect(t, "a"), nodes[1].connect(t, "b")
 	a.subscribe("still:1")
 	b.subscribe("still:1")
 	etcd.Stop()
 	for _, n := range nodes[:2] {
-		eventually(t, 20*time.Second, n.addr+" to report not ready", func() bool { return n.status(t, "/readyz") == 503 })
+		eventually(t, 20*time.Second, n.addr+" to report not ready", func() bool {
+			resp, err := http.Get("http://" + n.addr + "/readyz")
+			if err != nil {
+				return true // exited: it learned it had left
+			}
+			resp.Body.Close()
+			return resp.StatusCode == 503
+		})
 	}
-	b.sendJSON(map[string]any{"type": "message", "channel": "still:1", "data": "without etcd", "id": 1})
-	b.expect2("message", "published")
-	if m := a.expect("message"); m["data"] != "without etcd" {
-		t.Fatalf("got %v", m)
+	refusedAt := time.Now()
+	for i := 0; ; i++ {
+		// The node may close the connection at any moment: a failed write
+		// is answered by the close below.
+		_ = b.conn.WriteString(fmt.Sprintf(`{"type":"message","channel":"still:1","data":"without etcd","id":%d}`, i))
+		select {
+		case <-b.closed:
+			if code := b.expectClose(); code != 1012 {
+				t.Fatalf("close code %d, want 1012", code)
+			}
+			return
+		case raw := <-b.frames:
+			if m := decode(raw); m["type"] == "error" {
+				if m["code"] != "unavailable" {
+					t.Fatalf("refused with %v, want unavailable", m)
+				}
+				t.Logf("publications refused %s after etcd was lost from this node's view", time.Since(refusedAt).Round(time.Millisecond))
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no answer to a publication while etcd is lost")
+		}
+		if time.Since(refusedAt) > 15*time.Second {
+			t.Fatal("publications still acknowledged 15s after etcd was lost, with a 2s lease")
+		}
 	}
 }
 

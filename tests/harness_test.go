@@ -432,6 +432,18 @@ func (c *client) expect(typ string) map[string]any {
 	return m
 }
 
+// expectTold returns the next frame of type typ, accepting only gap
+// frames (a channel's stream jumped, and the server said so) before it.
+func (c *client) expectTold(typ string) map[string]any {
+	c.t.Helper()
+	for {
+		m := c.expect2(typ, "gap")
+		if m["type"] == typ {
+			return m
+		}
+	}
+}
+
 // expect2 returns the next frame, which must have one of two types.
 func (c *client) expect2(typ1, typ2 string) map[string]any {
 	c.t.Helper()

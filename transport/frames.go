@@ -223,6 +223,17 @@ func UnsubscribedFrame(channel string, id []byte) []byte {
 	return f.done()
 }
 
+// GapFrame tells a subscriber that its stream of channel jumps: the next
+// publication it receives follows offset in epoch, and any between the
+// last one it has and that were not delivered to it.
+func GapFrame(channel, epoch string, offset uint64) []byte {
+	f := newFrame("gap", len(channel)+len(epoch)+48)
+	f.str("channel", channel)
+	f.str("epoch", epoch)
+	f.uint("offset", offset)
+	return f.done()
+}
+
 // PublishedFrame acknowledges a publication that carried an id.
 func PublishedFrame(channel string, offset uint64, id []byte) []byte {
 	f := newFrame("published", len(channel)+len(id)+32)

@@ -22,6 +22,8 @@ type Metrics struct {
 	ClusterMembers     prometheus.Gauge
 	RemoteDeliveries   prometheus.Counter
 	SocketWrites       prometheus.Counter
+	DeliveryGaps       prometheus.Counter
+	StaleDeliveries    prometheus.Counter
 }
 
 func NewMetrics() *Metrics {
@@ -53,13 +55,17 @@ func NewMetrics() *Metrics {
 			Name: "switchboard_remote_deliveries_total", Help: "Publications sent by channels on this node to relays on other nodes."}),
 		SocketWrites: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_socket_writes_total", Help: "Write system calls to client sockets; messages_out / socket_writes is the frames each write carries."}),
+		DeliveryGaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_delivery_gaps_total", Help: "Times a channel's publications reached this node with offsets missing or under a new epoch; its local subscribers were sent a gap frame."}),
+		StaleDeliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_stale_deliveries_total", Help: "Publications dropped by this node's relay because a newer activation of their channel had announced itself."}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.Actors, m.Subscriptions, m.MessagesIn, m.FramesOut,
 		m.Publications, m.Deliveries, m.SlowConsumerCloses, m.ProtocolErrors,
-		m.ClusterMembers, m.RemoteDeliveries, m.SocketWrites,
+		m.ClusterMembers, m.RemoteDeliveries, m.SocketWrites, m.DeliveryGaps, m.StaleDeliveries,
 	)
 	return m
 }

@@ -88,7 +88,7 @@ func run(cfg config) error {
 		RequestTimeout: cfg.RequestTimeout,
 		Log:            log,
 		LogLevel:       clusterLevel,
-		BeforeJoin:     broker.Start,
+		BeforeJoin:     func(n *cluster.Node) error { return broker.Start(n.Cluster, n) },
 	}, broker.Kinds())
 	if err != nil {
 		return err
@@ -127,17 +127,30 @@ func run(cfg config) error {
 
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	var lost error
 	select {
 	case err := <-serveErr:
 		return err
 	case sig := <-signals:
 		log.Info("shutting down", "signal", sig.String())
+	case <-node.Lost():
+		// Its peers will never take this member id back: close the clients
+		// so they reconnect to members in good standing, and make way for a
+		// fresh member.
+		lost = errors.New("left the cluster (its etcd lease expired); restart it to join as a new member")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	if lost == nil {
+		// Leave first, so this node's channels move while its clients are
+		// still served through them; then close the clients.
+		if err := node.Leave(ctx); err != nil {
+			log.Warn("leaving the cluster", "err", err)
+		}
+	}
 	if err := server.Shutdown(ctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	broker.CloseAll(ctx, transport.CloseServiceRestart, "server restarting")
-	return nil
+	return lost
 }

@@ -31,6 +31,8 @@ type Subscribe struct {
 	User         string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
 	// Node-local relay that delivers to this connection.
 	RelayAddress string `protobuf:"bytes,4,opt,name=relay_address,json=relayAddress,proto3" json:"relay_address,omitempty"`
+	// The member id of the relay's node (its incarnation).
+	RelayMember string `protobuf:"bytes,12,opt,name=relay_member,json=relayMember,proto3" json:"relay_member,omitempty"`
 	// The client frame's id, raw JSON, echoed in the reply.
 	ReplyId []byte `protobuf:"bytes,5,opt,name=reply_id,json=replyId,proto3" json:"reply_id,omitempty"`
 	// Per-connection request number: a retried request is recognised.
@@ -102,6 +104,13 @@ func (x *Subscribe) GetUser() string {
 func (x *Subscribe) GetRelayAddress() string {
 	if x != nil {
 		return x.RelayAddress
+	}
+	return ""
+}
+
+func (x *Subscribe) GetRelayMember() string {
+	if x != nil {
+		return x.RelayMember
 	}
 	return ""
 }
@@ -986,12 +995,13 @@ var File_switchboard_v1_channel_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\n" +
-	"\x1cswitchboard/v1/channel.proto\x12\x0eswitchboard.v1\"\xdd\x02\n" +
+	"\x1cswitchboard/v1/channel.proto\x12\x0eswitchboard.v1\"\x80\x03\n" +
 	"\tSubscribe\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x12\n" +
 	"\x04user\x18\x03 \x01(\tR\x04user\x12#\n" +
-	"\rrelay_address\x18\x04 \x01(\tR\frelayAddress\x12\x19\n" +
+	"\rrelay_address\x18\x04 \x01(\tR\frelayAddress\x12!\n" +
+	"\frelay_member\x18\f \x01(\tR\vrelayMember\x12\x19\n" +
 	"\breply_id\x18\x05 \x01(\fR\areplyId\x12\x1a\n" +
 	"\bsequence\x18\x06 \x01(\x04R\bsequence\x12'\n" +
 	"\x0fpresence_events\x18\a \x01(\bR\x0epresenceEvents\x12\x12\n" +

@@ -32,8 +32,13 @@ type SubscriberAdded struct {
 	Backlog        [][]byte `protobuf:"bytes,4,rep,name=backlog,proto3" json:"backlog,omitempty"`
 	PresenceEvents bool     `protobuf:"varint,5,opt,name=presence_events,json=presenceEvents,proto3" json:"presence_events,omitempty"`
 	Info           []byte   `protobuf:"bytes,6,opt,name=info,proto3" json:"info,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The channel activation's placement term and epoch, and its offset
+	// when it added the subscriber: deliveries continue from there.
+	Term          uint64 `protobuf:"varint,7,opt,name=term,proto3" json:"term,omitempty"`
+	Epoch         string `protobuf:"bytes,8,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Offset        uint64 `protobuf:"varint,9,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscriberAdded) Reset() {
@@ -108,6 +113,27 @@ func (x *SubscriberAdded) GetInfo() []byte {
 	return nil
 }
 
+func (x *SubscriberAdded) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *SubscriberAdded) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *SubscriberAdded) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
 // A channel lost a subscriber on the relay's node; `reply`, when set, is
 // the encoded `unsubscribed` frame.
 type SubscriberRemoved struct {
@@ -177,7 +203,14 @@ type Delivery struct {
 	Frame       []byte                 `protobuf:"bytes,2,opt,name=frame,proto3" json:"frame,omitempty"`
 	ExcludeUser string                 `protobuf:"bytes,3,opt,name=exclude_user,json=excludeUser,proto3" json:"exclude_user,omitempty"`
 	// A join/leave event: only for subscribers that asked for them.
-	PresenceOnly  bool `protobuf:"varint,4,opt,name=presence_only,json=presenceOnly,proto3" json:"presence_only,omitempty"`
+	PresenceOnly bool `protobuf:"varint,4,opt,name=presence_only,json=presenceOnly,proto3" json:"presence_only,omitempty"`
+	// The publication's place (none for a presence event), and the term of
+	// the activation that sequenced it: a relay drops deliveries of an
+	// activation older than one it has heard from, and tells its
+	// subscribers when offsets jump.
+	Epoch         string `protobuf:"bytes,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Offset        uint64 `protobuf:"varint,6,opt,name=offset,proto3" json:"offset,omitempty"`
+	Term          uint64 `protobuf:"varint,7,opt,name=term,proto3" json:"term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -238,6 +271,27 @@ func (x *Delivery) GetPresenceOnly() bool {
 		return x.PresenceOnly
 	}
 	return false
+}
+
+func (x *Delivery) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *Delivery) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *Delivery) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
 }
 
 // One frame for every connection on the relay's node.
@@ -333,9 +387,16 @@ func (x *ConnectionClosed) GetConnectionId() string {
 // A channel grain, just activated, asks each node's relay which of its
 // local connections subscribe to the channel, so that no subscription is
 // lost when a channel moves to another node or its node dies.
+//
+// The activation's term fences older ones: an older activation on the
+// relay's node learns that it moved, and the relay delivers nothing more
+// from any of them. A relay that knows a newer activation answers
+// `stale`, and the asking activation stands down.
 type QueryChannelSubscribers struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Epoch         string                 `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -377,9 +438,26 @@ func (x *QueryChannelSubscribers) GetChannel() string {
 	return ""
 }
 
+func (x *QueryChannelSubscribers) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *QueryChannelSubscribers) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
 type ChannelSubscribers struct {
-	state         protoimpl.MessageState           `protogen:"open.v1"`
-	Subscribers   []*ChannelSubscribers_Subscriber `protobuf:"bytes,1,rep,name=subscribers,proto3" json:"subscribers,omitempty"`
+	state       protoimpl.MessageState           `protogen:"open.v1"`
+	Subscribers []*ChannelSubscribers_Subscriber `protobuf:"bytes,1,rep,name=subscribers,proto3" json:"subscribers,omitempty"`
+	Stale       bool                             `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	// The relay's node: the member id its subscribers belong to.
+	Member        string `protobuf:"bytes,3,opt,name=member,proto3" json:"member,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -419,6 +497,20 @@ func (x *ChannelSubscribers) GetSubscribers() []*ChannelSubscribers_Subscriber {
 		return x.Subscribers
 	}
 	return nil
+}
+
+func (x *ChannelSubscribers) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+func (x *ChannelSubscribers) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
 }
 
 // A session grain, just activated (or told of a new member), asks each
@@ -548,8 +640,10 @@ func (x *Unwatch) GetActivation() string {
 }
 
 type UserConnections struct {
-	state         protoimpl.MessageState        `protogen:"open.v1"`
-	Connections   []*UserConnections_Connection `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`
+	state       protoimpl.MessageState        `protogen:"open.v1"`
+	Connections []*UserConnections_Connection `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`
+	// The relay's node: the member id its connections belong to.
+	Member        string `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -591,6 +685,108 @@ func (x *UserConnections) GetConnections() []*UserConnections_Connection {
 	return nil
 }
 
+func (x *UserConnections) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+// Members left the cluster: a grain forgets their subscribers and
+// connections at once.
+type MembersLeft struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []string               `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersLeft) Reset() {
+	*x = MembersLeft{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersLeft) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersLeft) ProtoMessage() {}
+
+func (x *MembersLeft) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersLeft.ProtoReflect.Descriptor instead.
+func (*MembersLeft) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MembersLeft) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// A grain that is not, or no longer, its identity's owner under the
+// member list in force (or whose node is unsure of its own membership)
+// answers any request with Moved: look the grain up again and retry.
+type Moved struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sequence of the publication answered, for a connection that has
+	// several in flight.
+	Sequence      uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Moved) Reset() {
+	*x = Moved{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Moved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Moved) ProtoMessage() {}
+
+func (x *Moved) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Moved.ProtoReflect.Descriptor instead.
+func (*Moved) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Moved) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
 type ChannelSubscribers_Subscriber struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	ConnectionId   string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
@@ -603,7 +799,7 @@ type ChannelSubscribers_Subscriber struct {
 
 func (x *ChannelSubscribers_Subscriber) Reset() {
 	*x = ChannelSubscribers_Subscriber{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +811,7 @@ func (x *ChannelSubscribers_Subscriber) String() string {
 func (*ChannelSubscribers_Subscriber) ProtoMessage() {}
 
 func (x *ChannelSubscribers_Subscriber) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +868,7 @@ type UserConnections_Connection struct {
 
 func (x *UserConnections_Connection) Reset() {
 	*x = UserConnections_Connection{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +880,7 @@ func (x *UserConnections_Connection) String() string {
 func (*UserConnections_Connection) ProtoMessage() {}
 
 func (x *UserConnections_Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,31 +921,41 @@ var File_switchboard_v1_relay_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\n" +
-	"\x1aswitchboard/v1/relay.proto\x12\x0eswitchboard.v1\"\xbd\x01\n" +
+	"\x1aswitchboard/v1/relay.proto\x12\x0eswitchboard.v1\"\xff\x01\n" +
 	"\x0fSubscriberAdded\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x14\n" +
 	"\x05reply\x18\x03 \x01(\fR\x05reply\x12\x18\n" +
 	"\abacklog\x18\x04 \x03(\fR\abacklog\x12'\n" +
 	"\x0fpresence_events\x18\x05 \x01(\bR\x0epresenceEvents\x12\x12\n" +
-	"\x04info\x18\x06 \x01(\fR\x04info\"h\n" +
+	"\x04info\x18\x06 \x01(\fR\x04info\x12\x12\n" +
+	"\x04term\x18\a \x01(\x04R\x04term\x12\x14\n" +
+	"\x05epoch\x18\b \x01(\tR\x05epoch\x12\x16\n" +
+	"\x06offset\x18\t \x01(\x04R\x06offset\"h\n" +
 	"\x11SubscriberRemoved\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x14\n" +
-	"\x05reply\x18\x03 \x01(\fR\x05reply\"\x82\x01\n" +
+	"\x05reply\x18\x03 \x01(\fR\x05reply\"\xc4\x01\n" +
 	"\bDelivery\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x14\n" +
 	"\x05frame\x18\x02 \x01(\fR\x05frame\x12!\n" +
 	"\fexclude_user\x18\x03 \x01(\tR\vexcludeUser\x12#\n" +
-	"\rpresence_only\x18\x04 \x01(\bR\fpresenceOnly\"!\n" +
+	"\rpresence_only\x18\x04 \x01(\bR\fpresenceOnly\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\tR\x05epoch\x12\x16\n" +
+	"\x06offset\x18\x06 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04term\x18\a \x01(\x04R\x04term\"!\n" +
 	"\tBroadcast\x12\x14\n" +
 	"\x05frame\x18\x01 \x01(\fR\x05frame\"7\n" +
 	"\x10ConnectionClosed\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"3\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"]\n" +
 	"\x17QueryChannelSubscribers\x12\x18\n" +
-	"\achannel\x18\x01 \x01(\tR\achannel\"\xea\x01\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\"\x98\x02\n" +
 	"\x12ChannelSubscribers\x12O\n" +
-	"\vsubscribers\x18\x01 \x03(\v2-.switchboard.v1.ChannelSubscribers.SubscriberR\vsubscribers\x1a\x82\x01\n" +
+	"\vsubscribers\x18\x01 \x03(\v2-.switchboard.v1.ChannelSubscribers.SubscriberR\vsubscribers\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x16\n" +
+	"\x06member\x18\x03 \x01(\tR\x06member\x1a\x82\x01\n" +
 	"\n" +
 	"Subscriber\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x12\n" +
@@ -768,14 +974,19 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1e\n" +
 	"\n" +
 	"activation\x18\x02 \x01(\tR\n" +
-	"activation\"\xc9\x01\n" +
+	"activation\"\xe1\x01\n" +
 	"\x0fUserConnections\x12L\n" +
-	"\vconnections\x18\x01 \x03(\v2*.switchboard.v1.UserConnections.ConnectionR\vconnections\x1ah\n" +
+	"\vconnections\x18\x01 \x03(\v2*.switchboard.v1.UserConnections.ConnectionR\vconnections\x12\x16\n" +
+	"\x06member\x18\x02 \x01(\tR\x06member\x1ah\n" +
 	"\n" +
 	"Connection\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x19\n" +
 	"\bactor_id\x18\x02 \x01(\tR\aactorId\x12\x1a\n" +
-	"\badmitted\x18\x03 \x01(\bR\badmittedBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
+	"\badmitted\x18\x03 \x01(\bR\badmitted\"'\n" +
+	"\vMembersLeft\x12\x18\n" +
+	"\amembers\x18\x01 \x03(\tR\amembers\"#\n" +
+	"\x05Moved\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequenceBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
 
 var (
 	file_switchboard_v1_relay_proto_rawDescOnce sync.Once
@@ -789,7 +1000,7 @@ func file_switchboard_v1_relay_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_relay_proto_rawDescData
 }
 
-var file_switchboard_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_switchboard_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_switchboard_v1_relay_proto_goTypes = []any{
 	(*SubscriberAdded)(nil),               // 0: switchboard.v1.SubscriberAdded
 	(*SubscriberRemoved)(nil),             // 1: switchboard.v1.SubscriberRemoved
@@ -801,12 +1012,14 @@ var file_switchboard_v1_relay_proto_goTypes = []any{
 	(*QueryUserConnections)(nil),          // 7: switchboard.v1.QueryUserConnections
 	(*Unwatch)(nil),                       // 8: switchboard.v1.Unwatch
 	(*UserConnections)(nil),               // 9: switchboard.v1.UserConnections
-	(*ChannelSubscribers_Subscriber)(nil), // 10: switchboard.v1.ChannelSubscribers.Subscriber
-	(*UserConnections_Connection)(nil),    // 11: switchboard.v1.UserConnections.Connection
+	(*MembersLeft)(nil),                   // 10: switchboard.v1.MembersLeft
+	(*Moved)(nil),                         // 11: switchboard.v1.Moved
+	(*ChannelSubscribers_Subscriber)(nil), // 12: switchboard.v1.ChannelSubscribers.Subscriber
+	(*UserConnections_Connection)(nil),    // 13: switchboard.v1.UserConnections.Connection
 }
 var file_switchboard_v1_relay_proto_depIdxs = []int32{
-	10, // 0: switchboard.v1.ChannelSubscribers.subscribers:type_name -> switchboard.v1.ChannelSubscribers.Subscriber
-	11, // 1: switchboard.v1.UserConnections.connections:type_name -> switchboard.v1.UserConnections.Connection
+	12, // 0: switchboard.v1.ChannelSubscribers.subscribers:type_name -> switchboard.v1.ChannelSubscribers.Subscriber
+	13, // 1: switchboard.v1.UserConnections.connections:type_name -> switchboard.v1.UserConnections.Connection
 	2,  // [2:2] is the sub-list for method output_type
 	2,  // [2:2] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
@@ -825,7 +1038,7 @@ func file_switchboard_v1_relay_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_relay_proto_rawDesc), len(file_switchboard_v1_relay_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

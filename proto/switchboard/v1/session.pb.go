@@ -31,6 +31,8 @@ type Attach struct {
 	ActorId      string                 `protobuf:"bytes,3,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
 	// The user may hold at most this many connections; 0: no limit.
 	MaxConnections uint32 `protobuf:"varint,4,opt,name=max_connections,json=maxConnections,proto3" json:"max_connections,omitempty"`
+	// The member id of the connection's node (its incarnation).
+	Member string `protobuf:"bytes,6,opt,name=member,proto3" json:"member,omitempty"`
 	// Already accepted by an earlier activation of the session: told to a
 	// newer one that may have learned of it before it was accepted.
 	Admitted      bool `protobuf:"varint,5,opt,name=admitted,proto3" json:"admitted,omitempty"`
@@ -94,6 +96,13 @@ func (x *Attach) GetMaxConnections() uint32 {
 		return x.MaxConnections
 	}
 	return 0
+}
+
+func (x *Attach) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
 }
 
 func (x *Attach) GetAdmitted() bool {
@@ -594,12 +603,13 @@ var File_switchboard_v1_session_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x1cswitchboard/v1/session.proto\x12\x0eswitchboard.v1\"\xa7\x01\n" +
+	"\x1cswitchboard/v1/session.proto\x12\x0eswitchboard.v1\"\xbf\x01\n" +
 	"\x06Attach\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x19\n" +
 	"\bactor_id\x18\x03 \x01(\tR\aactorId\x12'\n" +
-	"\x0fmax_connections\x18\x04 \x01(\rR\x0emaxConnections\x12\x1a\n" +
+	"\x0fmax_connections\x18\x04 \x01(\rR\x0emaxConnections\x12\x16\n" +
+	"\x06member\x18\x06 \x01(\tR\x06member\x12\x1a\n" +
 	"\badmitted\x18\x05 \x01(\bR\badmitted\"f\n" +
 	"\bAttached\x12 \n" +
 	"\vconnections\x18\x01 \x01(\rR\vconnections\x12\x18\n" +

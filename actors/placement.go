@@ -1,0 +1,168 @@
+package actors
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+)
+
+// Membership is this node's standing in the cluster, as grains need it.
+type Membership interface {
+	// Certain reports whether this node is surely still a member, so no
+	// other node can have taken over the grains it owns.
+	Certain() bool
+	// Term is the etcd revision of the member list in force; it grows with
+	// every change.
+	Term() uint64
+}
+
+// view is the member list in force on this node: who owns which grain
+// (rendezvous hashing over member addresses, as protoactor's disthash
+// places them) and which member incarnation listens at each address.
+type view struct {
+	term    uint64
+	self    string            // this node's address
+	members map[string]string // address → member id
+	owners  *cluster.Rendezvous
+}
+
+func (v *view) owns(kind, identity string) bool {
+	return v.owners.GetByClusterIdentity(&cluster.ClusterIdentity{Kind: kind, Identity: identity}) == v.self
+}
+
+func (v *view) hasMember(id string) bool {
+	for _, m := range v.members {
+		if m == id {
+			return true
+		}
+	}
+	return false
+}
+
+// placement is one activation of a grain on this node: the term of the
+// member list it was placed under, and whether it has since moved (its
+// identity belongs to another member under a newer list, or a newer
+// activation has announced itself). A moved activation sequences nothing
+// more: it answers Moved, and callers look the grain up again.
+type placement struct {
+	kind, identity string
+	term           uint64
+	pid            *actor.PID
+	moved          atomic.Bool
+}
+
+// place registers a new activation under the member list in force.
+func (b *Broker) place(kind, identity string, pid *actor.PID) *placement {
+	v := b.view.Load()
+	p := &placement{kind: kind, identity: identity, term: v.term, pid: pid}
+	if !v.owns(kind, identity) {
+		p.moved.Store(true)
+	}
+	b.placements.Store(kind+"/"+identity, p)
+	return p
+}
+
+// unplace forgets a stopped activation (a newer one stays).
+func (b *Broker) unplace(p *placement) {
+	b.placements.CompareAndDelete(p.kind+"/"+p.identity, p)
+}
+
+// activeHere returns this node's activation of a grain, if any.
+func (b *Broker) activeHere(kind, identity string) *placement {
+	if p, ok := b.placements.Load(kind + "/" + identity); ok {
+		return p.(*placement)
+	}
+	return nil
+}
+
+// serving reports whether an activation may sequence now.
+func (b *Broker) serving(p *placement) bool {
+	return !p.moved.Load() && b.membership.Certain()
+}
+
+// fenceBy records that an activation of the grain was placed under term
+// elsewhere: a local one placed under an older term has moved. It
+// reports whether the local one is newer (the caller is the stale one).
+func (b *Broker) fenceBy(kind, identity string, term uint64) (localIsNewer bool) {
+	p := b.activeHere(kind, identity)
+	if p == nil {
+		return false
+	}
+	if p.term < term {
+		p.moved.Store(true)
+	}
+	return p.term > term
+}
+
+// pidCache holds where grains were found under one member list; a new
+// list starts a new cache, so no identity whose owner changed is ever
+// served from it. It holds at most maxCachedPIDs grains.
+type pidCache struct {
+	channels, sessions sync.Map // identity → *actor.PID
+	size               atomic.Int64
+}
+
+const maxCachedPIDs = 100_000
+
+func (c *pidCache) of(kind string) *sync.Map {
+	if kind == SessionKind {
+		return &c.sessions
+	}
+	return &c.channels
+}
+
+func (b *Broker) cachedPID(kind, identity string) *actor.PID {
+	if pid, ok := b.pids.Load().of(kind).Load(identity); ok {
+		return pid.(*actor.PID)
+	}
+	return nil
+}
+
+func (b *Broker) cachePID(kind, identity string, pid *actor.PID) {
+	c := b.pids.Load()
+	if _, loaded := c.of(kind).Swap(identity, pid); !loaded && c.size.Add(1) > maxCachedPIDs {
+		b.pids.CompareAndSwap(c, &pidCache{})
+	}
+}
+
+// forgetPID drops a cached grain that did not answer or has moved.
+func (b *Broker) forgetPID(kind, identity string) {
+	b.pids.Load().of(kind).Delete(identity)
+}
+
+// departedMembers remembers the member incarnations seen to leave, so a
+// late message from one (a subscribe sent just before its node died) does
+// not bring back a ghost. It keeps the latest maxDeparted.
+type departedMembers struct {
+	mu    sync.Mutex
+	ids   map[string]struct{}
+	order []string
+}
+
+const maxDeparted = 1024
+
+func (d *departedMembers) add(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ids == nil {
+		d.ids = map[string]struct{}{}
+	}
+	if _, known := d.ids[id]; known {
+		return
+	}
+	d.ids[id] = struct{}{}
+	d.order = append(d.order, id)
+	if len(d.order) > maxDeparted {
+		delete(d.ids, d.order[0])
+		d.order = d.order[1:]
+	}
+}
+
+func (d *departedMembers) has(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.ids[id]
+	return ok
+}
