@@ -2,10 +2,15 @@ package actors
 
 import (
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"sort"
 	"testing"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 	"github.com/switchboard/switchboard/transport"
@@ -60,5 +65,67 @@ func TestRelaySubscriptionsFollowJoinsAndLeaves(t *testing.T) {
 				t.Fatalf("step %d: %s delivers to %v, want %v", step, ch, got, expected)
 			}
 		}
+	}
+}
+
+// A relay follows one activation of a channel: it tells its subscribers
+// when offsets jump or the epoch changes, drops what an activation older
+// than the one it follows still sends, and tells an older activation that
+// asks it that it is stale. A local activation older than one that
+// announced itself stands down.
+func TestRelayFollowsTheNewestActivation(t *testing.T) {
+	metrics := transport.NewMetrics()
+	b := NewBroker(Options{}, metrics, nil)
+	b.system = actor.NewActorSystem()
+	owners := cluster.NewRendezvous()
+	owners.UpdateMembers(cluster.Members{{Id: b.system.ID, Host: "nonhost", Port: 0, Kinds: []string{ChannelKind}}})
+	b.view.Store(&view{term: 5, self: "nonhost:0", owners: owners})
+	r := newRelay(b)
+	server, client := net.Pipe()
+	t.Cleanup(func() { server.Close(); client.Close() })
+	go func() { _, _ = io.Copy(io.Discard, client) }()
+	out := transport.NewOutbox(server, "c0", "u", transport.OutboxLimits{MaxFrames: 1 << 20, MaxBytes: 1 << 30}, nil, nil, nil)
+	b.local.add(out, nil, true)
+	local := b.place(ChannelKind, "ch", actor.NewPID("nonhost:0", "ch"))
+
+	gaps := func() float64 { return testutil.ToFloat64(metrics.DeliveryGaps) }
+	stale := func() float64 { return testutil.ToFloat64(metrics.StaleDeliveries) }
+	delivered := func() float64 { return testutil.ToFloat64(metrics.Deliveries) }
+	publish := func(term uint64, epoch string, offset uint64) {
+		r.deliver(&pb.Delivery{Channel: "ch", Frame: []byte("x"), Term: term, Epoch: epoch, Offset: offset})
+	}
+
+	r.add(&pb.SubscriberAdded{Channel: "ch", ConnectionId: "c0", Term: 5, Epoch: "e1", Offset: 10})
+	publish(5, "e1", 11)
+	publish(5, "e1", 12)
+	if gaps() != 0 || delivered() != 2 {
+		t.Fatalf("in-order publications: %v gaps, %v delivered", gaps(), delivered())
+	}
+	publish(5, "e1", 14)
+	if gaps() != 1 || delivered() != 3 {
+		t.Fatalf("offset 13 went missing: %v gaps told, %v delivered; want 1 and 3", gaps(), delivered())
+	}
+
+	answer := r.announced(&pb.QueryChannelSubscribers{Channel: "ch", Term: 7, Epoch: "e2"})
+	if answer.Stale || len(answer.Subscribers) != 1 || answer.Member != b.system.ID {
+		t.Fatalf("a newer activation asking got %v", answer)
+	}
+	if gaps() != 2 {
+		t.Fatalf("subscribers were not told of the new epoch: %v gaps", gaps())
+	}
+	if !local.moved.Load() {
+		t.Fatal("the local activation placed under term 5 still sequences after one under term 7 announced itself")
+	}
+	publish(5, "e1", 15)
+	if stale() != 1 || delivered() != 3 {
+		t.Fatalf("a publication of the old activation: %v stale, %v delivered; want 1 and 3", stale(), delivered())
+	}
+	if answer := r.announced(&pb.QueryChannelSubscribers{Channel: "ch", Term: 6, Epoch: "e3"}); !answer.Stale {
+		t.Fatal("an activation older than the one followed was not told it is stale")
+	}
+	publish(7, "e2", 1)
+	publish(7, "e2", 2)
+	if gaps() != 2 || delivered() != 5 {
+		t.Fatalf("the new activation's stream: %v gaps, %v delivered; want 2 and 5", gaps(), delivered())
 	}
 }
