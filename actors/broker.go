@@ -430,6 +430,31 @@ func (b *Broker) CloseAll(ctx context.Context, code uint16, reason string) {
 	}
 }
 
+// CloseClientsWhileUncertain closes this node's clients with code
+// whenever it has been unsure of its own membership for longer than
+// grace (cut off from etcd): it sequences nothing meanwhile, and members
+// in good standing can serve them. It returns when ctx ends.
+func (b *Broker) CloseClientsWhileUncertain(ctx context.Context, grace time.Duration, code uint16, reason string) {
+	tick := time.NewTicker(max(grace/8, 50*time.Millisecond))
+	defer tick.Stop()
+	var uncertainSince time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		switch {
+		case b.membership.Certain():
+			uncertainSince = time.Time{}
+		case uncertainSince.IsZero():
+			uncertainSince = time.Now()
+		case time.Since(uncertainSince) > grace:
+			b.local.each(func(out *transport.Outbox) { out.Close(code, reason) })
+		}
+	}
+}
+
 func (b *Broker) deadline(ctx context.Context) time.Time {
 	if deadline, ok := ctx.Deadline(); ok {
 		return deadline

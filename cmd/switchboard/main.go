@@ -125,6 +125,10 @@ func run(cfg config) error {
 	go func() { serveErr <- server.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "ws", "ws://"+ln.Addr().String()+"/ws", "api", cfg.APIKey != "")
 
+	uncertainCtx, stopWatchingStanding := context.WithCancel(context.Background())
+	defer stopWatchingStanding()
+	go broker.CloseClientsWhileUncertain(uncertainCtx, cfg.ClusterLeaseTTL, transport.CloseServiceRestart, "node cut off from the cluster")
+
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	var lost error
