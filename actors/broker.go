@@ -64,7 +64,6 @@ type Broker struct {
 
 	placements  sync.Map // kind/identity → *placement of the grain active on this node
 	pids        atomic.Pointer[pidCache]
-	lookups     sync.Map // kind/identity → *pendingLookup
 	activations atomic.Uint64
 }
 
@@ -290,16 +289,17 @@ type pendingLookup struct {
 // on its own.
 func (b *Broker) lookup(kind, identity string) *actor.PID {
 	key := kind + "/" + identity
+	cache := b.pids.Load()
 	fresh := &pendingLookup{done: make(chan struct{})}
-	existing, inFlight := b.lookups.LoadOrStore(key, fresh)
+	existing, inFlight := cache.lookups.LoadOrStore(key, fresh)
 	pending := existing.(*pendingLookup)
 	if !inFlight {
 		go func() {
 			pending.pid = b.cluster.Get(identity, kind)
 			if pending.pid != nil {
-				b.cachePID(kind, identity, pending.pid)
+				b.cachePID(cache, kind, identity, pending.pid)
 			}
-			b.lookups.Delete(key)
+			cache.lookups.Delete(key)
 			close(pending.done)
 		}()
 	}

@@ -98,10 +98,13 @@ func (b *Broker) fenceBy(kind, identity string, term uint64) (localIsNewer bool)
 
 // pidCache holds where grains were found under one member list; a new
 // list starts a new cache, so no identity whose owner changed is ever
-// served from it. It holds at most maxCachedPIDs grains.
+// served from it. It holds at most maxCachedPIDs grains. Lookups in
+// flight belong to the list too: one stuck on a member that has since
+// left must not hold up lookups under the new list.
 type pidCache struct {
 	channels, sessions sync.Map // identity → *actor.PID
 	size               atomic.Int64
+	lookups            sync.Map // kind/identity → *pendingLookup
 }
 
 const maxCachedPIDs = 100_000
@@ -120,8 +123,9 @@ func (b *Broker) cachedPID(kind, identity string) *actor.PID {
 	return nil
 }
 
-func (b *Broker) cachePID(kind, identity string, pid *actor.PID) {
-	c := b.pids.Load()
+// cachePID records where a lookup made under cache's member list found
+// the grain; a cache replaced meanwhile keeps it to itself.
+func (b *Broker) cachePID(c *pidCache, kind, identity string, pid *actor.PID) {
 	if _, loaded := c.of(kind).Swap(identity, pid); !loaded && c.size.Add(1) > maxCachedPIDs {
 		b.pids.CompareAndSwap(c, &pidCache{})
 	}
