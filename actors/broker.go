@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
+	sbcluster "github.com/switchboard/switchboard/cluster"
 	"github.com/switchboard/switchboard/transport"
 )
 
@@ -63,6 +64,7 @@ type Broker struct {
 	departed   departedMembers
 
 	placements  sync.Map // kind/identity → *placement of the grain active on this node
+	handoffs    handoffs
 	pids        atomic.Pointer[pidCache]
 	activations atomic.Uint64
 }
@@ -95,26 +97,32 @@ func (b *Broker) Start(c *cluster.Cluster, membership Membership) error {
 		return fmt.Errorf("spawn relay: %w", err)
 	}
 	b.relay = pid
-	b.updateMembers(c.MemberList.Members().Members())
+	b.updateMembers(membership.Term(), nil)
 	c.ActorSystem.EventStream.Subscribe(func(evt any) {
-		if topology, ok := evt.(*cluster.ClusterTopology); ok {
-			b.updateMembers(topology.Members)
+		if changed, ok := evt.(*sbcluster.MembersChanged); ok {
+			b.updateMembers(changed.Term, changed.Draining)
 		}
 	})
 	return nil
 }
 
-// updateMembers makes a new member list the one in force. It runs on
-// protoactor's topology event, in order, before any grain sees the list:
-// caches of where grains live start afresh, activations that no longer
-// own their identity are marked moved at once, and grains forget the
-// subscribers and connections of members that left.
-func (b *Broker) updateMembers(members []*cluster.Member) {
-	next := &view{term: b.membership.Term(), self: b.system.Address(), members: make(map[string]string, len(members)),
+// updateMembers makes the member list of term the one in force. It runs
+// on every change, in order, once protoactor holds the new topology of
+// the members that own grains, and before any grain sees the list: caches
+// of where grains live start afresh, activations that no longer own their
+// identity are marked moved at once, and grains forget the subscribers and
+// connections of members that left. Draining members own nothing but
+// still hold connections, and their relays still answer.
+func (b *Broker) updateMembers(term uint64, draining map[string]string) {
+	serving := b.cluster.MemberList.Members().Members()
+	next := &view{term: term, self: b.system.Address(), members: make(map[string]string, len(serving)+len(draining)),
 		owners: cluster.NewRendezvous()}
-	next.owners.UpdateMembers(members)
-	for _, m := range members {
+	next.owners.UpdateMembers(serving)
+	for _, m := range serving {
 		next.members[m.Address()] = m.Id
+	}
+	for address, id := range draining {
+		next.members[address] = id
 	}
 	before := b.view.Swap(next)
 	b.pids.Store(&pidCache{})
@@ -427,6 +435,43 @@ func (b *Broker) CloseAll(ctx context.Context, code uint16, reason string) {
 	b.local.each(func(out *transport.Outbox) { out.Close(code, reason) })
 	for b.local.count() > 0 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// HandOverChannels wakes each channel active on this node at its new
+// owner, which takes the channel's state (epoch, offset, history) over
+// from the activation here. Call it once this node drains (owns nothing
+// any more, its relay still answering); it returns when every channel
+// has been taken over or ctx ends.
+func (b *Broker) HandOverChannels(ctx context.Context) {
+	var channels []string
+	b.placements.Range(func(_, value any) bool {
+		if p := value.(*placement); p.kind == ChannelKind {
+			channels = append(channels, p.identity)
+		}
+		return true
+	})
+	const inParallel = 32
+	slots := make(chan struct{}, inParallel)
+	var wg sync.WaitGroup
+	for _, name := range channels {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			b.wake(name)
+		}()
+	}
+	wg.Wait()
+}
+
+// wake activates a channel at its owner, which takes its state over.
+func (b *Broker) wake(channel string) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.RequestTimeout)
+	defer cancel()
+	if _, err := request[*pb.Activated](ctx, b, ChannelKind, channel, &pb.Activate{}); err != nil {
+		b.log.Warn("moved channel not woken at its new owner", "channel", channel, "err", err)
 	}
 }
 

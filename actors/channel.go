@@ -32,6 +32,7 @@ type channel struct {
 	history     []stored               // oldest first
 	configured  bool                   // settings from the HTTP API keep it loaded
 	unanswered  map[string]bool        // relays (by address) yet to say who subscribes here
+	handedOver  bool                   // a successor has this activation's state
 	idle        passivation
 	retries     retries
 }
@@ -74,16 +75,17 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *cluster.ClusterInit:
 		c.name = msg.Identity.Identity
 		c.opts = c.b.opts.Namespaces.For(c.name)
-		c.epoch = newEpoch()
 		c.placement = c.b.place(ChannelKind, c.name, ctx.Self())
 		c.b.metrics.Actors.WithLabelValues(ChannelKind).Inc()
-		if !c.placement.moved.Load() {
-			c.recoverSubscribers(ctx)
-		}
+		c.activate(ctx)
 		c.idleWhenUnused(ctx)
+		return
+	case *pb.HandOver:
+		c.handOver(ctx)
 		return
 	case *actor.Stopped:
 		c.idle.cancel()
+		c.stopped()
 		c.b.unplace(c.placement)
 		c.b.metrics.Actors.WithLabelValues(ChannelKind).Dec()
 		c.b.metrics.Subscriptions.Sub(float64(len(c.subscribers)))
@@ -129,6 +131,8 @@ func (c *channel) Receive(ctx actor.Context) {
 		ctx.Respond(c.presence())
 	case *pb.QueryHistory:
 		ctx.Respond(c.historySince(msg.Since, msg.Limit))
+	case *pb.Activate:
+		ctx.Respond(&pb.Activated{})
 	case *pb.ConfigureChannel:
 		c.opts.Capacity = int(msg.Capacity)
 		if msg.Capacity == 0 {
@@ -152,7 +156,7 @@ func (c *channel) standDown(ctx actor.Context) {
 		ctx.Respond(moved)
 	}
 	if c.placement.moved.Load() {
-		c.idle.arm(ctx, movedLinger)
+		c.idle.stopSoon(ctx, movedLinger)
 	}
 }
 
@@ -160,82 +164,6 @@ func (c *channel) standDown(ctx actor.Context) {
 // it stops: callers whose member list still points here get a quick
 // answer rather than waiting out a request sent to a stopped actor.
 const movedLinger = time.Second
-
-// recoverSubscribers rebuilds the subscriber set from the relays: an
-// activation after a move or a node loss starts with everyone the nodes
-// still deliver to, so no client has to subscribe again. The question
-// carries this activation's term: older activations stand down, and a
-// relay that knows a newer one says so, and this one stands down.
-func (c *channel) recoverSubscribers(ctx actor.Context) {
-	query := &pb.QueryChannelSubscribers{Channel: c.name, Term: c.placement.term, Epoch: c.epoch}
-	answers := c.b.askRelays(ctx, query, relayTimeout)
-	for _, answer := range answers {
-		if res, ok := answer.(*pb.ChannelSubscribers); ok && res.Stale {
-			c.placement.moved.Store(true)
-			return
-		}
-	}
-	for _, address := range c.b.members() {
-		res, ok := answers[address].(*pb.ChannelSubscribers)
-		if !ok {
-			c.unanswered[address] = true
-			continue
-		}
-		for _, s := range res.Subscribers {
-			c.add(s.ConnectionId, s.User, address, res.Member, s.PresenceEvents, s.Info)
-		}
-	}
-	c.askUnansweredRelaysLater(ctx)
-}
-
-// askRelaysAgain reminds a channel to ask the relays that have not
-// answered yet: a busy or briefly unreachable node keeps its subscribers.
-type askRelaysAgain struct{}
-
-func (c *channel) askUnansweredRelaysLater(ctx actor.Context) {
-	if len(c.unanswered) == 0 {
-		return
-	}
-	root, self := ctx.ActorSystem().Root, ctx.Self()
-	time.AfterFunc(relayTimeout, func() { root.Send(self, askRelaysAgain{}) })
-}
-
-// askUnansweredRelays asks again, without waiting, every relay that has
-// not answered, as long as its member is in the cluster; the answer comes
-// back as a message. Its subscribers missed what was published meanwhile:
-// their relay tells them (a gap frame) on the first delivery it gets.
-func (c *channel) askUnansweredRelays(ctx actor.Context) {
-	members := c.b.view.Load().members
-	query := &pb.QueryChannelSubscribers{Channel: c.name, Term: c.placement.term, Epoch: c.epoch}
-	for address := range c.unanswered {
-		if _, member := members[address]; !member {
-			delete(c.unanswered, address)
-			continue
-		}
-		ctx.Request(actor.NewPID(address, relayName), query)
-	}
-	c.askUnansweredRelaysLater(ctx)
-}
-
-// lateAnswer takes the subscribers of a relay that answered after the
-// activation went on without it.
-func (c *channel) lateAnswer(ctx actor.Context, res *pb.ChannelSubscribers) {
-	for address, member := range c.b.view.Load().members {
-		if member != res.Member || !c.unanswered[address] {
-			continue
-		}
-		delete(c.unanswered, address)
-		if res.Stale {
-			c.placement.moved.Store(true)
-			return
-		}
-		for _, s := range res.Subscribers {
-			if _, arrived := c.add(s.ConnectionId, s.User, address, res.Member, s.PresenceEvents, s.Info); arrived {
-				c.announce(ctx, transport.JoinFrame(c.name, s.User, s.Info))
-			}
-		}
-	}
-}
 
 // add registers a subscriber and reports whether its user just arrived.
 func (c *channel) add(connectionID, user, relayAddress, relayMember string, presence bool, info []byte) (*subscriber, bool) {
@@ -443,16 +371,26 @@ func (c *channel) trimHistory() {
 	}
 }
 
+// maxHistoryPageBytes bounds one history answer, so it fits a client's
+// outbox (--outbox-bytes, 4 MiB by default) beside its live traffic; a
+// page holds at least one publication.
+const maxHistoryPageBytes = 1 << 20
+
 func (c *channel) historySince(since uint64, limit uint32) *pb.History {
 	c.trimHistory()
 	res := &pb.History{Offset: c.last, Epoch: c.epoch}
+	size := 0
 	for _, s := range c.history {
-		if s.offset > since {
-			res.Frames = append(res.Frames, s.frame)
-			if limit > 0 && len(res.Frames) == int(limit) {
-				break
-			}
+		if s.offset <= since {
+			continue
 		}
+		full := limit > 0 && len(res.Frames) == int(limit)
+		if full || (len(res.Frames) > 0 && size+len(s.frame) > maxHistoryPageBytes) {
+			res.More = true
+			break
+		}
+		res.Frames = append(res.Frames, s.frame)
+		size += len(s.frame)
 	}
 	return res
 }

@@ -321,7 +321,7 @@ func (c *connection) history(cmd *pb.ClientCommand) {
 		c.fail(cmd, err)
 		return
 	}
-	c.out.Reply(transport.HistoryFrame(cmd.Channel, res.Frames, res.Offset, res.Epoch, cmd.Id))
+	c.out.Reply(transport.HistoryFrame(cmd.Channel, res.Frames, res.Offset, res.Epoch, res.More, cmd.Id))
 }
 
 func (c *connection) next() uint64 {

@@ -12,9 +12,10 @@ import (
 // its own timer rather than protoactor's receive timeout, whose timer
 // goroutine races with the mailbox.
 type passivation struct {
-	idle  time.Duration
-	last  time.Time
-	timer *time.Timer
+	idle     time.Duration
+	last     time.Time
+	timer    *time.Timer
+	stopping bool // stopSoon was called: the next check stops the grain
 }
 
 // touch records activity.
@@ -41,6 +42,17 @@ func (p *passivation) check(ctx actor.Context, unused bool) {
 		return
 	}
 	ctx.Stop(ctx.Self())
+}
+
+// stopSoon makes the grain stop after d, whatever it holds: it moved.
+func (p *passivation) stopSoon(ctx actor.Context, d time.Duration) {
+	if p.stopping {
+		return
+	}
+	p.stopping = true
+	p.cancel()
+	p.timer = nil
+	p.arm(ctx, d)
 }
 
 func (p *passivation) cancel() {

@@ -83,17 +83,18 @@ func (b *Broker) serving(p *placement) bool {
 }
 
 // fenceBy records that an activation of the grain was placed under term
-// elsewhere: a local one placed under an older term has moved. It
-// reports whether the local one is newer (the caller is the stale one).
-func (b *Broker) fenceBy(kind, identity string, term uint64) (localIsNewer bool) {
+// elsewhere: a local one placed under an older term has moved. It reports
+// whether the local activation is newer (the caller is the stale one) or
+// older (the caller may take its state over).
+func (b *Broker) fenceBy(kind, identity string, term uint64) (newer, older bool) {
 	p := b.activeHere(kind, identity)
 	if p == nil {
-		return false
+		return false, false
 	}
 	if p.term < term {
 		p.moved.Store(true)
 	}
-	return p.term > term
+	return p.term > term, p.term < term
 }
 
 // pidCache holds where grains were found under one member list; a new

@@ -60,6 +60,10 @@ func (r *relay) Receive(ctx actor.Context) {
 		}
 	case *pb.QueryChannelSubscribers:
 		ctx.Respond(r.announced(msg))
+	case *pb.HandOver:
+		r.handOver(ctx, msg)
+	case *pb.FollowChannel:
+		r.followChannel(msg)
 	case *pb.QueryUserConnections:
 		var res *pb.UserConnections
 		if msg.WatcherId == "" {
@@ -90,17 +94,18 @@ func (r *relay) Receive(ctx actor.Context) {
 
 // announced answers a new activation of a channel with the local
 // subscribers it should deliver to, unless an activation placed under a
-// newer member list has announced itself here already. From then on this
-// relay follows the new activation: a local activation it replaces stands
-// down, deliveries of older ones are dropped, and local subscribers that
-// followed another epoch are told their stream jumped.
+// newer member list has announced itself here already (stale). A local
+// activation placed under an older list stands down from now on, and the
+// answer names it (predecessor) so the new one can take its state over.
 func (r *relay) announced(q *pb.QueryChannelSubscribers) *pb.ChannelSubscribers {
 	res := &pb.ChannelSubscribers{Member: r.b.system.ID}
 	ch := r.channels[q.Channel]
-	if r.b.fenceBy(ChannelKind, q.Channel, q.Term) || (ch != nil && ch.term > q.Term) {
+	newer, older := r.b.fenceBy(ChannelKind, q.Channel, q.Term)
+	if newer || (ch != nil && ch.term > q.Term) {
 		res.Stale = true
 		return res
 	}
+	res.Predecessor = older || r.b.handoffs.holds(q.Channel, q.Term)
 	if ch == nil {
 		return res
 	}
@@ -108,20 +113,44 @@ func (r *relay) announced(q *pb.QueryChannelSubscribers) *pb.ChannelSubscribers 
 		res.Subscribers = append(res.Subscribers, &pb.ChannelSubscribers_Subscriber{
 			ConnectionId: sub.id, User: sub.out.User, PresenceEvents: sub.presence, Info: sub.info})
 	}
-	if ch.term != q.Term || ch.epoch != q.Epoch {
-		r.follow(q.Channel, ch, q.Term, q.Epoch, 0)
-	}
 	return res
 }
 
-// follow makes ch follow the activation of term from offset on, telling
-// local subscribers if that is not where their stream stood.
-func (r *relay) follow(channel string, ch *relayedChannel, term uint64, epoch string, offset uint64) {
-	jumped := ch.epoch != "" && (ch.epoch != epoch || ch.last != offset)
-	ch.term, ch.epoch, ch.last = term, epoch, offset
-	if !jumped {
+// handOver passes a new activation's request for the channel's state on
+// to the older activation here (which answers it directly), or answers
+// that there is none.
+func (r *relay) handOver(ctx actor.Context, msg *pb.HandOver) {
+	if p := r.b.activeHere(ChannelKind, msg.Channel); p != nil && p.term < msg.Term {
+		p.moved.Store(true)
+		ctx.Forward(p.pid)
 		return
 	}
+	if state := r.b.handoffs.take(msg.Channel, msg.Term); state != nil {
+		ctx.Respond(state)
+		return
+	}
+	ctx.Respond(&pb.ChannelState{})
+}
+
+// followChannel makes the channel's stream here follow a new activation
+// from where it starts. In the same epoch (the state was handed over) the
+// predecessor's last deliveries may still be on their way and are taken
+// in order; under a new epoch the subscribers are told their stream jumped.
+func (r *relay) followChannel(f *pb.FollowChannel) {
+	ch := r.channels[f.Channel]
+	if ch == nil || f.Term < ch.term {
+		return
+	}
+	ch.term = f.Term
+	if f.Epoch != ch.epoch {
+		r.jump(f.Channel, ch, f.Epoch, f.Offset)
+	}
+}
+
+// jump tells local subscribers that the channel's stream continues after
+// offset of epoch, and follows it from there.
+func (r *relay) jump(channel string, ch *relayedChannel, epoch string, offset uint64) {
+	ch.epoch, ch.last = epoch, offset
 	r.b.metrics.DeliveryGaps.Inc()
 	gap := transport.GapFrame(channel, epoch, offset)
 	for i := range ch.subs {
@@ -129,6 +158,10 @@ func (r *relay) follow(channel string, ch *relayedChannel, term uint64, epoch st
 	}
 }
 
+// deliver queues a publication on the channel's local subscribers. It
+// keeps the stream whole: a publication the relay has (or an older
+// activation's, once a newer one took over) is dropped and counted, and a
+// jump in offsets or epochs is announced with a gap frame first.
 func (r *relay) deliver(d *pb.Delivery) {
 	ch := r.channels[d.Channel]
 	if ch == nil {
@@ -136,15 +169,15 @@ func (r *relay) deliver(d *pb.Delivery) {
 	}
 	if d.Offset != 0 {
 		switch {
-		case d.Term < ch.term:
+		case d.Epoch == ch.epoch && d.Offset <= ch.last, d.Epoch != ch.epoch && d.Term < ch.term:
 			r.b.metrics.StaleDeliveries.Inc()
 			return
-		case d.Term > ch.term || d.Epoch != ch.epoch || d.Offset != ch.last+1:
+		case d.Epoch != ch.epoch || d.Offset != ch.last+1:
 			// Offsets lost on the way (a stream between nodes torn down),
-			// or an activation this relay was not asked by.
-			r.follow(d.Channel, ch, d.Term, d.Epoch, d.Offset-1)
+			// or an activation this relay was not told of.
+			r.jump(d.Channel, ch, d.Epoch, d.Offset-1)
 		}
-		ch.last = d.Offset
+		ch.term, ch.last = max(ch.term, d.Term), d.Offset
 	}
 	n := 0
 	for i := range ch.subs {
@@ -168,8 +201,9 @@ func (r *relay) add(msg *pb.SubscriberAdded) bool {
 	if ch == nil {
 		ch = &relayedChannel{index: make(map[string]int), term: msg.Term, epoch: msg.Epoch, last: msg.Offset}
 		r.channels[msg.Channel] = ch
-	} else if msg.Term > ch.term {
-		r.follow(msg.Channel, ch, msg.Term, msg.Epoch, msg.Offset)
+	} else if msg.Term > ch.term && msg.Epoch != ch.epoch {
+		ch.term = msg.Term
+		r.jump(msg.Channel, ch, msg.Epoch, msg.Offset)
 	}
 	sub := relayed{id: msg.ConnectionId, out: out, presence: msg.PresenceEvents, info: msg.Info}
 	if i, already := ch.index[msg.ConnectionId]; already {

@@ -72,3 +72,15 @@ func (r *retries) remember(requester string, sequence uint64, answer proto.Messa
 		}
 	}
 }
+
+// each calls f with every remembered answer, for a grain handing its
+// state to its successor.
+func (r *retries) each(f func(requester string, answer any)) {
+	for requester, w := range r.requesters {
+		for i, seq := range w.sequences {
+			if seq != 0 {
+				f(requester, w.answers[i])
+			}
+		}
+	}
+}

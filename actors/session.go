@@ -102,7 +102,7 @@ func (s *session) Receive(ctx actor.Context) {
 			ctx.Respond(&pb.Moved{})
 		}
 		if s.placement.moved.Load() {
-			s.idle.arm(ctx, movedLinger)
+			s.idle.stopSoon(ctx, movedLinger)
 		}
 		return
 	}

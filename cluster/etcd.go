@@ -54,8 +54,9 @@ type etcdMembership struct {
 	lostOnce     sync.Once
 	leftOnce     sync.Once
 
-	mu      sync.Mutex
-	members map[string]*cluster.Member // etcd key → member
+	mu       sync.Mutex
+	members  map[string]memberEntry // etcd key → member
+	draining atomic.Bool            // this node hands its grains over before it leaves
 }
 
 // processStart anchors monotonic time readings kept in atomics.
@@ -68,6 +69,15 @@ type memberRecord struct {
 	Host  string   `json:"host"`
 	Port  int      `json:"port"`
 	Kinds []string `json:"kinds"`
+	// Draining: the member is leaving and hands its grains over first; it
+	// owns nothing, but its relay still answers.
+	Draining bool `json:"draining,omitempty"`
+}
+
+// memberEntry is one member as etcd holds it.
+type memberEntry struct {
+	member   *cluster.Member
+	draining bool
 }
 
 const etcdCallTimeout = 5 * time.Second
@@ -84,7 +94,7 @@ func newEtcdMembership(endpoints []string, clusterName string, ttl time.Duration
 	ctx, cancel := context.WithCancel(context.Background())
 	return &etcdMembership{
 		endpoints: endpoints, ttl: ttl, prefix: "/switchboard/" + clusterName + "/members/", log: log,
-		client: client, ctx: ctx, cancel: cancel, members: map[string]*cluster.Member{},
+		client: client, ctx: ctx, cancel: cancel, members: map[string]memberEntry{},
 		left: make(chan struct{}), lost: make(chan struct{}),
 	}, nil
 }
@@ -127,11 +137,31 @@ func (m *etcdMembership) Shutdown(bool) error {
 	return err
 }
 
+// Drain makes this node a draining member: it owns no grains from now
+// on, so the others place them elsewhere, while its relay keeps answering
+// so their new activations can take its grains' state over.
+func (m *etcdMembership) Drain(ctx context.Context) error {
+	if m.draining.Swap(true) {
+		return nil
+	}
+	var r memberRecord
+	_ = json.Unmarshal(m.record, &r)
+	r.Draining = true
+	record, _ := json.Marshal(r)
+	m.mu.Lock()
+	m.publishLocked(m.term.Load())
+	m.mu.Unlock()
+	if _, err := m.client.Put(ctx, m.key, string(record), clientv3.WithLease(m.lease)); err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	return nil
+}
+
 // Leave revokes the lease and waits, until ctx ends, for this node's own
-// watch to see its record go: by then etcd has told every peer, and they
-// place this node's grains elsewhere. From the start of Leave the topology
-// handed to protoactor leaves this node out, so its own grains see that
-// they moved and its remaining clients are served by the new owners.
+// watch to see its record go: by then etcd has told every peer. From the
+// start of Leave (or Drain) the topology handed to protoactor leaves this
+// node out, so its own grains see that they moved and its remaining
+// clients are served by the new owners.
 func (m *etcdMembership) Leave(ctx context.Context) error {
 	if m.leaving.Swap(true) {
 		return nil
@@ -211,10 +241,10 @@ func (m *etcdMembership) load() (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	members := map[string]*cluster.Member{}
+	members := map[string]memberEntry{}
 	for _, kv := range res.Kvs {
-		if member := decodeMember(kv.Value); member != nil {
-			members[string(kv.Key)] = member
+		if entry, ok := decodeMember(kv.Value); ok {
+			members[string(kv.Key)] = entry
 		}
 	}
 	m.mu.Lock()
@@ -227,12 +257,12 @@ func (m *etcdMembership) load() (int64, error) {
 	return res.Header.Revision, nil
 }
 
-func decodeMember(value []byte) *cluster.Member {
+func decodeMember(value []byte) (memberEntry, bool) {
 	var r memberRecord
 	if json.Unmarshal(value, &r) != nil || r.ID == "" {
-		return nil
+		return memberEntry{}, false
 	}
-	return &cluster.Member{Id: r.ID, Host: r.Host, Port: int32(r.Port), Kinds: r.Kinds}
+	return memberEntry{&cluster.Member{Id: r.ID, Host: r.Host, Port: int32(r.Port), Kinds: r.Kinds}, r.Draining}, true
 }
 
 // ownRecordDeleted: this node's record is gone from etcd, as it meant
@@ -245,28 +275,40 @@ func (m *etcdMembership) ownRecordDeleted() {
 	m.lose("etcd deleted its member record (its lease expired)")
 }
 
-// publishLocked hands the members to protoactor as the topology of term:
-// every member in etcd, and this node itself until it leaves (its record
-// may trail its start by a watch event).
+// publishLocked hands the members to protoactor as the topology of term,
+// then tells the broker (MembersChanged). protoactor places grains on the
+// members that serve: every member in etcd that is not draining, and this
+// node itself until it drains (its record may trail its start by a watch
+// event). Draining members are reported apart: their relays still answer.
 func (m *etcdMembership) publishLocked(term uint64) {
 	m.term.Store(max(term, m.term.Load()))
 	self := m.cluster.ActorSystem.ID
-	list := make(cluster.Members, 0, len(m.members)+1)
+	selfDraining := m.draining.Load() || m.leaving.Load()
+	serving := make(cluster.Members, 0, len(m.members)+1)
+	draining := map[string]string{}
 	included := false
-	for _, member := range m.members {
+	for _, entry := range m.members {
+		member := entry.member
 		if member.Id == self {
 			included = true
-			if m.leaving.Load() {
+			if selfDraining {
+				draining[member.Address()] = member.Id
 				continue
 			}
 		}
-		list = append(list, member)
+		if entry.draining {
+			draining[member.Address()] = member.Id
+			continue
+		}
+		serving = append(serving, member)
 	}
-	if !included && !m.leaving.Load() {
-		list = append(list, decodeMember(m.record))
+	if !included && !selfDraining {
+		entry, _ := decodeMember(m.record)
+		serving = append(serving, entry.member)
 	}
-	sort.Slice(list, func(i, j int) bool { return list[i].Id < list[j].Id })
-	m.cluster.MemberList.UpdateClusterTopology(list)
+	sort.Slice(serving, func(i, j int) bool { return serving[i].Id < serving[j].Id })
+	m.cluster.MemberList.UpdateClusterTopology(serving)
+	m.cluster.ActorSystem.EventStream.Publish(&MembersChanged{Term: m.term.Load(), Draining: draining})
 }
 
 // keepAlive renews the lease every quarter of its TTL. A renewal that
@@ -328,8 +370,8 @@ func (m *etcdMembership) watch(revision int64) {
 					if key == m.key {
 						m.ownRecordDeleted()
 					}
-				} else if member := decodeMember(ev.Kv.Value); member != nil {
-					m.members[key] = member
+				} else if entry, ok := decodeMember(ev.Kv.Value); ok {
+					m.members[key] = entry
 				}
 				revision = max(revision, ev.Kv.ModRevision)
 			}

@@ -57,7 +57,19 @@ type membership interface {
 	Certain() bool
 	Term() uint64
 	Lost() <-chan struct{}
+	Drain(context.Context) error
 	Leave(context.Context) error
+}
+
+// MembersChanged is published on the actor system's event stream after
+// every change of the member list, once protoactor holds the new topology
+// of the members that own grains.
+type MembersChanged struct {
+	// Term is the etcd revision of the member list.
+	Term uint64
+	// Draining are members leaving that own nothing any more but whose
+	// relays still answer, by address → member id.
+	Draining map[string]string
 }
 
 // Ready reports whether the node is a member in good standing that
@@ -79,6 +91,10 @@ func (n *Node) Term() uint64 { return n.membership.Term() }
 // never take it back under its id: the process should close its clients
 // with 1012 and exit, so a supervisor starts a fresh member.
 func (n *Node) Lost() <-chan struct{} { return n.membership.Lost() }
+
+// Drain makes this node own no grains any more while it stays reachable:
+// the others place its grains elsewhere and take their state over.
+func (n *Node) Drain(ctx context.Context) error { return n.membership.Drain(ctx) }
 
 // Leave takes this node out of the cluster and waits, until ctx ends,
 // until etcd has told the others; its grains move to other members while
@@ -208,6 +224,7 @@ func (standalone) StartMember(c *cluster.Cluster) error {
 		Port:  int32(port),
 		Kinds: c.GetClusterKinds(),
 	}})
+	c.ActorSystem.EventStream.Publish(&MembersChanged{Term: 1})
 	return nil
 }
 
@@ -240,3 +257,4 @@ func (standalone) Certain() bool               { return true }
 func (standalone) Term() uint64                { return 1 }
 func (standalone) Lost() <-chan struct{}       { return nil }
 func (standalone) Leave(context.Context) error { return nil }
+func (standalone) Drain(context.Context) error { return nil }

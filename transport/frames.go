@@ -157,8 +157,9 @@ func PresenceFrame(channel string, members []PresenceMember, id []byte) []byte {
 	return f.done()
 }
 
-// HistoryFrame answers a history request with stored message frames.
-func HistoryFrame(channel string, frames [][]byte, offset uint64, epoch string, id []byte) []byte {
+// HistoryFrame answers a history request with stored message frames;
+// more says that stored publications follow the last of them.
+func HistoryFrame(channel string, frames [][]byte, offset uint64, epoch string, more bool, id []byte) []byte {
 	size := len(channel) + len(epoch) + len(id) + 64
 	for _, fr := range frames {
 		size += len(fr)
@@ -168,6 +169,10 @@ func HistoryFrame(channel string, frames [][]byte, offset uint64, epoch string, 
 	f.uint("offset", offset)
 	f.str("epoch", epoch)
 	f.raw("id", id)
+	if more {
+		f.key("more")
+		f.buf = append(f.buf, "true"...)
+	}
 	f.key("publications")
 	f.buf = append(f.buf, '[')
 	for i, fr := range frames {

@@ -24,6 +24,7 @@ type Metrics struct {
 	SocketWrites       prometheus.Counter
 	DeliveryGaps       prometheus.Counter
 	StaleDeliveries    prometheus.Counter
+	HandOvers          prometheus.Counter
 }
 
 func NewMetrics() *Metrics {
@@ -59,13 +60,15 @@ func NewMetrics() *Metrics {
 			Name: "switchboard_delivery_gaps_total", Help: "Times a channel's publications reached this node with offsets missing or under a new epoch; its local subscribers were sent a gap frame."}),
 		StaleDeliveries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_stale_deliveries_total", Help: "Publications dropped by this node's relay because a newer activation of their channel had announced itself."}),
+		HandOvers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_channel_handovers_total", Help: "Channels activated on this node that took over the state (epoch, offset, history) of their previous activation."}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.Actors, m.Subscriptions, m.MessagesIn, m.FramesOut,
 		m.Publications, m.Deliveries, m.SlowConsumerCloses, m.ProtocolErrors,
-		m.ClusterMembers, m.RemoteDeliveries, m.SocketWrites, m.DeliveryGaps, m.StaleDeliveries,
+		m.ClusterMembers, m.RemoteDeliveries, m.SocketWrites, m.DeliveryGaps, m.StaleDeliveries, m.HandOvers,
 	)
 	return m
 }

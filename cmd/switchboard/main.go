@@ -146,8 +146,14 @@ func run(cfg config) error {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if lost == nil {
-		// Leave first, so this node's channels move while its clients are
-		// still served through them; then close the clients.
+		// Hand the channels over and leave first, so they move with their
+		// history while this node's clients are still served through them;
+		// then close the clients.
+		if err := node.Drain(ctx); err != nil {
+			log.Warn("draining", "err", err)
+		} else {
+			broker.HandOverChannels(ctx)
+		}
 		if err := node.Leave(ctx); err != nil {
 			log.Warn("leaving the cluster", "err", err)
 		}

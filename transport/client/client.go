@@ -688,11 +688,14 @@ func (c *Client) Presence(ctx context.Context, channel string) ([]PresenceUser, 
 	return res.Users, err
 }
 
-// History is a channel's stored publications.
+// History is a page of a channel's stored publications. More says that
+// stored publications follow the last one: ask again with since set to
+// its offset.
 type History struct {
 	Publications []Message `json:"publications"`
 	Offset       uint64    `json:"offset"`
 	Epoch        string    `json:"epoch"`
+	More         bool      `json:"more"`
 }
 
 // History returns the stored publications after since, at most limit (0: all).

@@ -664,9 +664,11 @@ func (x *QueryHistory) GetLimit() uint32 {
 type History struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Encoded message frames, oldest first.
-	Frames        [][]byte `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
-	Offset        uint64   `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
-	Epoch         string   `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Frames [][]byte `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
+	Offset uint64   `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Epoch  string   `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Stored publications follow the last one here: ask again after it.
+	More          bool `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -720,6 +722,13 @@ func (x *History) GetEpoch() string {
 		return x.Epoch
 	}
 	return ""
+}
+
+func (x *History) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 // Settings made through the HTTP API; they live as long as the channel's
@@ -931,6 +940,80 @@ func (*IdleCheck) Descriptor() ([]byte, []int) {
 	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{14}
 }
 
+// Wakes a channel up where it belongs: a draining node asks the new owner
+// of each of its channels, which takes the channel's state over.
+type Activate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Activate) Reset() {
+	*x = Activate{}
+	mi := &file_switchboard_v1_channel_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Activate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Activate) ProtoMessage() {}
+
+func (x *Activate) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_channel_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Activate.ProtoReflect.Descriptor instead.
+func (*Activate) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{15}
+}
+
+type Activated struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Activated) Reset() {
+	*x = Activated{}
+	mi := &file_switchboard_v1_channel_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Activated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Activated) ProtoMessage() {}
+
+func (x *Activated) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_channel_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Activated.ProtoReflect.Descriptor instead.
+func (*Activated) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{16}
+}
+
 type Presence_Member struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
@@ -942,7 +1025,7 @@ type Presence_Member struct {
 
 func (x *Presence_Member) Reset() {
 	*x = Presence_Member{}
-	mi := &file_switchboard_v1_channel_proto_msgTypes[15]
+	mi := &file_switchboard_v1_channel_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1037,7 @@ func (x *Presence_Member) String() string {
 func (*Presence_Member) ProtoMessage() {}
 
 func (x *Presence_Member) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_channel_proto_msgTypes[15]
+	mi := &file_switchboard_v1_channel_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,11 +1129,12 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\x04info\x18\x03 \x01(\fR\x04info\":\n" +
 	"\fQueryHistory\x12\x14\n" +
 	"\x05since\x18\x01 \x01(\x04R\x05since\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"O\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"c\n" +
 	"\aHistory\x12\x16\n" +
 	"\x06frames\x18\x01 \x03(\fR\x06frames\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\tR\x05epoch\".\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x12\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\".\n" +
 	"\x10ConfigureChannel\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\rR\bcapacity\"\x13\n" +
 	"\x11ChannelConfigured\"\x11\n" +
@@ -1058,7 +1142,10 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\x0eSubscriberList\x12\x14\n" +
 	"\x05users\x18\x01 \x03(\tR\x05users\x12$\n" +
 	"\rsubscriptions\x18\x02 \x01(\rR\rsubscriptions\"\v\n" +
-	"\tIdleCheckBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
+	"\tIdleCheck\"\n" +
+	"\n" +
+	"\bActivate\"\v\n" +
+	"\tActivatedBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
 
 var (
 	file_switchboard_v1_channel_proto_rawDescOnce sync.Once
@@ -1072,7 +1159,7 @@ func file_switchboard_v1_channel_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_channel_proto_rawDescData
 }
 
-var file_switchboard_v1_channel_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_switchboard_v1_channel_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_switchboard_v1_channel_proto_goTypes = []any{
 	(*Subscribe)(nil),         // 0: switchboard.v1.Subscribe
 	(*Subscribed)(nil),        // 1: switchboard.v1.Subscribed
@@ -1089,10 +1176,12 @@ var file_switchboard_v1_channel_proto_goTypes = []any{
 	(*ListSubscribers)(nil),   // 12: switchboard.v1.ListSubscribers
 	(*SubscriberList)(nil),    // 13: switchboard.v1.SubscriberList
 	(*IdleCheck)(nil),         // 14: switchboard.v1.IdleCheck
-	(*Presence_Member)(nil),   // 15: switchboard.v1.Presence.Member
+	(*Activate)(nil),          // 15: switchboard.v1.Activate
+	(*Activated)(nil),         // 16: switchboard.v1.Activated
+	(*Presence_Member)(nil),   // 17: switchboard.v1.Presence.Member
 }
 var file_switchboard_v1_channel_proto_depIdxs = []int32{
-	15, // 0: switchboard.v1.Presence.members:type_name -> switchboard.v1.Presence.Member
+	17, // 0: switchboard.v1.Presence.members:type_name -> switchboard.v1.Presence.Member
 	1,  // [1:1] is the sub-list for method output_type
 	1,  // [1:1] is the sub-list for method input_type
 	1,  // [1:1] is the sub-list for extension type_name
@@ -1111,7 +1200,7 @@ func file_switchboard_v1_channel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_channel_proto_rawDesc), len(file_switchboard_v1_channel_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

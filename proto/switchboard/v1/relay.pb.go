@@ -389,14 +389,14 @@ func (x *ConnectionClosed) GetConnectionId() string {
 // lost when a channel moves to another node or its node dies.
 //
 // The activation's term fences older ones: an older activation on the
-// relay's node learns that it moved, and the relay delivers nothing more
-// from any of them. A relay that knows a newer activation answers
-// `stale`, and the asking activation stands down.
+// relay's node learns that it moved (the relay says so: `predecessor`,
+// and the new activation asks it for its state with HandOver). A relay
+// that knows a newer activation answers `stale`, and the asking
+// activation stands down.
 type QueryChannelSubscribers struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
 	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	Epoch         string                 `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -445,19 +445,14 @@ func (x *QueryChannelSubscribers) GetTerm() uint64 {
 	return 0
 }
 
-func (x *QueryChannelSubscribers) GetEpoch() string {
-	if x != nil {
-		return x.Epoch
-	}
-	return ""
-}
-
 type ChannelSubscribers struct {
 	state       protoimpl.MessageState           `protogen:"open.v1"`
 	Subscribers []*ChannelSubscribers_Subscriber `protobuf:"bytes,1,rep,name=subscribers,proto3" json:"subscribers,omitempty"`
 	Stale       bool                             `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
 	// The relay's node: the member id its subscribers belong to.
-	Member        string `protobuf:"bytes,3,opt,name=member,proto3" json:"member,omitempty"`
+	Member string `protobuf:"bytes,3,opt,name=member,proto3" json:"member,omitempty"`
+	// An older activation of the channel lives on the relay's node.
+	Predecessor   bool `protobuf:"varint,4,opt,name=predecessor,proto3" json:"predecessor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -513,6 +508,227 @@ func (x *ChannelSubscribers) GetMember() string {
 	return ""
 }
 
+func (x *ChannelSubscribers) GetPredecessor() bool {
+	if x != nil {
+		return x.Predecessor
+	}
+	return false
+}
+
+// A new activation of a channel, placed under `term`, takes over where
+// the channel stands: relays deliver its publications after `offset` of
+// `epoch`, and tell local subscribers if that is not where their stream
+// stands.
+type FollowChannel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Epoch         string                 `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Offset        uint64                 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FollowChannel) Reset() {
+	*x = FollowChannel{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowChannel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowChannel) ProtoMessage() {}
+
+func (x *FollowChannel) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowChannel.ProtoReflect.Descriptor instead.
+func (*FollowChannel) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *FollowChannel) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *FollowChannel) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *FollowChannel) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *FollowChannel) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+// A new activation asks the relay of its predecessor's node for the
+// channel's state; the relay passes it on to the older activation, which
+// answers with ChannelState and sequences nothing more.
+type HandOver struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandOver) Reset() {
+	*x = HandOver{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandOver) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandOver) ProtoMessage() {}
+
+func (x *HandOver) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandOver.ProtoReflect.Descriptor instead.
+func (*HandOver) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *HandOver) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *HandOver) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+type ChannelState struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Found   bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	Epoch   string                 `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Offset  uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	History []*ChannelState_Stored `protobuf:"bytes,4,rep,name=history,proto3" json:"history,omitempty"`
+	// Capacity set through the HTTP API (0: the namespace's).
+	ConfiguredCapacity uint32 `protobuf:"varint,5,opt,name=configured_capacity,json=configuredCapacity,proto3" json:"configured_capacity,omitempty"`
+	// Recent answers to publishers, so a retry is recognised by the new
+	// activation too.
+	Answered      []*ChannelState_Answered `protobuf:"bytes,6,rep,name=answered,proto3" json:"answered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelState) Reset() {
+	*x = ChannelState{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelState) ProtoMessage() {}
+
+func (x *ChannelState) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelState.ProtoReflect.Descriptor instead.
+func (*ChannelState) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ChannelState) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *ChannelState) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *ChannelState) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ChannelState) GetHistory() []*ChannelState_Stored {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *ChannelState) GetConfiguredCapacity() uint32 {
+	if x != nil {
+		return x.ConfiguredCapacity
+	}
+	return 0
+}
+
+func (x *ChannelState) GetAnswered() []*ChannelState_Answered {
+	if x != nil {
+		return x.Answered
+	}
+	return nil
+}
+
 // A session grain, just activated (or told of a new member), asks each
 // node's relay for the user's local connections and to be told, with
 // Attach and Detach, of those that open and close from then on.
@@ -530,7 +746,7 @@ type QueryUserConnections struct {
 
 func (x *QueryUserConnections) Reset() {
 	*x = QueryUserConnections{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[7]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +758,7 @@ func (x *QueryUserConnections) String() string {
 func (*QueryUserConnections) ProtoMessage() {}
 
 func (x *QueryUserConnections) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[7]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +771,7 @@ func (x *QueryUserConnections) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryUserConnections.ProtoReflect.Descriptor instead.
 func (*QueryUserConnections) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{7}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *QueryUserConnections) GetUser() string {
@@ -597,7 +813,7 @@ type Unwatch struct {
 
 func (x *Unwatch) Reset() {
 	*x = Unwatch{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +825,7 @@ func (x *Unwatch) String() string {
 func (*Unwatch) ProtoMessage() {}
 
 func (x *Unwatch) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +838,7 @@ func (x *Unwatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unwatch.ProtoReflect.Descriptor instead.
 func (*Unwatch) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{8}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Unwatch) GetUser() string {
@@ -650,7 +866,7 @@ type UserConnections struct {
 
 func (x *UserConnections) Reset() {
 	*x = UserConnections{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +878,7 @@ func (x *UserConnections) String() string {
 func (*UserConnections) ProtoMessage() {}
 
 func (x *UserConnections) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +891,7 @@ func (x *UserConnections) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserConnections.ProtoReflect.Descriptor instead.
 func (*UserConnections) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{9}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UserConnections) GetConnections() []*UserConnections_Connection {
@@ -703,7 +919,7 @@ type MembersLeft struct {
 
 func (x *MembersLeft) Reset() {
 	*x = MembersLeft{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +931,7 @@ func (x *MembersLeft) String() string {
 func (*MembersLeft) ProtoMessage() {}
 
 func (x *MembersLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +944,7 @@ func (x *MembersLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersLeft.ProtoReflect.Descriptor instead.
 func (*MembersLeft) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{10}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MembersLeft) GetMembers() []string {
@@ -752,7 +968,7 @@ type Moved struct {
 
 func (x *Moved) Reset() {
 	*x = Moved{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +980,7 @@ func (x *Moved) String() string {
 func (*Moved) ProtoMessage() {}
 
 func (x *Moved) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +993,7 @@ func (x *Moved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Moved.ProtoReflect.Descriptor instead.
 func (*Moved) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{11}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Moved) GetSequence() uint64 {
@@ -799,7 +1015,7 @@ type ChannelSubscribers_Subscriber struct {
 
 func (x *ChannelSubscribers_Subscriber) Reset() {
 	*x = ChannelSubscribers_Subscriber{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[12]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +1027,7 @@ func (x *ChannelSubscribers_Subscriber) String() string {
 func (*ChannelSubscribers_Subscriber) ProtoMessage() {}
 
 func (x *ChannelSubscribers_Subscriber) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[12]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,6 +1071,134 @@ func (x *ChannelSubscribers_Subscriber) GetInfo() []byte {
 	return nil
 }
 
+type ChannelState_Stored struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	AtUnixNano    int64                  `protobuf:"varint,2,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	Frame         []byte                 `protobuf:"bytes,3,opt,name=frame,proto3" json:"frame,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelState_Stored) Reset() {
+	*x = ChannelState_Stored{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelState_Stored) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelState_Stored) ProtoMessage() {}
+
+func (x *ChannelState_Stored) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelState_Stored.ProtoReflect.Descriptor instead.
+func (*ChannelState_Stored) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{9, 0}
+}
+
+func (x *ChannelState_Stored) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ChannelState_Stored) GetAtUnixNano() int64 {
+	if x != nil {
+		return x.AtUnixNano
+	}
+	return 0
+}
+
+func (x *ChannelState_Stored) GetFrame() []byte {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+type ChannelState_Answered struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Publisher     string                 `protobuf:"bytes,1,opt,name=publisher,proto3" json:"publisher,omitempty"`
+	Sequence      uint64                 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Offset        uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Mismatch      bool                   `protobuf:"varint,4,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelState_Answered) Reset() {
+	*x = ChannelState_Answered{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelState_Answered) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelState_Answered) ProtoMessage() {}
+
+func (x *ChannelState_Answered) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelState_Answered.ProtoReflect.Descriptor instead.
+func (*ChannelState_Answered) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{9, 1}
+}
+
+func (x *ChannelState_Answered) GetPublisher() string {
+	if x != nil {
+		return x.Publisher
+	}
+	return ""
+}
+
+func (x *ChannelState_Answered) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *ChannelState_Answered) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ChannelState_Answered) GetMismatch() bool {
+	if x != nil {
+		return x.Mismatch
+	}
+	return false
+}
+
 type UserConnections_Connection struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	ConnectionId string                 `protobuf:"bytes,1,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
@@ -868,7 +1212,7 @@ type UserConnections_Connection struct {
 
 func (x *UserConnections_Connection) Reset() {
 	*x = UserConnections_Connection{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[13]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1224,7 @@ func (x *UserConnections_Connection) String() string {
 func (*UserConnections_Connection) ProtoMessage() {}
 
 func (x *UserConnections_Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[13]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1237,7 @@ func (x *UserConnections_Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserConnections_Connection.ProtoReflect.Descriptor instead.
 func (*UserConnections_Connection) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{9, 0}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{12, 0}
 }
 
 func (x *UserConnections_Connection) GetConnectionId() string {
@@ -947,21 +1291,46 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\tBroadcast\x12\x14\n" +
 	"\x05frame\x18\x01 \x01(\fR\x05frame\"7\n" +
 	"\x10ConnectionClosed\x12#\n" +
-	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"]\n" +
+	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"G\n" +
 	"\x17QueryChannelSubscribers\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
-	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\tR\x05epoch\"\x98\x02\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\"\xba\x02\n" +
 	"\x12ChannelSubscribers\x12O\n" +
 	"\vsubscribers\x18\x01 \x03(\v2-.switchboard.v1.ChannelSubscribers.SubscriberR\vsubscribers\x12\x14\n" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x16\n" +
-	"\x06member\x18\x03 \x01(\tR\x06member\x1a\x82\x01\n" +
+	"\x06member\x18\x03 \x01(\tR\x06member\x12 \n" +
+	"\vpredecessor\x18\x04 \x01(\bR\vpredecessor\x1a\x82\x01\n" +
 	"\n" +
 	"Subscriber\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12'\n" +
 	"\x0fpresence_events\x18\x03 \x01(\bR\x0epresenceEvents\x12\x12\n" +
-	"\x04info\x18\x04 \x01(\fR\x04info\"\x92\x01\n" +
+	"\x04info\x18\x04 \x01(\fR\x04info\"k\n" +
+	"\rFollowChannel\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\"8\n" +
+	"\bHandOver\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\"\xd9\x03\n" +
+	"\fChannelState\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12=\n" +
+	"\ahistory\x18\x04 \x03(\v2#.switchboard.v1.ChannelState.StoredR\ahistory\x12/\n" +
+	"\x13configured_capacity\x18\x05 \x01(\rR\x12configuredCapacity\x12A\n" +
+	"\banswered\x18\x06 \x03(\v2%.switchboard.v1.ChannelState.AnsweredR\banswered\x1aX\n" +
+	"\x06Stored\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12 \n" +
+	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +
+	"atUnixNano\x12\x14\n" +
+	"\x05frame\x18\x03 \x01(\fR\x05frame\x1ax\n" +
+	"\bAnswered\x12\x1c\n" +
+	"\tpublisher\x18\x01 \x01(\tR\tpublisher\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x1a\n" +
+	"\bmismatch\x18\x04 \x01(\bR\bmismatch\"\x92\x01\n" +
 	"\x14QueryUserConnections\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12'\n" +
 	"\x0fwatcher_address\x18\x02 \x01(\tR\x0ewatcherAddress\x12\x1d\n" +
@@ -1000,7 +1369,7 @@ func file_switchboard_v1_relay_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_relay_proto_rawDescData
 }
 
-var file_switchboard_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_switchboard_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_switchboard_v1_relay_proto_goTypes = []any{
 	(*SubscriberAdded)(nil),               // 0: switchboard.v1.SubscriberAdded
 	(*SubscriberRemoved)(nil),             // 1: switchboard.v1.SubscriberRemoved
@@ -1009,22 +1378,29 @@ var file_switchboard_v1_relay_proto_goTypes = []any{
 	(*ConnectionClosed)(nil),              // 4: switchboard.v1.ConnectionClosed
 	(*QueryChannelSubscribers)(nil),       // 5: switchboard.v1.QueryChannelSubscribers
 	(*ChannelSubscribers)(nil),            // 6: switchboard.v1.ChannelSubscribers
-	(*QueryUserConnections)(nil),          // 7: switchboard.v1.QueryUserConnections
-	(*Unwatch)(nil),                       // 8: switchboard.v1.Unwatch
-	(*UserConnections)(nil),               // 9: switchboard.v1.UserConnections
-	(*MembersLeft)(nil),                   // 10: switchboard.v1.MembersLeft
-	(*Moved)(nil),                         // 11: switchboard.v1.Moved
-	(*ChannelSubscribers_Subscriber)(nil), // 12: switchboard.v1.ChannelSubscribers.Subscriber
-	(*UserConnections_Connection)(nil),    // 13: switchboard.v1.UserConnections.Connection
+	(*FollowChannel)(nil),                 // 7: switchboard.v1.FollowChannel
+	(*HandOver)(nil),                      // 8: switchboard.v1.HandOver
+	(*ChannelState)(nil),                  // 9: switchboard.v1.ChannelState
+	(*QueryUserConnections)(nil),          // 10: switchboard.v1.QueryUserConnections
+	(*Unwatch)(nil),                       // 11: switchboard.v1.Unwatch
+	(*UserConnections)(nil),               // 12: switchboard.v1.UserConnections
+	(*MembersLeft)(nil),                   // 13: switchboard.v1.MembersLeft
+	(*Moved)(nil),                         // 14: switchboard.v1.Moved
+	(*ChannelSubscribers_Subscriber)(nil), // 15: switchboard.v1.ChannelSubscribers.Subscriber
+	(*ChannelState_Stored)(nil),           // 16: switchboard.v1.ChannelState.Stored
+	(*ChannelState_Answered)(nil),         // 17: switchboard.v1.ChannelState.Answered
+	(*UserConnections_Connection)(nil),    // 18: switchboard.v1.UserConnections.Connection
 }
 var file_switchboard_v1_relay_proto_depIdxs = []int32{
-	12, // 0: switchboard.v1.ChannelSubscribers.subscribers:type_name -> switchboard.v1.ChannelSubscribers.Subscriber
-	13, // 1: switchboard.v1.UserConnections.connections:type_name -> switchboard.v1.UserConnections.Connection
-	2,  // [2:2] is the sub-list for method output_type
-	2,  // [2:2] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	15, // 0: switchboard.v1.ChannelSubscribers.subscribers:type_name -> switchboard.v1.ChannelSubscribers.Subscriber
+	16, // 1: switchboard.v1.ChannelState.history:type_name -> switchboard.v1.ChannelState.Stored
+	17, // 2: switchboard.v1.ChannelState.answered:type_name -> switchboard.v1.ChannelState.Answered
+	18, // 3: switchboard.v1.UserConnections.connections:type_name -> switchboard.v1.UserConnections.Connection
+	4,  // [4:4] is the sub-list for method output_type
+	4,  // [4:4] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_relay_proto_init() }
@@ -1038,7 +1414,7 @@ func file_switchboard_v1_relay_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_relay_proto_rawDesc), len(file_switchboard_v1_relay_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

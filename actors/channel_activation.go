@@ -1,0 +1,176 @@
+package actors
+
+import (
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
+	"github.com/switchboard/switchboard/transport"
+)
+
+// activate makes a new activation the channel's one sequencer. It asks
+// every node's relay who subscribes there; the question carries this
+// activation's term, so older activations stand down, and a relay that
+// knows a newer one says so and this one stands down instead. If an older
+// activation is still alive (the channel moved because a node joined or
+// is draining), it hands its state over and the epoch goes on; otherwise
+// (its node died) the channel starts a new epoch. Either way the relays
+// then follow this activation from where it starts.
+func (c *channel) activate(ctx actor.Context) {
+	if c.placement.moved.Load() {
+		c.epoch = newEpoch()
+		return
+	}
+	query := &pb.QueryChannelSubscribers{Channel: c.name, Term: c.placement.term}
+	answers := c.b.askRelays(ctx, query, relayTimeout)
+	predecessor := ""
+	for address, answer := range answers {
+		res, ok := answer.(*pb.ChannelSubscribers)
+		if !ok {
+			continue
+		}
+		if res.Stale {
+			c.placement.moved.Store(true)
+			c.epoch = newEpoch()
+			return
+		}
+		if res.Predecessor {
+			predecessor = address
+		}
+	}
+	if predecessor == "" || !c.takeOver(ctx, predecessor) {
+		c.epoch = newEpoch()
+	}
+	for _, address := range c.b.members() {
+		res, ok := answers[address].(*pb.ChannelSubscribers)
+		if !ok {
+			c.unanswered[address] = true
+			continue
+		}
+		for _, s := range res.Subscribers {
+			c.add(s.ConnectionId, s.User, address, res.Member, s.PresenceEvents, s.Info)
+		}
+	}
+	follow := &pb.FollowChannel{Channel: c.name, Term: c.placement.term, Epoch: c.epoch, Offset: c.last}
+	for _, address := range c.b.members() {
+		ctx.Send(actor.NewPID(address, relayName), follow)
+	}
+	c.askUnansweredRelaysLater(ctx)
+}
+
+// takeOver asks the older activation on the node at address for the
+// channel's state and continues from it.
+func (c *channel) takeOver(ctx actor.Context, address string) bool {
+	res, err := ctx.RequestFuture(actor.NewPID(address, relayName), &pb.HandOver{Channel: c.name, Term: c.placement.term}, relayTimeout).Result()
+	state, ok := res.(*pb.ChannelState)
+	if err != nil || !ok || !state.Found {
+		c.b.log.Warn("no state handed over; the channel starts a new epoch", "channel", c.name, "from", address, "err", err)
+		return false
+	}
+	c.epoch, c.last = state.Epoch, state.Offset
+	for _, s := range state.History {
+		c.history = append(c.history, stored{offset: s.Offset, at: time.Unix(0, s.AtUnixNano), frame: s.Frame})
+	}
+	c.trimHistory()
+	if state.ConfiguredCapacity > 0 {
+		c.opts.Capacity, c.configured = int(state.ConfiguredCapacity), true
+	}
+	for _, a := range state.Answered {
+		c.retries.remember(a.Publisher, a.Sequence, &pb.Published{Offset: a.Offset, Mismatch: a.Mismatch, Sequence: a.Sequence})
+	}
+	c.b.metrics.HandOvers.Inc()
+	return true
+}
+
+// handOver answers a newer activation with this one's state. From the
+// moment its relay passed the question on, this activation has been
+// marked moved, so the state is final: nothing more is sequenced here.
+func (c *channel) handOver(ctx actor.Context) {
+	c.placement.moved.Store(true)
+	c.handedOver = true
+	ctx.Respond(c.state())
+	c.idle.stopSoon(ctx, movedLinger)
+}
+
+// stopped keeps the state of an activation that stops because its channel
+// moved (protoactor stops grains whose owner changed) for the successor,
+// and wakes the successor so it takes the state over now, subscribers and
+// all, rather than at the channel's next use.
+func (c *channel) stopped() {
+	moved := c.placement.moved.Load() || !c.b.view.Load().owns(ChannelKind, c.name)
+	if c.handedOver || !moved || c.unused() {
+		return
+	}
+	c.b.handoffs.keep(c.name, c.placement.term, c.state())
+	go c.b.wake(c.name)
+}
+
+// state is what a successor needs to go on where this activation stands.
+func (c *channel) state() *pb.ChannelState {
+	c.trimHistory()
+	state := &pb.ChannelState{Found: true, Epoch: c.epoch, Offset: c.last}
+	for _, s := range c.history {
+		state.History = append(state.History, &pb.ChannelState_Stored{Offset: s.offset, AtUnixNano: s.at.UnixNano(), Frame: s.frame})
+	}
+	if c.configured {
+		state.ConfiguredCapacity = uint32(c.opts.Capacity)
+	}
+	c.retries.each(func(publisher string, answer any) {
+		if p, ok := answer.(*pb.Published); ok {
+			state.Answered = append(state.Answered, &pb.ChannelState_Answered{Publisher: publisher, Sequence: p.Sequence, Offset: p.Offset, Mismatch: p.Mismatch})
+		}
+	})
+	return state
+}
+
+// askRelaysAgain reminds a channel to ask the relays that have not
+// answered yet: a busy or briefly unreachable node keeps its subscribers.
+type askRelaysAgain struct{}
+
+func (c *channel) askUnansweredRelaysLater(ctx actor.Context) {
+	if len(c.unanswered) == 0 {
+		return
+	}
+	root, self := ctx.ActorSystem().Root, ctx.Self()
+	time.AfterFunc(relayTimeout, func() { root.Send(self, askRelaysAgain{}) })
+}
+
+// askUnansweredRelays asks again, without waiting, every relay that has
+// not answered, as long as its member is in the cluster; the answer comes
+// back as a message.
+func (c *channel) askUnansweredRelays(ctx actor.Context) {
+	members := c.b.view.Load().members
+	query := &pb.QueryChannelSubscribers{Channel: c.name, Term: c.placement.term}
+	for address := range c.unanswered {
+		if _, member := members[address]; !member {
+			delete(c.unanswered, address)
+			continue
+		}
+		ctx.Request(actor.NewPID(address, relayName), query)
+	}
+	c.askUnansweredRelaysLater(ctx)
+}
+
+// lateAnswer takes the subscribers of a relay that answered after the
+// activation went on without it. They missed what was published
+// meanwhile: their relay follows this activation from its current offset
+// and tells them so (a gap frame).
+func (c *channel) lateAnswer(ctx actor.Context, res *pb.ChannelSubscribers) {
+	for address, member := range c.b.view.Load().members {
+		if member != res.Member || !c.unanswered[address] {
+			continue
+		}
+		delete(c.unanswered, address)
+		if res.Stale {
+			c.placement.moved.Store(true)
+			return
+		}
+		for _, s := range res.Subscribers {
+			if _, arrived := c.add(s.ConnectionId, s.User, address, res.Member, s.PresenceEvents, s.Info); arrived {
+				c.announce(ctx, transport.JoinFrame(c.name, s.User, s.Info))
+			}
+		}
+		ctx.Send(actor.NewPID(address, relayName), &pb.FollowChannel{Channel: c.name, Term: c.placement.term, Epoch: c.epoch, Offset: c.last})
+	}
+}

@@ -1,0 +1,62 @@
+package actors
+
+import (
+	"sync"
+	"time"
+
+	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
+)
+
+// handoffs keeps the state of channel activations that stopped because
+// their channel moved, until the successor takes it (through this node's
+// relay) or handoffMemory passes. protoactor stops a grain on its old
+// node as soon as the member list moves it, often before the successor
+// has asked; without this the channel's epoch and history would end there.
+type handoffs struct {
+	mu     sync.Mutex
+	states map[string]handoff // channel → its last state here
+}
+
+type handoff struct {
+	term  uint64 // of the activation that left it
+	state *pb.ChannelState
+	at    time.Time
+}
+
+// handoffMemory is how long a moved channel's state waits for its successor.
+const handoffMemory = 30 * time.Second
+
+func (h *handoffs) keep(channel string, term uint64, state *pb.ChannelState) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.states == nil {
+		h.states = map[string]handoff{}
+	}
+	now := time.Now()
+	for name, old := range h.states {
+		if now.Sub(old.at) > handoffMemory {
+			delete(h.states, name)
+		}
+	}
+	h.states[channel] = handoff{term: term, state: state, at: now}
+}
+
+// holds reports whether a state left by an activation older than term waits.
+func (h *handoffs) holds(channel string, term uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.states[channel]
+	return ok && s.term < term && time.Since(s.at) <= handoffMemory
+}
+
+// take hands the waiting state to the activation of term, once.
+func (h *handoffs) take(channel string, term uint64) *pb.ChannelState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.states[channel]
+	if !ok || s.term >= term || time.Since(s.at) > handoffMemory {
+		return nil
+	}
+	delete(h.states, channel)
+	return s.state
+}
