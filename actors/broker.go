@@ -256,6 +256,13 @@ func request[T proto.Message](ctx context.Context, b *Broker, kind, identity str
 			}
 			lastErr = err
 			b.forgetPID(kind, identity)
+			if publish, ok := msg.(*pb.Publish); ok && errors.Is(err, actor.ErrTimeout) && publish.UnansweredBy == "" {
+				// It may have been sequenced there: later attempts say so,
+				// on a copy, as the first may still be read locally.
+				publish = proto.Clone(publish).(*pb.Publish)
+				publish.UnansweredBy = pid.String()
+				msg = publish
+			}
 		} else {
 			lastErr = fmt.Errorf("no activation found")
 		}

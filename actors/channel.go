@@ -2,6 +2,7 @@ package actors
 
 import (
 	"crypto/rand"
+	"slices"
 	"encoding/hex"
 	"fmt"
 	"sort"
@@ -33,6 +34,7 @@ type channel struct {
 	configured  bool                   // settings from the HTTP API keep it loaded
 	unanswered  map[string]bool        // relays (by address) yet to say who subscribes here
 	handedOver  bool                   // a successor has this activation's state
+	lineage     []string               // this activation and those whose answers it holds (address/id)
 	idle        passivation
 	retries     retries
 }
@@ -76,6 +78,7 @@ func (c *channel) Receive(ctx actor.Context) {
 		c.name = msg.Identity.Identity
 		c.opts = c.b.opts.Namespaces.For(c.name)
 		c.placement = c.b.place(ChannelKind, c.name, ctx.Self())
+		c.lineage = []string{ctx.Self().String()}
 		c.b.metrics.Actors.WithLabelValues(ChannelKind).Inc()
 		c.activate(ctx)
 		c.idleWhenUnused(ctx)
@@ -251,6 +254,14 @@ func (c *channel) announce(ctx actor.Context, frame []byte) {
 
 func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 	if answer, done := c.retries.answered(msg.Publisher, msg.Sequence); done {
+		ctx.Respond(answer)
+		return
+	}
+	if msg.UnansweredBy != "" && !slices.Contains(c.lineage, msg.UnansweredBy) {
+		// An earlier attempt reached an activation whose answers this one
+		// does not hold (its node died): it may have been sequenced there.
+		answer := &pb.Published{OutcomeUnknown: true, Sequence: msg.Sequence}
+		c.retries.remember(msg.Publisher, msg.Sequence, answer)
 		ctx.Respond(answer)
 		return
 	}

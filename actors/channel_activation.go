@@ -77,8 +77,9 @@ func (c *channel) takeOver(ctx actor.Context, address string) bool {
 		c.opts.Capacity, c.configured = int(state.ConfiguredCapacity), true
 	}
 	for _, a := range state.Answered {
-		c.retries.remember(a.Publisher, a.Sequence, &pb.Published{Offset: a.Offset, Mismatch: a.Mismatch, Sequence: a.Sequence})
+		c.retries.remember(a.Publisher, a.Sequence, &pb.Published{Offset: a.Offset, Mismatch: a.Mismatch, OutcomeUnknown: a.OutcomeUnknown, Sequence: a.Sequence})
 	}
+	c.lineage = append(c.lineage, state.Lineage[max(0, len(state.Lineage)-maxLineage+1):]...)
 	c.b.metrics.HandOvers.Inc()
 	return true
 }
@@ -109,7 +110,7 @@ func (c *channel) stopped() {
 // state is what a successor needs to go on where this activation stands.
 func (c *channel) state() *pb.ChannelState {
 	c.trimHistory()
-	state := &pb.ChannelState{Found: true, Epoch: c.epoch, Offset: c.last}
+	state := &pb.ChannelState{Found: true, Epoch: c.epoch, Offset: c.last, Lineage: c.lineage}
 	for _, s := range c.history {
 		state.History = append(state.History, &pb.ChannelState_Stored{Offset: s.offset, AtUnixNano: s.at.UnixNano(), Frame: s.frame})
 	}
@@ -118,11 +119,16 @@ func (c *channel) state() *pb.ChannelState {
 	}
 	c.retries.each(func(publisher string, answer any) {
 		if p, ok := answer.(*pb.Published); ok {
-			state.Answered = append(state.Answered, &pb.ChannelState_Answered{Publisher: publisher, Sequence: p.Sequence, Offset: p.Offset, Mismatch: p.Mismatch})
+			state.Answered = append(state.Answered, &pb.ChannelState_Answered{Publisher: publisher, Sequence: p.Sequence, Offset: p.Offset,
+				Mismatch: p.Mismatch, OutcomeUnknown: p.OutcomeUnknown})
 		}
 	})
 	return state
 }
+
+// maxLineage bounds the activations a channel remembers holding the
+// answers of; retries outlive a few moves at most.
+const maxLineage = 8
 
 // askRelaysAgain reminds a channel to ask the relays that have not
 // answered yet: a busy or briefly unreachable node keeps its subscribers.

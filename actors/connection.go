@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 	"github.com/switchboard/switchboard/transport"
@@ -59,11 +60,11 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.published(msg)
 	case checkPending:
 		c.pendingCheck = nil
-		c.retryPending(ctx, func(p pendingPublication) bool { return time.Since(p.sent) >= attemptTimeout })
+		c.retryPending(ctx, func(p pendingPublication) bool { return time.Since(p.sent) >= attemptTimeout }, true)
 	case *actor.DeadLetterResponse:
-		c.retryPending(ctx, func(p pendingPublication) bool { return p.pid.Equal(msg.Target) })
+		c.retryPending(ctx, func(p pendingPublication) bool { return p.pid.Equal(msg.Target) }, false)
 	case *pb.Moved:
-		c.retryPending(ctx, func(p pendingPublication) bool { return p.msg.Sequence == msg.Sequence })
+		c.retryPending(ctx, func(p pendingPublication) bool { return p.msg.Sequence == msg.Sequence }, false)
 	case *pb.SocketClosed:
 		ctx.Stop(ctx.Self())
 	case *actor.Stopping:
@@ -243,8 +244,10 @@ func (c *connection) armPendingCheck(ctx actor.Context) {
 }
 
 // retryPending sends the pending publications that match again, oldest
-// first, with the call that retries until answered.
-func (c *connection) retryPending(ctx actor.Context, match func(pendingPublication) bool) {
+// first, with the call that retries until answered. unanswered: their
+// first attempt may have been sequenced (it timed out, rather than being
+// refused or undeliverable), so the retry names where it went.
+func (c *connection) retryPending(ctx actor.Context, match func(pendingPublication) bool, unanswered bool) {
 	var retry []pendingPublication
 	for seq, p := range c.pending {
 		if match(p) {
@@ -255,7 +258,13 @@ func (c *connection) retryPending(ctx actor.Context, match func(pendingPublicati
 	slices.SortFunc(retry, func(a, b pendingPublication) int { return cmp.Compare(a.msg.Sequence, b.msg.Sequence) })
 	for _, p := range retry {
 		c.b.forgetPID(ChannelKind, p.cmd.Channel)
-		c.publishAndWait(p.cmd, p.msg)
+		msg := p.msg
+		if unanswered {
+			// A copy: the first attempt's message may still be read locally.
+			msg = proto.Clone(p.msg).(*pb.Publish)
+			msg.UnansweredBy = p.pid.String()
+		}
+		c.publishAndWait(p.cmd, msg)
 	}
 	c.armPendingCheck(ctx)
 }
@@ -270,6 +279,12 @@ func (c *connection) publishAndWait(cmd *pb.ClientCommand, msg *pb.Publish) {
 }
 
 func (c *connection) acknowledge(cmd *pb.ClientCommand, res *pb.Published) {
+	if res.OutcomeUnknown {
+		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeOutcomeUnknown).Inc()
+		c.out.Reply(transport.ErrorFrame(transport.CodeOutcomeUnknown,
+			"The channel's node failed while this publication was in flight: it may have been published (see history) or not", cmd.Id))
+		return
+	}
 	if res.Mismatch {
 		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeOffsetMismatch).Inc()
 		c.out.Reply(transport.OffsetMismatchFrame(cmd.Channel, res.Offset, cmd.Id))

@@ -58,6 +58,7 @@ const (
 	CodeInvalidRecover  = "invalid_recover"
 	CodeChannelFull     = "channel_full"
 	CodeOffsetMismatch  = "offset_mismatch"
+	CodeOutcomeUnknown  = "outcome_unknown"
 	MaxChannelNameBytes = 255
 	MaxUserIDBytes      = 255
 )

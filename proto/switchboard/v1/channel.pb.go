@@ -374,8 +374,12 @@ type Publish struct {
 	// Compare-and-publish: only if the channel's last offset is expect_offset.
 	HasExpectOffset bool   `protobuf:"varint,7,opt,name=has_expect_offset,json=hasExpectOffset,proto3" json:"has_expect_offset,omitempty"`
 	ExpectOffset    uint64 `protobuf:"varint,8,opt,name=expect_offset,json=expectOffset,proto3" json:"expect_offset,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Set on a retry after an attempt went unanswered: the activation that
+	// attempt reached (address/id). An activation that does not hold that
+	// one's answers cannot tell whether it was sequenced there.
+	UnansweredBy  string `protobuf:"bytes,9,opt,name=unanswered_by,json=unansweredBy,proto3" json:"unanswered_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Publish) Reset() {
@@ -464,11 +468,21 @@ func (x *Publish) GetExpectOffset() uint64 {
 	return 0
 }
 
+func (x *Publish) GetUnansweredBy() string {
+	if x != nil {
+		return x.UnansweredBy
+	}
+	return ""
+}
+
 type Published struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The new publication's offset; on a mismatch, the channel's current one.
 	Offset   uint64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
 	Mismatch bool   `protobuf:"varint,2,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
+	// The publication may or may not have been sequenced by an activation
+	// that is gone (unanswered_by): not done again, to avoid a duplicate.
+	OutcomeUnknown bool `protobuf:"varint,4,opt,name=outcome_unknown,json=outcomeUnknown,proto3" json:"outcome_unknown,omitempty"`
 	// The sequence of the Publish answered, so a publisher with several in
 	// flight knows which.
 	Sequence      uint64 `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
@@ -516,6 +530,13 @@ func (x *Published) GetOffset() uint64 {
 func (x *Published) GetMismatch() bool {
 	if x != nil {
 		return x.Mismatch
+	}
+	return false
+}
+
+func (x *Published) GetOutcomeUnknown() bool {
+	if x != nil {
+		return x.OutcomeUnknown
 	}
 	return false
 }
@@ -1106,7 +1127,7 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\breply_id\x18\x03 \x01(\fR\areplyId\x12\x14\n" +
 	"\x05reply\x18\x04 \x01(\bR\x05reply\"(\n" +
 	"\fUnsubscribed\x12\x18\n" +
-	"\aremoved\x18\x01 \x01(\bR\aremoved\"\xf9\x01\n" +
+	"\aremoved\x18\x01 \x01(\bR\aremoved\"\x9e\x02\n" +
 	"\aPublish\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x12\n" +
@@ -1115,10 +1136,12 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\tpublisher\x18\x05 \x01(\tR\tpublisher\x12\x1a\n" +
 	"\bsequence\x18\x06 \x01(\x04R\bsequence\x12*\n" +
 	"\x11has_expect_offset\x18\a \x01(\bR\x0fhasExpectOffset\x12#\n" +
-	"\rexpect_offset\x18\b \x01(\x04R\fexpectOffset\"[\n" +
+	"\rexpect_offset\x18\b \x01(\x04R\fexpectOffset\x12#\n" +
+	"\runanswered_by\x18\t \x01(\tR\funansweredBy\"\x84\x01\n" +
 	"\tPublished\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x1a\n" +
-	"\bmismatch\x18\x02 \x01(\bR\bmismatch\x12\x1a\n" +
+	"\bmismatch\x18\x02 \x01(\bR\bmismatch\x12'\n" +
+	"\x0foutcome_unknown\x18\x04 \x01(\bR\x0eoutcomeUnknown\x12\x1a\n" +
 	"\bsequence\x18\x03 \x01(\x04R\bsequence\"\x0f\n" +
 	"\rQueryPresence\"\x99\x01\n" +
 	"\bPresence\x129\n" +

@@ -652,7 +652,9 @@ type ChannelState struct {
 	ConfiguredCapacity uint32 `protobuf:"varint,5,opt,name=configured_capacity,json=configuredCapacity,proto3" json:"configured_capacity,omitempty"`
 	// Recent answers to publishers, so a retry is recognised by the new
 	// activation too.
-	Answered      []*ChannelState_Answered `protobuf:"bytes,6,rep,name=answered,proto3" json:"answered,omitempty"`
+	Answered []*ChannelState_Answered `protobuf:"bytes,6,rep,name=answered,proto3" json:"answered,omitempty"`
+	// The activations (address/id) whose answers `answered` holds.
+	Lineage       []string `protobuf:"bytes,7,rep,name=lineage,proto3" json:"lineage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -725,6 +727,13 @@ func (x *ChannelState) GetConfiguredCapacity() uint32 {
 func (x *ChannelState) GetAnswered() []*ChannelState_Answered {
 	if x != nil {
 		return x.Answered
+	}
+	return nil
+}
+
+func (x *ChannelState) GetLineage() []string {
+	if x != nil {
+		return x.Lineage
 	}
 	return nil
 }
@@ -1132,13 +1141,14 @@ func (x *ChannelState_Stored) GetFrame() []byte {
 }
 
 type ChannelState_Answered struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Publisher     string                 `protobuf:"bytes,1,opt,name=publisher,proto3" json:"publisher,omitempty"`
-	Sequence      uint64                 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	Offset        uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
-	Mismatch      bool                   `protobuf:"varint,4,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Publisher      string                 `protobuf:"bytes,1,opt,name=publisher,proto3" json:"publisher,omitempty"`
+	Sequence       uint64                 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Offset         uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Mismatch       bool                   `protobuf:"varint,4,opt,name=mismatch,proto3" json:"mismatch,omitempty"`
+	OutcomeUnknown bool                   `protobuf:"varint,5,opt,name=outcome_unknown,json=outcomeUnknown,proto3" json:"outcome_unknown,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ChannelState_Answered) Reset() {
@@ -1195,6 +1205,13 @@ func (x *ChannelState_Answered) GetOffset() uint64 {
 func (x *ChannelState_Answered) GetMismatch() bool {
 	if x != nil {
 		return x.Mismatch
+	}
+	return false
+}
+
+func (x *ChannelState_Answered) GetOutcomeUnknown() bool {
+	if x != nil {
+		return x.OutcomeUnknown
 	}
 	return false
 }
@@ -1313,24 +1330,26 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\x06offset\x18\x04 \x01(\x04R\x06offset\"8\n" +
 	"\bHandOver\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
-	"\x04term\x18\x02 \x01(\x04R\x04term\"\xd9\x03\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\"\x9d\x04\n" +
 	"\fChannelState\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12=\n" +
 	"\ahistory\x18\x04 \x03(\v2#.switchboard.v1.ChannelState.StoredR\ahistory\x12/\n" +
 	"\x13configured_capacity\x18\x05 \x01(\rR\x12configuredCapacity\x12A\n" +
-	"\banswered\x18\x06 \x03(\v2%.switchboard.v1.ChannelState.AnsweredR\banswered\x1aX\n" +
+	"\banswered\x18\x06 \x03(\v2%.switchboard.v1.ChannelState.AnsweredR\banswered\x12\x18\n" +
+	"\alineage\x18\a \x03(\tR\alineage\x1aX\n" +
 	"\x06Stored\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12 \n" +
 	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +
 	"atUnixNano\x12\x14\n" +
-	"\x05frame\x18\x03 \x01(\fR\x05frame\x1ax\n" +
+	"\x05frame\x18\x03 \x01(\fR\x05frame\x1a\xa1\x01\n" +
 	"\bAnswered\x12\x1c\n" +
 	"\tpublisher\x18\x01 \x01(\tR\tpublisher\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x1a\n" +
-	"\bmismatch\x18\x04 \x01(\bR\bmismatch\"\x92\x01\n" +
+	"\bmismatch\x18\x04 \x01(\bR\bmismatch\x12'\n" +
+	"\x0foutcome_unknown\x18\x05 \x01(\bR\x0eoutcomeUnknown\"\x92\x01\n" +
 	"\x14QueryUserConnections\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12'\n" +
 	"\x0fwatcher_address\x18\x02 \x01(\tR\x0ewatcherAddress\x12\x1d\n" +
