@@ -18,8 +18,8 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 	"google.golang.org/protobuf/proto"
 
-	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 	sbcluster "github.com/switchboard/switchboard/cluster"
+	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 	"github.com/switchboard/switchboard/transport"
 )
 

@@ -2,9 +2,9 @@ package actors
 
 import (
 	"crypto/rand"
-	"slices"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
