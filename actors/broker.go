@@ -16,6 +16,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"google.golang.org/protobuf/proto"
 
 	sbcluster "github.com/switchboard/switchboard/cluster"
@@ -97,10 +98,10 @@ func (b *Broker) Start(c *cluster.Cluster, membership Membership) error {
 		return fmt.Errorf("spawn relay: %w", err)
 	}
 	b.relay = pid
-	b.updateMembers(membership.Term(), nil)
+	b.updateMembers(membership.Term(), c.MemberList.Members().Members(), nil)
 	c.ActorSystem.EventStream.Subscribe(func(evt any) {
 		if changed, ok := evt.(*sbcluster.MembersChanged); ok {
-			b.updateMembers(changed.Term, changed.Draining)
+			b.updateMembers(changed.Term, changed.Serving, changed.Draining)
 		}
 	})
 	return nil
@@ -113,8 +114,7 @@ func (b *Broker) Start(c *cluster.Cluster, membership Membership) error {
 // identity are marked moved at once, and grains forget the subscribers and
 // connections of members that left. Draining members own nothing but
 // still hold connections, and their relays still answer.
-func (b *Broker) updateMembers(term uint64, draining map[string]string) {
-	serving := b.cluster.MemberList.Members().Members()
+func (b *Broker) updateMembers(term uint64, serving []*cluster.Member, draining map[string]string) {
 	next := &view{term: term, self: b.system.Address(), members: make(map[string]string, len(serving)+len(draining)),
 		owners: cluster.NewRendezvous()}
 	next.owners.UpdateMembers(serving)
@@ -125,7 +125,7 @@ func (b *Broker) updateMembers(term uint64, draining map[string]string) {
 		next.members[address] = id
 	}
 	before := b.view.Swap(next)
-	b.pids.Store(&pidCache{})
+	b.pids.Store(&pidCache{view: next})
 	b.metrics.ClusterMembers.Set(float64(len(next.members)))
 	if before == nil {
 		return
@@ -260,7 +260,7 @@ func request[T proto.Message](ctx context.Context, b *Broker, kind, identity str
 				// It may have been sequenced there: later attempts say so,
 				// on a copy, as the first may still be read locally.
 				publish = proto.Clone(publish).(*pb.Publish)
-				publish.UnansweredBy = pid.String()
+				publish.UnansweredBy = activationName(pid)
 				msg = publish
 			}
 		} else {
@@ -295,22 +295,25 @@ type pendingLookup struct {
 	pid  *actor.PID
 }
 
-// lookup asks the cluster where the grain is, activating it if need be.
+// lookup asks the member that owns the grain under the member list in
+// force where it is, activating it if need be.
 //
-// That asks the member that owns the identity, and protoactor waits up to
-// 5 s for a member that died but has not yet left the cluster; callers
-// wait at most attemptTimeout and try again, so they find the new owner
-// as soon as the dead member's lease expires. The lookup left behind ends
-// on its own.
+// A member that died but has not yet left the cluster does not answer;
+// callers wait at most attemptTimeout and try again, so they find the new
+// owner as soon as the dead member's lease expires. The lookup left
+// behind ends on its own after lookupTimeout.
 func (b *Broker) lookup(kind, identity string) *actor.PID {
 	key := kind + "/" + identity
 	cache := b.pids.Load()
+	if cache.view == nil {
+		return nil
+	}
 	fresh := &pendingLookup{done: make(chan struct{})}
 	existing, inFlight := cache.lookups.LoadOrStore(key, fresh)
 	pending := existing.(*pendingLookup)
 	if !inFlight {
 		go func() {
-			pending.pid = b.cluster.Get(identity, kind)
+			pending.pid = b.activate(cache.view, kind, identity)
 			if pending.pid != nil {
 				b.cachePID(cache, kind, identity, pending.pid)
 			}
@@ -326,6 +329,30 @@ func (b *Broker) lookup(kind, identity string) *actor.PID {
 	case <-timeout.C:
 		return nil
 	}
+}
+
+// lookupTimeout bounds a lookup that callers have given up on.
+const lookupTimeout = 5 * time.Second
+
+// activate asks the owner's placement actor (protoactor's disthash, which
+// activates whatever it is asked) for the grain. Owners are computed here,
+// from serving members only, not by disthash over protoactor's topology,
+// which also holds draining members: a member taken out of protoactor's
+// topology is blocked for good by its peers.
+func (b *Broker) activate(v *view, kind, identity string) *actor.PID {
+	owner := v.owners.GetByClusterIdentity(&cluster.ClusterIdentity{Kind: kind, Identity: identity})
+	if owner == "" {
+		return nil
+	}
+	request := &cluster.ActivationRequest{ClusterIdentity: cluster.NewClusterIdentity(identity, kind)}
+	res, err := b.system.Root.RequestFuture(actor.NewPID(owner, disthash.PartitionActivatorActorName), request, lookupTimeout).Result()
+	if err != nil {
+		return nil
+	}
+	if activated, ok := res.(*cluster.ActivationResponse); ok {
+		return activated.Pid
+	}
+	return nil
 }
 
 // tell sends to a grain without waiting; used where the sender must not block.

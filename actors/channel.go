@@ -78,7 +78,7 @@ func (c *channel) Receive(ctx actor.Context) {
 		c.name = msg.Identity.Identity
 		c.opts = c.b.opts.Namespaces.For(c.name)
 		c.placement = c.b.place(ChannelKind, c.name, ctx.Self())
-		c.lineage = []string{ctx.Self().String()}
+		c.lineage = []string{activationName(ctx.Self())}
 		c.b.metrics.Actors.WithLabelValues(ChannelKind).Inc()
 		c.activate(ctx)
 		c.idleWhenUnused(ctx)

@@ -104,7 +104,9 @@ func (c *channel) stopped() {
 		return
 	}
 	c.b.handoffs.keep(c.name, c.placement.term, c.state())
-	go c.b.wake(c.name)
+	if c.b.membership.Certain() { // not while this node leaves: it wakes them itself
+		go c.b.wake(c.name)
+	}
 }
 
 // state is what a successor needs to go on where this activation stands.

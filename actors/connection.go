@@ -262,7 +262,7 @@ func (c *connection) retryPending(ctx actor.Context, match func(pendingPublicati
 		if unanswered {
 			// A copy: the first attempt's message may still be read locally.
 			msg = proto.Clone(p.msg).(*pb.Publish)
-			msg.UnansweredBy = p.pid.String()
+			msg.UnansweredBy = activationName(p.pid)
 		}
 		c.publishAndWait(p.cmd, msg)
 	}

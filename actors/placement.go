@@ -103,6 +103,7 @@ func (b *Broker) fenceBy(kind, identity string, term uint64) (newer, older bool)
 // flight belong to the list too: one stuck on a member that has since
 // left must not hold up lookups under the new list.
 type pidCache struct {
+	view               *view
 	channels, sessions sync.Map // identity → *actor.PID
 	size               atomic.Int64
 	lookups            sync.Map // kind/identity → *pendingLookup
@@ -171,3 +172,7 @@ func (d *departedMembers) has(id string) bool {
 	_, ok := d.ids[id]
 	return ok
 }
+
+// activationName names one activation of a grain across the cluster.
+// (PID.String is protobuf's text form, which is not stable.)
+func activationName(pid *actor.PID) string { return pid.Address + "/" + pid.Id }

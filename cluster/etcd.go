@@ -276,39 +276,41 @@ func (m *etcdMembership) ownRecordDeleted() {
 }
 
 // publishLocked hands the members to protoactor as the topology of term,
-// then tells the broker (MembersChanged). protoactor places grains on the
-// members that serve: every member in etcd that is not draining, and this
-// node itself until it drains (its record may trail its start by a watch
-// event). Draining members are reported apart: their relays still answer.
+// then tells the broker which of them own grains (MembersChanged).
+// protoactor's topology holds every member in etcd, and this node itself
+// (its record may trail its start by a watch event): a member taken out of
+// it is blocked for good by every peer, and a draining member must still
+// answer. Members own grains unless they are draining.
 func (m *etcdMembership) publishLocked(term uint64) {
 	m.term.Store(max(term, m.term.Load()))
 	self := m.cluster.ActorSystem.ID
 	selfDraining := m.draining.Load() || m.leaving.Load()
-	serving := make(cluster.Members, 0, len(m.members)+1)
+	all := make(cluster.Members, 0, len(m.members)+1)
+	var serving cluster.Members
 	draining := map[string]string{}
 	included := false
 	for _, entry := range m.members {
 		member := entry.member
-		if member.Id == self {
-			included = true
-			if selfDraining {
-				draining[member.Address()] = member.Id
-				continue
-			}
-		}
-		if entry.draining {
+		all = append(all, member)
+		included = included || member.Id == self
+		if entry.draining || (member.Id == self && selfDraining) {
 			draining[member.Address()] = member.Id
-			continue
+		} else {
+			serving = append(serving, member)
 		}
-		serving = append(serving, member)
 	}
-	if !included && !selfDraining {
+	if !included {
 		entry, _ := decodeMember(m.record)
-		serving = append(serving, entry.member)
+		all = append(all, entry.member)
+		if selfDraining {
+			draining[entry.member.Address()] = entry.member.Id
+		} else {
+			serving = append(serving, entry.member)
+		}
 	}
-	sort.Slice(serving, func(i, j int) bool { return serving[i].Id < serving[j].Id })
-	m.cluster.MemberList.UpdateClusterTopology(serving)
-	m.cluster.ActorSystem.EventStream.Publish(&MembersChanged{Term: m.term.Load(), Draining: draining})
+	sort.Slice(all, func(i, j int) bool { return all[i].Id < all[j].Id })
+	m.cluster.MemberList.UpdateClusterTopology(all)
+	m.cluster.ActorSystem.EventStream.Publish(&MembersChanged{Term: m.term.Load(), Serving: serving, Draining: draining})
 }
 
 // keepAlive renews the lease every quarter of its TTL. A renewal that

@@ -62,11 +62,14 @@ type membership interface {
 }
 
 // MembersChanged is published on the actor system's event stream after
-// every change of the member list, once protoactor holds the new topology
-// of the members that own grains.
+// every change of the member list, once protoactor holds the new topology.
+// Grains are placed on the serving members only, by rendezvous hashing as
+// protoactor's disthash does.
 type MembersChanged struct {
 	// Term is the etcd revision of the member list.
 	Term uint64
+	// Serving are the members that own grains.
+	Serving cluster.Members
 	// Draining are members leaving that own nothing any more but whose
 	// relays still answer, by address → member id.
 	Draining map[string]string
@@ -224,7 +227,7 @@ func (standalone) StartMember(c *cluster.Cluster) error {
 		Port:  int32(port),
 		Kinds: c.GetClusterKinds(),
 	}})
-	c.ActorSystem.EventStream.Publish(&MembersChanged{Term: 1})
+	c.ActorSystem.EventStream.Publish(&MembersChanged{Term: 1, Serving: c.MemberList.Members().Members()})
 	return nil
 }
 

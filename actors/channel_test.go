@@ -1,0 +1,43 @@
+package actors
+
+import (
+	"context"
+	"testing"
+
+	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
+)
+
+// A retry whose first attempt went unanswered is applied only by an
+// activation that holds the answers of the one that attempt reached;
+// otherwise it may have been sequenced there, and it is not done again.
+func TestRetryAfterAnUnansweredAttempt(t *testing.T) {
+	b := startBroker(t)
+	ctx := context.Background()
+	publish := func(sequence uint64, unansweredBy string) *pb.Published {
+		t.Helper()
+		res, err := request[*pb.Published](ctx, b, ChannelKind, "doc:1", &pb.Publish{Channel: "doc:1", Data: []byte(`1`),
+			Publisher: "editor", Sequence: sequence, UnansweredBy: unansweredBy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	first := publish(1, "")
+	here := activationName(b.grainPID(ChannelKind, "doc:1"))
+	if again := publish(1, here); again.Offset != first.Offset || again.OutcomeUnknown {
+		t.Fatalf("a retry of an answered publication to the same activation: %v, want offset %d", again, first.Offset)
+	}
+	if slow := publish(2, here); slow.OutcomeUnknown || slow.Offset != first.Offset+1 {
+		t.Fatalf("a retry the same activation never saw must be applied: %v", slow)
+	}
+	gone := publish(3, "127.0.0.1:1/partition-activator/doc:1$9")
+	if !gone.OutcomeUnknown {
+		t.Fatalf("a retry after an attempt that reached an activation now gone was applied: %v", gone)
+	}
+	if again := publish(3, "127.0.0.1:1/partition-activator/doc:1$9"); !again.OutcomeUnknown {
+		t.Fatalf("the same retry again: %v", again)
+	}
+	if next := publish(4, ""); next.Offset != first.Offset+2 {
+		t.Fatalf("the refused retry took an offset: next is %d, want %d", next.Offset, first.Offset+2)
+	}
+}
