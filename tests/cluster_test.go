@@ -524,3 +524,141 @@ func TestClusterNodeAdvertisingAHost(t *testing.T) {
 		t.Fatalf("a malformed --node-advertise should be refused naming it; err=%v output:\n%s", err, out)
 	}
 }
+
+// A rolling restart moves every channel with its state: a node that stops
+// hands its channels over before it closes its clients with 1012, and a
+// node that starts takes some over. Clients that reconnect and subscribe
+// with recover get recovered:true and what they missed; clients that
+// stayed see one gap-free stream; no channel's epoch changes.
+func TestClusterRollingRestartKeepsHistory(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	args := []string{"--history-size", "1000", "--history-ttl", "5m"}
+	nodes := startCluster(t, etcd, 3, args...)
+	live := func() []*server {
+		var out []*server
+		for _, n := range nodes {
+			select {
+			case <-n.exited:
+			default:
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	channels := make([]string, 8)
+	for i := range channels {
+		channels[i] = fmt.Sprintf("keep:%d", i)
+	}
+	type position struct {
+		epoch  string
+		offset float64
+	}
+	type reader struct {
+		c    *client
+		user string
+		at   map[string]position
+	}
+	epochs := map[string]string{}
+	// consume reads frames until n messages and replies more subscribed
+	// replies arrived, checking that each channel's stream goes on where it
+	// stood, in the epoch it began in.
+	consume := func(r *reader, n, replies int) {
+		t.Helper()
+		for n > 0 || replies > 0 {
+			m := r.c.expect2("message", "subscribed")
+			ch := m["channel"].(string)
+			epoch, _ := m["epoch"].(string)
+			if epochs[ch] == "" {
+				epochs[ch] = epoch
+			}
+			if epoch != epochs[ch] {
+				t.Fatalf("%s: %s changed epoch %s -> %s during a rolling restart", r.user, ch, epochs[ch], epoch)
+			}
+			if m["type"] == "subscribed" {
+				if recovered, asked := m["recovered"]; asked && recovered != true {
+					t.Fatalf("%s: resubscribing to %s after a restart: %v", r.user, ch, m)
+				}
+				replies--
+				continue
+			}
+			offset := m["offset"].(float64)
+			if last, ok := r.at[ch]; ok && offset != last.offset+1 {
+				t.Fatalf("%s: %s offset %v after %v", r.user, ch, offset, last.offset)
+			}
+			r.at[ch] = position{epoch, offset}
+			n--
+		}
+	}
+	// join connects to a live node and subscribes to every channel,
+	// recovering from where the reader stood; missed is how many
+	// publications it recovers.
+	join := func(r *reader, i, missed int) {
+		candidates := live()
+		r.c = candidates[i%len(candidates)].connect(t, r.user)
+		for _, ch := range channels {
+			frame := map[string]any{"type": "subscribe", "channel": ch, "id": ch}
+			if at, ok := r.at[ch]; ok {
+				frame["recover"] = map[string]any{"offset": at.offset, "epoch": at.epoch}
+			}
+			r.c.sendJSON(frame)
+		}
+		consume(r, missed, len(channels))
+	}
+	readers := make([]*reader, 3)
+	for i := range readers {
+		readers[i] = &reader{user: fmt.Sprintf("reader%d", i), at: map[string]position{}}
+		join(readers[i], i, 0)
+	}
+	var pub *client
+	round := 0
+	publishRound := func() {
+		t.Helper()
+		select {
+		case <-pub.closed:
+			pub = nil
+		default:
+		}
+		if pub == nil {
+			pub = live()[0].connect(t, "publisher")
+		}
+		round++
+		for _, ch := range channels {
+			pub.sendJSON(map[string]any{"type": "message", "channel": ch, "data": round, "id": ch})
+			pub.expect("published")
+		}
+	}
+	pub = nodes[0].connect(t, "publisher")
+	publishRound()
+	for _, r := range readers {
+		consume(r, len(channels), 0)
+	}
+	for i := range nodes {
+		nodes[i].stop()
+		publishRound() // while the stopped node's readers are away
+		for j, r := range readers {
+			select {
+			case <-r.c.closed:
+				if code := r.c.expectClose(); code != 1012 {
+					t.Fatalf("close code %d on restart, want 1012", code)
+				}
+				join(r, j, len(channels)) // recovers the round it missed
+			default:
+				consume(r, len(channels), 0)
+			}
+		}
+		nodes[i] = startNode(t, etcd, args...)
+		waitForMembers(t, live(), 3)
+		publishRound()
+		for _, r := range readers {
+			consume(r, len(channels), 0)
+		}
+	}
+	for _, r := range readers {
+		for _, ch := range channels {
+			if got := r.at[ch].offset; got != float64(round) {
+				t.Fatalf("%s: %s ends at offset %v, want %d", r.user, ch, got, round)
+			}
+		}
+	}
+}
