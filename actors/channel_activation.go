@@ -62,7 +62,7 @@ func (c *channel) activate(ctx actor.Context) {
 // takeOver asks the older activation on the node at address for the
 // channel's state and continues from it.
 func (c *channel) takeOver(ctx actor.Context, address string) bool {
-	res, err := ctx.RequestFuture(actor.NewPID(address, relayName), &pb.HandOver{Channel: c.name, Term: c.placement.term}, relayTimeout).Result()
+	res, err := ctx.RequestFuture(actor.NewPID(address, relayName), &pb.HandOver{Channel: c.name, Term: c.placement.term}, handOverTimeout).Result()
 	state, ok := res.(*pb.ChannelState)
 	if err != nil || !ok || !state.Found {
 		c.b.log.Warn("no state handed over; the channel starts a new epoch", "channel", c.name, "from", address, "err", err)
@@ -94,13 +94,14 @@ func (c *channel) handOver(ctx actor.Context) {
 	c.idle.stopSoon(ctx, movedLinger)
 }
 
-// stopped keeps the state of an activation that stops because its channel
-// moved (protoactor stops grains whose owner changed) for the successor,
-// and wakes the successor so it takes the state over now, subscribers and
-// all, rather than at the channel's next use.
+// stopped keeps the state of an activation that stops while it holds
+// something (protoactor stops grains whose owner changed, possibly before
+// this node's member list says so) for a successor placed under a newer
+// member list, and wakes the channel where it now belongs, so the
+// successor takes the state over now, subscribers and all, rather than at
+// the channel's next use. A channel that passivates holds nothing.
 func (c *channel) stopped() {
-	moved := c.placement.moved.Load() || !c.b.view.Load().owns(ChannelKind, c.name)
-	if c.handedOver || !moved || c.unused() {
+	if c.handedOver || c.unused() {
 		return
 	}
 	c.b.handoffs.keep(c.name, c.placement.term, c.state())
@@ -127,6 +128,10 @@ func (c *channel) state() *pb.ChannelState {
 	})
 	return state
 }
+
+// handOverTimeout bounds the wait for a predecessor's state; past it the
+// channel starts a new epoch.
+const handOverTimeout = 2 * time.Second
 
 // maxLineage bounds the activations a channel remembers holding the
 // answers of; retries outlive a few moves at most.
