@@ -10,18 +10,25 @@ import (
 // so that a request retried after a lost or late answer is answered again,
 // not carried out twice. A connection pipelines up to maxPipelined
 // publications, so a retry may name any of its last maxPipelined
-// sequences, not only the last one: each requester keeps a window of
-// retryWindow answers, indexed by sequence.
+// sequences, not only the last one: each requester keeps its answers to
+// sequences within retryWindow of its highest.
 type retries struct {
 	requesters map[string]*answeredWindow
 	sinceSweep int
 }
 
-// answeredWindow is a ring of a requester's latest answers.
+// answeredWindow is a requester's answers to its latest sequences: those
+// within retryWindow of the highest. Most requesters have one or two
+// requests in flight, so it stays small.
 type answeredWindow struct {
-	sequences [retryWindow]uint64
-	answers   [retryWindow]proto.Message
-	at        time.Time // of the latest answer
+	entries []answeredEntry
+	highest uint64
+	at      time.Time // of the latest answer
+}
+
+type answeredEntry struct {
+	sequence uint64
+	answer   proto.Message
 }
 
 // retryWindow covers every publication a connection can have in flight,
@@ -41,11 +48,12 @@ func (r *retries) answered(requester string, sequence uint64) (proto.Message, bo
 	if w == nil {
 		return nil, false
 	}
-	slot := sequence % retryWindow
-	if w.sequences[slot] != sequence {
-		return nil, false
+	for _, e := range w.entries {
+		if e.sequence == sequence {
+			return e.answer, true
+		}
 	}
-	return w.answers[slot], true
+	return nil, false
 }
 
 func (r *retries) remember(requester string, sequence uint64, answer proto.Message) {
@@ -61,8 +69,14 @@ func (r *retries) remember(requester string, sequence uint64, answer proto.Messa
 		w = &answeredWindow{}
 		r.requesters[requester] = w
 	}
-	slot := sequence % retryWindow
-	w.sequences[slot], w.answers[slot], w.at = sequence, answer, now
+	w.highest, w.at = max(w.highest, sequence), now
+	kept := w.entries[:0]
+	for _, e := range w.entries {
+		if e.sequence+retryWindow > w.highest {
+			kept = append(kept, e)
+		}
+	}
+	w.entries = append(kept, answeredEntry{sequence, answer})
 	if r.sinceSweep++; r.sinceSweep >= 1024 {
 		r.sinceSweep = 0
 		for k, w := range r.requesters {
@@ -77,10 +91,8 @@ func (r *retries) remember(requester string, sequence uint64, answer proto.Messa
 // state to its successor.
 func (r *retries) each(f func(requester string, answer any)) {
 	for requester, w := range r.requesters {
-		for i, seq := range w.sequences {
-			if seq != 0 {
-				f(requester, w.answers[i])
-			}
+		for _, e := range w.entries {
+			f(requester, e.answer)
 		}
 	}
 }
