@@ -94,18 +94,21 @@ func (c *channel) handOver(ctx actor.Context) {
 	c.idle.stopSoon(ctx, movedLinger)
 }
 
-// stopped keeps the state of an activation that stops while it holds
-// something (protoactor stops grains whose owner changed, possibly before
-// this node's member list says so) for a successor placed under a newer
-// member list, and wakes the channel where it now belongs, so the
-// successor takes the state over now, subscribers and all, rather than at
-// the channel's next use. A channel that passivates holds nothing.
+// stopped keeps the state of an activation that stops for its successor
+// on this node or another, to take through this node's relay: its epoch,
+// offset and history, and its answers to publishers, so a publication
+// retried after it was dropped with the activation's mailbox is neither
+// lost nor applied twice. A channel that moved (protoactor stops grains
+// whose owner changed, possibly before this node's member list says so)
+// and holds subscribers or history is woken where it now belongs, so the
+// successor takes over now rather than at the channel's next use.
 func (c *channel) stopped() {
-	if c.handedOver || c.unused() {
+	if c.handedOver || (c.unused() && !c.retries.any()) {
 		return
 	}
 	c.b.handoffs.keep(c.name, c.placement.term, c.state())
-	if c.b.membership.Certain() { // not while this node leaves: it wakes them itself
+	moved := c.placement.moved.Load() || !c.b.view.Load().owns(ChannelKind, c.name)
+	if moved && !c.unused() && c.b.membership.Certain() { // not while this node leaves: it wakes them itself
 		go c.b.wake(c.name)
 	}
 }

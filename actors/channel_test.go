@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"testing"
+	"time"
 
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 )
@@ -39,5 +40,38 @@ func TestRetryAfterAnUnansweredAttempt(t *testing.T) {
 	}
 	if next := publish(4, ""); next.Offset != first.Offset+2 {
 		t.Fatalf("the refused retry took an offset: next is %d, want %d", next.Offset, first.Offset+2)
+	}
+}
+
+// A channel that passivates leaves its answers and its place behind: a
+// retry of a publication it answered (the answer lost with its mailbox)
+// is answered again by the next activation, and offsets go on in the same
+// epoch.
+func TestChannelPassivationKeepsAnswersAndOffsets(t *testing.T) {
+	b := startBroker(t)
+	ctx := context.Background()
+	publish := func(sequence uint64, unansweredBy string) *pb.Published {
+		t.Helper()
+		res, err := request[*pb.Published](ctx, b, ChannelKind, "idle:1", &pb.Publish{Channel: "idle:1", Data: []byte(`1`),
+			Publisher: "editor", Sequence: sequence, UnansweredBy: unansweredBy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	first := publish(1, "")
+	before := activationName(b.grainPID(ChannelKind, "idle:1"))
+	deadline := time.Now().Add(5 * time.Second)
+	for b.activeHere(ChannelKind, "idle:1") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the unused channel did not passivate")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if again := publish(1, before); again.OutcomeUnknown || again.Offset != first.Offset {
+		t.Fatalf("a retry answered by the passivated activation: %v, want offset %d", again, first.Offset)
+	}
+	if next := publish(2, ""); next.Offset != first.Offset+1 {
+		t.Fatalf("after passivation the next publication got offset %d, want %d", next.Offset, first.Offset+1)
 	}
 }

@@ -7,14 +7,16 @@ import (
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 )
 
-// handoffs keeps the state of channel activations that stopped because
-// their channel moved, until the successor takes it (through this node's
-// relay) or handoffMemory passes. protoactor stops a grain on its old
-// node as soon as the member list moves it, often before the successor
-// has asked; without this the channel's epoch and history would end there.
+// handoffs keeps the state of channel activations that stopped, until a
+// successor takes it (through this node's relay) or handoffMemory passes.
+// protoactor stops a grain on its old node as soon as the member list
+// moves it, often before the successor has asked, and a channel that
+// passivates may have answered publications whose retries are on the way;
+// without this the channel's epoch, history and answers would end there.
 type handoffs struct {
 	mu     sync.Mutex
 	states map[string]handoff // channel → its last state here
+	kept   int
 }
 
 type handoff struct {
@@ -33,20 +35,24 @@ func (h *handoffs) keep(channel string, term uint64, state *pb.ChannelState) {
 		h.states = map[string]handoff{}
 	}
 	now := time.Now()
-	for name, old := range h.states {
-		if now.Sub(old.at) > handoffMemory {
-			delete(h.states, name)
+	if h.kept++; h.kept%256 == 0 {
+		for name, old := range h.states {
+			if now.Sub(old.at) > handoffMemory {
+				delete(h.states, name)
+			}
 		}
 	}
 	h.states[channel] = handoff{term: term, state: state, at: now}
 }
 
-// holds reports whether a state left by an activation older than term waits.
+// holds reports whether a state left by an activation placed under term
+// or an older one waits (an activation under the same term is one that
+// passivated here).
 func (h *handoffs) holds(channel string, term uint64) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s, ok := h.states[channel]
-	return ok && s.term < term && time.Since(s.at) <= handoffMemory
+	return ok && s.term <= term && time.Since(s.at) <= handoffMemory
 }
 
 // take hands the waiting state to the activation of term, once.
@@ -54,7 +60,7 @@ func (h *handoffs) take(channel string, term uint64) *pb.ChannelState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s, ok := h.states[channel]
-	if !ok || s.term >= term || time.Since(s.at) > handoffMemory {
+	if !ok || s.term > term || time.Since(s.at) > handoffMemory {
 		return nil
 	}
 	delete(h.states, channel)
