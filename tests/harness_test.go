@@ -59,14 +59,15 @@ func runBroker(t testing.TB, args ...string) (string, error) {
 
 // server is one broker process.
 type server struct {
-	t      testing.TB
-	cmd    *exec.Cmd
-	addr   string
-	apiKey string
-	logMu  sync.Mutex
-	log    bytes.Buffer
-	exited chan struct{}
-	once   sync.Once
+	t        testing.TB
+	cmd      *exec.Cmd
+	addr     string
+	apiKey   string
+	logMu    sync.Mutex
+	log      bytes.Buffer
+	exited   chan struct{}
+	exitedAt time.Time // set before exited closes
+	once     sync.Once
 }
 
 var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
@@ -75,13 +76,20 @@ var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
 // until it accepts connections.
 func startServer(t testing.TB, args ...string) *server {
 	t.Helper()
-	s := &server{t: t, exited: make(chan struct{})}
+	s := runServer(t, exec.Command(brokerBinary, append([]string{"--addr", "127.0.0.1:0", "--grain-idle-timeout", "200ms"}, args...)...))
 	for i, a := range args {
 		if a == "--api-key" && i+1 < len(args) {
 			s.apiKey = args[i+1]
 		}
 	}
-	s.cmd = exec.Command(brokerBinary, append([]string{"--addr", "127.0.0.1:0", "--grain-idle-timeout", "200ms"}, args...)...)
+	return s
+}
+
+// runServer starts cmd, a broker (possibly wrapped, as in a network
+// namespace), and waits until it accepts connections.
+func runServer(t testing.TB, cmd *exec.Cmd) *server {
+	t.Helper()
+	s := &server{t: t, cmd: cmd, exited: make(chan struct{})}
 	// Races are judged from the log (ourRaces), not the exit code.
 	s.cmd.Env = append(os.Environ(), "GORACE=exitcode=0")
 	stderr, err := s.cmd.StderrPipe()
@@ -102,10 +110,14 @@ func startServer(t testing.TB, args ...string) *server {
 			s.log.WriteString(line + "\n")
 			s.logMu.Unlock()
 			if m := listeningLine.FindStringSubmatch(line); m != nil {
-				ready <- m[1]
+				select {
+				case ready <- m[1]:
+				default:
+				}
 			}
 		}
 		_ = s.cmd.Wait()
+		s.exitedAt = time.Now()
 	}()
 	select {
 	case s.addr = <-ready:

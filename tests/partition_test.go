@@ -9,7 +9,6 @@ package tests
 // reach it.
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -810,60 +809,21 @@ func partStartEtcd(t *testing.T, ip string) (*cluster.EmbeddedEtcd, int, int) {
 func partStartNode(t *testing.T, pn *partNet, i int, etcdURL string) *server {
 	t.Helper()
 	ip := pn.nodeIP(i)
-	s := &server{t: t, exited: make(chan struct{})}
-	s.cmd = exec.Command("ip", "netns", "exec", pn.ns[i], brokerBinary,
+	return runServer(t, exec.Command("ip", "netns", "exec", pn.ns[i], brokerBinary,
 		"--addr", net.JoinHostPort(ip, strconv.Itoa(partClientPort)),
 		"--node-addr", net.JoinHostPort(ip, strconv.Itoa(partNodePort)),
 		"--cluster-etcd", etcdURL, "--cluster-lease-ttl", "2s", "--request-timeout", "2s",
-		"--rate-limit", "0", "--grain-idle-timeout", "200ms")
-	s.cmd.Env = append(os.Environ(), "GORACE=exitcode=0")
-	stderr, err := s.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.cmd.Stdout = s.cmd.Stderr
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("harness: starting node %d: %v", i+1, err)
-	}
-	ready := make(chan string, 1)
-	go func() {
-		defer close(s.exited)
-		scanner := bufio.NewScanner(stderr)
-		scanner.Buffer(make([]byte, 64<<10), 1<<20)
-		for scanner.Scan() {
-			line := scanner.Text()
-			s.logMu.Lock()
-			s.log.WriteString(line + "\n")
-			s.logMu.Unlock()
-			if m := listeningLine.FindStringSubmatch(line); m != nil {
-				select {
-				case ready <- m[1]:
-				default:
-				}
-			}
-		}
-		_ = s.cmd.Wait()
-		partExitTimes.Store(s, time.Now())
-	}()
-	select {
-	case s.addr = <-ready:
-	case <-s.exited:
-		t.Fatalf("node %d exited before listening:\n%s", i+1, s.output())
-	case <-time.After(20 * time.Second):
-		_ = s.cmd.Process.Kill()
-		t.Fatalf("node %d did not start listening within 20s:\n%s", i+1, s.output())
-	}
-	t.Cleanup(s.stop)
-	return s
+		"--rate-limit", "0", "--grain-idle-timeout", "200ms"))
 }
 
-var partExitTimes sync.Map // *server → time.Time it exited
-
+// partExitTime is when s exited (zero while it runs).
 func partExitTime(s *server) time.Time {
-	if v, ok := partExitTimes.Load(s); ok {
-		return v.(time.Time)
+	select {
+	case <-s.exited:
+		return s.exitedAt
+	default:
+		return time.Time{}
 	}
-	return time.Time{}
 }
 
 var partHTTP = &http.Client{
