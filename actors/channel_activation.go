@@ -97,15 +97,18 @@ func (c *channel) handOver(ctx actor.Context) {
 // stopped keeps the state of an activation that stops for its successor
 // on this node or another, to take through this node's relay: its epoch,
 // offset and history, and its answers to publishers, so a publication
-// retried after it was dropped with the activation's mailbox is neither
-// lost nor applied twice. A channel that moved (protoactor stops grains
+// retried after it was dropped with the activation's mailbox (protoactor
+// discards mail reaching a stopping actor) is neither lost nor applied
+// twice. A channel that moved (protoactor stops grains
 // whose owner changed, possibly before this node's member list says so)
 // and holds subscribers or history is woken where it now belongs, so the
 // successor takes over now rather than at the channel's next use.
 func (c *channel) stopped() {
-	if c.handedOver || (c.unused() && !c.retries.any()) {
+	if c.handedOver {
 		return
 	}
+	// Even an unused one: its name in the successor's lineage says that a
+	// publication it never answered was never sequenced.
 	c.b.handoffs.keep(c.name, c.placement.term, c.state())
 	moved := c.placement.moved.Load() || !c.b.view.Load().owns(ChannelKind, c.name)
 	if moved && !c.unused() && c.b.membership.Certain() { // not while this node leaves: it wakes them itself

@@ -87,9 +87,6 @@ func (r *retries) remember(requester string, sequence uint64, answer proto.Messa
 	}
 }
 
-// any reports whether any answer is remembered.
-func (r *retries) any() bool { return len(r.requesters) > 0 }
-
 // each calls f with every remembered answer, for a grain handing its
 // state to its successor.
 func (r *retries) each(f func(requester string, answer any)) {
