@@ -340,7 +340,7 @@ const lookupTimeout = 5 * time.Second
 // which also holds draining members: a member taken out of protoactor's
 // topology is blocked for good by its peers.
 func (b *Broker) activate(v *view, kind, identity string) *actor.PID {
-	owner := v.owners.GetByClusterIdentity(&cluster.ClusterIdentity{Kind: kind, Identity: identity})
+	owner := v.owner(kind, identity)
 	if owner == "" {
 		return nil
 	}

@@ -19,18 +19,23 @@ type Membership interface {
 }
 
 // view is the member list in force on this node: who owns which grain
-// (rendezvous hashing over member addresses, as protoactor's disthash
-// places them) and which member incarnation listens at each address.
+// (rendezvous hashing over the serving members' addresses, as protoactor's
+// disthash does) and which member incarnation listens at each address,
+// draining members included.
 type view struct {
 	term    uint64
 	self    string            // this node's address
-	members map[string]string // address → member id
+	members map[string]string // address → member id, serving and draining
 	owners  *cluster.Rendezvous
 }
 
-func (v *view) owns(kind, identity string) bool {
-	return v.owners.GetByClusterIdentity(&cluster.ClusterIdentity{Kind: kind, Identity: identity}) == v.self
+// owner is the address of the member that owns a grain; empty when no
+// member serves.
+func (v *view) owner(kind, identity string) string {
+	return v.owners.GetByClusterIdentity(&cluster.ClusterIdentity{Kind: kind, Identity: identity})
 }
+
+func (v *view) owns(kind, identity string) bool { return v.owner(kind, identity) == v.self }
 
 func (v *view) hasMember(id string) bool {
 	for _, m := range v.members {
