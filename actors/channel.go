@@ -328,7 +328,7 @@ func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 }
 
 // recover returns the stored publications after offset in epoch, if the
-// history still holds every one of them.
+// history still holds every one of them and they fit one history page.
 func (c *channel) recover(offset uint64, epoch string) (bool, [][]byte) {
 	if epoch != c.epoch || offset > c.last {
 		return false, nil
@@ -341,8 +341,14 @@ func (c *channel) recover(offset uint64, epoch string) (bool, [][]byte) {
 		return false, nil
 	}
 	var backlog [][]byte
+	size := 0
 	for _, s := range c.history {
 		if s.offset > offset {
+			if size += len(s.frame); size > maxHistoryPageBytes {
+				// More than a client's outbox should take at once: it
+				// reads the history page by page instead.
+				return false, nil
+			}
 			backlog = append(backlog, s.frame)
 		}
 	}

@@ -52,3 +52,19 @@ func TestHistoryIsPagedByBytes(t *testing.T) {
 		t.Fatalf("a publication larger than a page must still be served alone: %d frames, more=%v", len(page.Frames), page.More)
 	}
 }
+
+// A recovery backlog larger than a history page is not replayed at once
+// (it would overflow the client's outbox and close it, again at every
+// reconnect): the client is told recovered:false and pages the history.
+func TestRecoveryBacklogIsBounded(t *testing.T) {
+	c := &channel{opts: ChannelOptions{HistorySize: 1000, HistoryTTL: time.Hour}, epoch: "e", last: 300}
+	for offset := uint64(1); offset <= 300; offset++ {
+		c.history = append(c.history, stored{offset: offset, at: time.Now(), frame: bytes.Repeat([]byte{'x'}, 10<<10)})
+	}
+	if ok, backlog := c.recover(290, "e"); !ok || len(backlog) != 10 {
+		t.Fatalf("a small backlog: recovered=%v with %d publications, want true with 10", ok, len(backlog))
+	}
+	if ok, backlog := c.recover(0, "e"); ok || backlog != nil {
+		t.Fatalf("a 3 MB backlog: recovered=%v with %d publications, want false with none", ok, len(backlog))
+	}
+}
