@@ -131,7 +131,7 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *pb.ListSubscribers:
 		ctx.Respond(c.list())
 	case *pb.QueryPresence:
-		ctx.Respond(c.presence())
+		ctx.Respond(c.presence(msg.After, msg.Limit))
 	case *pb.QueryHistory:
 		ctx.Respond(c.historySince(msg.Since, msg.Limit))
 	case *pb.Activate:
@@ -433,12 +433,27 @@ func (c *channel) list() *pb.SubscriberList {
 	return &pb.SubscriberList{Users: users, Subscriptions: uint32(len(c.subscribers))}
 }
 
-func (c *channel) presence() *pb.Presence {
+// presence lists the users after `after` in user order, at most limit
+// (0: all); a limited page also stops at maxHistoryPageBytes of info.
+func (c *channel) presence(after string, limit uint32) *pb.Presence {
+	users := make([]string, 0, len(c.users))
+	for u := range c.users {
+		if u > after {
+			users = append(users, u)
+		}
+	}
+	sort.Strings(users)
 	res := &pb.Presence{}
-	for u, m := range c.users {
+	size := 0
+	for _, u := range users {
+		m := c.users[u]
+		size += len(u) + len(m.info) + 32
+		if limit > 0 && (len(res.Members) == int(limit) || (len(res.Members) > 0 && size > maxHistoryPageBytes)) {
+			res.More = true
+			break
+		}
 		res.Members = append(res.Members, &pb.Presence_Member{User: u, Connections: uint32(m.connections), Info: m.info})
 	}
-	sort.Slice(res.Members, func(i, j int) bool { return res.Members[i].User < res.Members[j].User })
 	return res
 }
 

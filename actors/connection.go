@@ -314,12 +314,12 @@ func (c *connection) presence(cmd *pb.ClientCommand) {
 		c.out.Reply(transport.ErrorFrame(transport.CodeForbidden, "Subscribe to "+cmd.Channel+" to see its presence", cmd.Id))
 		return
 	}
-	res, err := request[*pb.Presence](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.QueryPresence{})
+	res, err := request[*pb.Presence](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.QueryPresence{After: cmd.After, Limit: cmd.Limit})
 	if err != nil {
 		c.fail(cmd, err)
 		return
 	}
-	c.out.Reply(transport.PresenceFrame(cmd.Channel, presenceMembers(res), cmd.Id))
+	c.out.Reply(transport.PresenceFrame(cmd.Channel, presenceMembers(res), res.More, cmd.Id))
 }
 
 func presenceMembers(res *pb.Presence) []transport.PresenceMember {

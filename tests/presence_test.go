@@ -37,6 +37,15 @@ func TestPresence(t *testing.T) {
 		if status != 200 || len(body["users"].([]any)) != 2 {
 			t.Fatalf("API presence: %d %v", status, body)
 		}
+		// A large lobby answers in pages: "more", then ask after the last.
+		alice1.sendJSON(map[string]any{"type": "presence", "channel": "room:1", "limit": 1, "id": "p1"})
+		if p := alice1.expect("presence"); p["more"] != true || len(p["users"].([]any)) != 1 || p["users"].([]any)[0].(map[string]any)["user"] != "alice" {
+			t.Fatalf("first page of one: %v", p)
+		}
+		alice1.sendJSON(map[string]any{"type": "presence", "channel": "room:1", "limit": 1, "after": "alice", "id": "p2"})
+		if p := alice1.expect("presence"); p["more"] != nil || len(p["users"].([]any)) != 1 || p["users"].([]any)[0].(map[string]any)["user"] != "bob" {
+			t.Fatalf("second and last page: %v", p)
+		}
 
 		// Leave comes when the last tab goes, not before.
 		alice2.send(`{"type":"disconnect"}`)

@@ -25,6 +25,10 @@ type Limits struct {
 // MaxHistoryLimit caps how many publications one history reply carries.
 const MaxHistoryLimit = 1000
 
+// MaxPresenceLimit caps how many members one presence reply to a client
+// carries; "more" says others follow.
+const MaxPresenceLimit = 1000
+
 // ProtocolError is a client frame the broker refuses. It becomes an
 // `error` frame; the connection stays open.
 type ProtocolError struct {
@@ -79,6 +83,7 @@ type clientFrame struct {
 	Since        json.RawMessage `json:"since"`
 	Limit        json.RawMessage `json:"limit"`
 	ExpectOffset json.RawMessage `json:"expect_offset"`
+	After        json.RawMessage `json:"after"`
 }
 
 var commandKinds = map[string]pb.ClientCommand_Kind{
@@ -212,6 +217,22 @@ func decodeOptions(f *clientFrame, cmd *pb.ClientCommand, limits Limits) *Protoc
 				return &ProtocolError{Code: CodeInvalidRecover, Text: `recover must be {"offset": N, "epoch": "E"}`}
 			}
 			cmd.Recover, cmd.RecoverOffset, cmd.RecoverEpoch = true, offset, epoch
+		}
+	case pb.ClientCommand_KIND_PRESENCE:
+		if len(f.After) > 0 {
+			after, ok := decodeString(f.After)
+			if !ok {
+				return &ProtocolError{Code: CodeInvalidFrame, Text: "after must be a user id string"}
+			}
+			cmd.After = after
+		}
+		cmd.Limit = MaxPresenceLimit
+		if len(f.Limit) > 0 {
+			limit, ok := decodeCount(f.Limit)
+			if !ok || limit == 0 {
+				return &ProtocolError{Code: CodeInvalidFrame, Text: "limit must be a positive integer"}
+			}
+			cmd.Limit = uint32(min(limit, MaxPresenceLimit))
 		}
 	case pb.ClientCommand_KIND_HISTORY:
 		if len(f.Since) > 0 {

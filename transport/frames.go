@@ -133,10 +133,14 @@ type PresenceMember struct {
 }
 
 // PresenceFrame answers a presence request.
-func PresenceFrame(channel string, members []PresenceMember, id []byte) []byte {
-	f := newFrame("presence", len(channel)+len(id)+64*len(members)+32)
+func PresenceFrame(channel string, members []PresenceMember, more bool, id []byte) []byte {
+	f := newFrame("presence", len(channel)+len(id)+64*len(members)+48)
 	f.str("channel", channel)
 	f.raw("id", id)
+	if more {
+		f.key("more")
+		f.buf = append(f.buf, "true"...)
+	}
 	f.key("users")
 	f.buf = append(f.buf, '[')
 	for i, m := range members {

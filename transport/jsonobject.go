@@ -79,6 +79,8 @@ func (f *clientFrame) member(name []byte) *[]byte {
 		return (*[]byte)(&f.Limit)
 	case "expect_offset":
 		return (*[]byte)(&f.ExpectOffset)
+	case "after":
+		return (*[]byte)(&f.After)
 	}
 	return nil
 }

@@ -549,8 +549,12 @@ func (x *Published) GetSequence() uint64 {
 }
 
 // Who is in the channel.
+// The members whose user id sorts after `after`, at most `limit` (0: all)
+// and, when limited, at most one page of bytes.
 type QueryPresence struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	After         string                 `protobuf:"bytes,1,opt,name=after,proto3" json:"after,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -585,9 +589,25 @@ func (*QueryPresence) Descriptor() ([]byte, []int) {
 	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{6}
 }
 
+func (x *QueryPresence) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *QueryPresence) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 type Presence struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Members       []*Presence_Member     `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Members []*Presence_Member     `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// Members follow the last one here: ask again after it.
+	More          bool `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -627,6 +647,13 @@ func (x *Presence) GetMembers() []*Presence_Member {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *Presence) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 // Stored publications after `since`, at most `limit` (0: all).
@@ -1142,10 +1169,13 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x1a\n" +
 	"\bmismatch\x18\x02 \x01(\bR\bmismatch\x12'\n" +
 	"\x0foutcome_unknown\x18\x04 \x01(\bR\x0eoutcomeUnknown\x12\x1a\n" +
-	"\bsequence\x18\x03 \x01(\x04R\bsequence\"\x0f\n" +
-	"\rQueryPresence\"\x99\x01\n" +
+	"\bsequence\x18\x03 \x01(\x04R\bsequence\";\n" +
+	"\rQueryPresence\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xad\x01\n" +
 	"\bPresence\x129\n" +
-	"\amembers\x18\x01 \x03(\v2\x1f.switchboard.v1.Presence.MemberR\amembers\x1aR\n" +
+	"\amembers\x18\x01 \x03(\v2\x1f.switchboard.v1.Presence.MemberR\amembers\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\x1aR\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12 \n" +
 	"\vconnections\x18\x02 \x01(\rR\vconnections\x12\x12\n" +

@@ -119,8 +119,10 @@ type ClientCommand struct {
 	// publish: accepted only if the channel's last offset is expect_offset.
 	HasExpectOffset bool   `protobuf:"varint,14,opt,name=has_expect_offset,json=hasExpectOffset,proto3" json:"has_expect_offset,omitempty"`
 	ExpectOffset    uint64 `protobuf:"varint,15,opt,name=expect_offset,json=expectOffset,proto3" json:"expect_offset,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// presence: only the members whose user id sorts after this one.
+	After         string `protobuf:"bytes,16,opt,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClientCommand) Reset() {
@@ -256,6 +258,13 @@ func (x *ClientCommand) GetExpectOffset() uint64 {
 		return x.ExpectOffset
 	}
 	return 0
+}
+
+func (x *ClientCommand) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
 }
 
 // The client's socket has gone; the connection actor cleans up and stops.
@@ -397,7 +406,7 @@ var File_switchboard_v1_connection_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_connection_proto_rawDesc = "" +
 	"\n" +
-	"\x1fswitchboard/v1/connection.proto\x12\x0eswitchboard.v1\"\x84\x05\n" +
+	"\x1fswitchboard/v1/connection.proto\x12\x0eswitchboard.v1\"\x9a\x05\n" +
 	"\rClientCommand\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".switchboard.v1.ClientCommand.KindR\x04kind\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x12\n" +
@@ -414,7 +423,8 @@ const file_switchboard_v1_connection_proto_rawDesc = "" +
 	"\x05since\x18\f \x01(\x04R\x05since\x12\x14\n" +
 	"\x05limit\x18\r \x01(\rR\x05limit\x12*\n" +
 	"\x11has_expect_offset\x18\x0e \x01(\bR\x0fhasExpectOffset\x12#\n" +
-	"\rexpect_offset\x18\x0f \x01(\x04R\fexpectOffset\"\xbf\x01\n" +
+	"\rexpect_offset\x18\x0f \x01(\x04R\fexpectOffset\x12\x14\n" +
+	"\x05after\x18\x10 \x01(\tR\x05after\"\xbf\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eKIND_SUBSCRIBE\x10\x01\x12\x14\n" +
