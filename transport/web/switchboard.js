@@ -161,21 +161,75 @@ export class Switchboard {
         break;
       case "message": {
         const ch = this.channels.get(frame.channel);
-        if (ch) {
-          // After a recovery, drop anything already seen.
-          if (ch.epoch === frame.epoch && ch.offset !== undefined && frame.offset <= ch.offset) return;
-          ch.offset = frame.offset;
-          ch.epoch = frame.epoch;
+        if (ch?.catchingUp) {
+          ch.catchingUp.push(frame); // handed on once the missed ones are
+          return;
         }
-        this.emit("message", frame);
+        this.deliver(frame.channel, ch, frame);
         break;
       }
+      case "gap":
+        this.gap(frame);
+        break;
       case "error":
         if (frame.code === "unauthenticated") this.authFailed = frame.error;
         this.emit("error", new SwitchboardError(frame.error, frame.code, frame));
         break;
       default:
         if (!RESERVED.has(frame.type)) this.emit(frame.type, frame);
+    }
+  }
+
+  /** Hands a live or recovered message on, in order, once. */
+  deliver(channel, ch, frame) {
+    if (ch) {
+      // After a recovery, drop anything already seen.
+      if (ch.epoch === frame.epoch && ch.offset !== undefined && frame.offset <= ch.offset) return;
+      if (ch.epoch && frame.epoch !== ch.epoch) {
+        // A new epoch with no word from the server: what came before is gone.
+        this.emit("recovery_failed", { channel, offset: frame.offset - 1, epoch: frame.epoch });
+      }
+      ch.offset = frame.offset;
+      ch.epoch = frame.epoch;
+    }
+    this.emit("message", frame);
+  }
+
+  /**
+   * The server says the channel's stream jumps: the next message follows
+   * frame.offset of frame.epoch. In the same epoch the missed messages are
+   * fetched from history and handed on first; otherwise (or if history no
+   * longer has them) "recovery_failed" says the application must reload.
+   */
+  async gap(frame) {
+    const channel = frame.channel;
+    const ch = this.channels.get(channel);
+    if (!ch || ch.catchingUp) return;
+    const failed = () => {
+      this.emit("recovery_failed", { channel, offset: frame.offset, epoch: frame.epoch });
+      ch.offset = frame.offset;
+      ch.epoch = frame.epoch;
+    };
+    if (ch.epoch !== frame.epoch || ch.offset === undefined || frame.offset <= ch.offset) {
+      if (ch.epoch !== frame.epoch || ch.offset === undefined) failed();
+      return;
+    }
+    ch.catchingUp = [];
+    try {
+      let since = ch.offset;
+      while (since < frame.offset) {
+        const page = await this.history(channel, { since, limit: frame.offset - since });
+        const missed = page.publications.filter((m) => m.epoch === ch.epoch && m.offset > since && m.offset <= frame.offset);
+        if (page.epoch !== ch.epoch || missed.length === 0 || missed[0].offset !== since + 1) throw new Error("history no longer holds them");
+        for (const m of missed) this.deliver(channel, ch, m);
+        since = ch.offset;
+      }
+    } catch {
+      failed();
+    } finally {
+      const live = ch.catchingUp;
+      ch.catchingUp = undefined;
+      for (const m of live) this.deliver(channel, ch, m);
     }
   }
 

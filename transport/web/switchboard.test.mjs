@@ -218,3 +218,52 @@ test("an authentication failure without getToken does not loop", async () => {
   await tick(20);
   assert.equal(FakeSocket.all.length, 1);
 });
+
+test("a gap in the same epoch is filled from history, in order, before live messages", async () => {
+  const c = client();
+  const connected = c.connect();
+  autoReply(latest(), (f) =>
+    f.type === "subscribe"
+      ? { type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }
+      : { type: "history", channel: f.channel, offset: 6, epoch: "e1",
+          publications: [4, 5].map((o) => ({ type: "message", channel: f.channel, data: o, offset: o, epoch: "e1" })) });
+  latest().accept();
+  await connected;
+  await c.subscribe("doc:1");
+  const got = [];
+  const failed = [];
+  c.on("message", (m) => got.push(m.offset));
+  c.on("recovery_failed", (e) => failed.push(e));
+  latest().push({ type: "gap", channel: "doc:1", epoch: "e1", offset: 5 });
+  latest().push({ type: "message", channel: "doc:1", data: 6, offset: 6, epoch: "e1" });
+  await tick(10);
+  assert.deepEqual(got, [4, 5, 6]);
+  assert.deepEqual(failed, []);
+  const asked = latest().sent.find((f) => f.type === "history");
+  assert.deepEqual([asked.since, asked.limit], [3, 2]);
+  c.close();
+});
+
+test("a gap into a new epoch, or a new epoch unannounced, is a failed recovery", async () => {
+  const c = client();
+  const connected = c.connect();
+  autoReply(latest(), (f) => ({ type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }));
+  latest().accept();
+  await connected;
+  await c.subscribe("doc:1");
+  await c.subscribe("doc:2");
+  const failed = [];
+  const got = [];
+  c.on("recovery_failed", (e) => failed.push(e));
+  c.on("message", (m) => got.push([m.channel, m.offset]));
+  latest().push({ type: "gap", channel: "doc:1", epoch: "e2", offset: 0 });
+  latest().push({ type: "message", channel: "doc:1", data: 1, offset: 1, epoch: "e2" });
+  latest().push({ type: "message", channel: "doc:2", data: 1, offset: 1, epoch: "e9" });
+  await tick(10);
+  assert.deepEqual(failed, [
+    { channel: "doc:1", offset: 0, epoch: "e2" },
+    { channel: "doc:2", offset: 0, epoch: "e9" },
+  ]);
+  assert.deepEqual(got, [["doc:1", 1], ["doc:2", 1]]);
+  c.close();
+});
