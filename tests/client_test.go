@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -214,5 +215,62 @@ func TestGoClientRefreshesItsToken(t *testing.T) {
 	time.Sleep(3 * time.Second) // past the first token's expiry
 	if _, err := c.Publish(context.Background(), "x:1", 1); err != nil {
 		t.Fatalf("after the first token expired: %v (events %v)", err, rec.eventTypes())
+	}
+}
+
+// A client that stays connected while its channel's node dies is told that
+// the channel started a new epoch: it must not take the new epoch's first
+// message for a continuation of what it had.
+func TestGoClientToldOfANewEpoch(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes := startCluster(t, etcd, 2)
+	stays, dies := nodes[0], nodes[1]
+	// A channel that lives on the node that will die.
+	probe := stays.connect(t, "probe")
+	channel := ""
+	for i := 0; i < 40 && channel == ""; i++ {
+		before := dies.metric(t, `switchboard_actors{kind="channel"}`)
+		name := fmt.Sprintf("doomed:%d", i)
+		probe.sendJSON(map[string]any{"type": "history", "channel": name, "id": i})
+		probe.expect("history")
+		if dies.metric(t, `switchboard_actors{kind="channel"}`) > before {
+			channel = name
+		}
+	}
+	if channel == "" {
+		t.Fatal("no channel placed on the node that will die")
+	}
+	ctx := context.Background()
+	rec := newRecorder()
+	c, err := goclient.Dial(ctx, goclient.Options{URL: stays.wsURL(""), User: "stayer", OnMessage: rec.onMessage, OnEvent: rec.onEvent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Subscribe(ctx, channel, goclient.SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(ctx, channel, "before"); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "the first message", func() bool { return len(rec.messages) == 1 })
+
+	dies.kill()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := c.Publish(ctx, channel, "after"); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("publications did not flow again after the node died: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rec.waitFor(t, "the message of the new epoch", func() bool { return len(rec.messages) == 2 })
+	if !rec.saw("recovery_failed") {
+		t.Fatalf("events %v: the client was not told the channel's history ended", rec.eventTypes())
+	}
+	if first, second := rec.messages[0], rec.messages[1]; first.Epoch == second.Epoch {
+		t.Fatalf("the channel kept epoch %s after its node died; the test proves nothing", first.Epoch)
 	}
 }

@@ -107,6 +107,8 @@ type subscription struct {
 	info     json.RawMessage
 	offset   uint64
 	epoch    string
+	filling  bool      // a gap is being filled from history
+	waiting  []Message // live messages that arrived meanwhile
 }
 
 type queued struct {
@@ -327,6 +329,9 @@ func (c *Client) receive(raw []byte) {
 					_ = json.Unmarshal(raw, e)
 					ch <- reply{err: e}
 				} else {
+					if head.Type == "subscribed" {
+						c.subscribed(raw)
+					}
 					ch <- reply{raw: raw}
 				}
 				return
@@ -349,23 +354,121 @@ func (c *Client) receive(raw []byte) {
 			return
 		}
 		c.mu.Lock()
-		if s := c.channels[m.Channel]; s != nil {
-			if s.epoch == m.Epoch && m.Offset <= s.offset {
-				c.mu.Unlock()
-				return // already seen before a reconnect
-			}
-			s.offset, s.epoch = m.Offset, m.Epoch
+		if s := c.channels[m.Channel]; s != nil && s.filling {
+			s.waiting = append(s.waiting, m) // handed on once the missed ones are
+			c.mu.Unlock()
+			return
 		}
 		c.mu.Unlock()
-		if c.opts.OnMessage != nil {
-			c.opts.OnMessage(m)
-		}
+		c.deliver(m)
+	case "gap":
+		c.gap(raw)
 	case "error":
 		e := &Error{}
 		_ = json.Unmarshal(raw, e)
 		c.event(Event{Type: "error", Frame: raw, Err: e})
 	default:
 		c.event(Event{Type: head.Type, Frame: raw})
+	}
+}
+
+// deliver hands a live or recovered message on, in order, once.
+func (c *Client) deliver(m Message) {
+	c.mu.Lock()
+	newEpoch := false
+	if s := c.channels[m.Channel]; s != nil {
+		if s.epoch == m.Epoch && m.Offset <= s.offset {
+			c.mu.Unlock()
+			return // already seen before a reconnect
+		}
+		// A new epoch with no word from the server: what came before is gone.
+		newEpoch = s.epoch != "" && s.epoch != m.Epoch
+		s.offset, s.epoch = m.Offset, m.Epoch
+	}
+	c.mu.Unlock()
+	if newEpoch {
+		c.recoveryFailed(m.Channel, m.Offset-1, m.Epoch)
+	}
+	if c.opts.OnMessage != nil {
+		c.opts.OnMessage(m)
+	}
+}
+
+func (c *Client) recoveryFailed(channel string, offset uint64, epoch string) {
+	frame, _ := json.Marshal(map[string]any{"channel": channel, "offset": offset, "epoch": epoch})
+	c.event(Event{Type: "recovery_failed", Frame: frame})
+}
+
+// gap handles the server's word that a channel's stream jumps: the next
+// message follows the gap's offset in its epoch. In the same epoch the
+// missed messages are fetched from history and handed on first, while
+// live ones wait; otherwise, or if history no longer holds them, a
+// recovery_failed event says the application must reload.
+func (c *Client) gap(raw []byte) {
+	var g struct {
+		Channel string `json:"channel"`
+		Epoch   string `json:"epoch"`
+		Offset  uint64 `json:"offset"`
+	}
+	if json.Unmarshal(raw, &g) != nil {
+		return
+	}
+	c.mu.Lock()
+	s := c.channels[g.Channel]
+	if s == nil || s.filling || (s.epoch == g.Epoch && g.Offset <= s.offset) {
+		c.mu.Unlock()
+		return
+	}
+	if s.epoch != g.Epoch {
+		s.offset, s.epoch = g.Offset, g.Epoch
+		c.mu.Unlock()
+		c.recoveryFailed(g.Channel, g.Offset, g.Epoch)
+		return
+	}
+	s.filling = true
+	since := s.offset
+	c.mu.Unlock()
+	// Not on the reading goroutine: history's answer arrives through it.
+	go c.fill(s, g.Channel, g.Epoch, since, g.Offset)
+}
+
+func (c *Client) fill(s *subscription, channel, epoch string, since, upTo uint64) {
+	for since < upTo {
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+		h, err := c.History(ctx, channel, since, int(upTo-since))
+		cancel()
+		var missed []Message
+		for _, m := range h.Publications {
+			if m.Epoch == epoch && m.Offset > since && m.Offset <= upTo {
+				missed = append(missed, m)
+			}
+		}
+		if err != nil || h.Epoch != epoch || len(missed) == 0 || missed[0].Offset != since+1 {
+			c.mu.Lock()
+			s.offset, s.epoch = upTo, epoch
+			c.mu.Unlock()
+			c.recoveryFailed(channel, upTo, epoch)
+			break
+		}
+		for _, m := range missed {
+			c.deliver(m)
+		}
+		since = missed[len(missed)-1].Offset
+	}
+	// Hand on what arrived meanwhile, and what arrives while doing so.
+	for {
+		c.mu.Lock()
+		waiting := s.waiting
+		s.waiting = nil
+		if len(waiting) == 0 {
+			s.filling = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		for _, m := range waiting {
+			c.deliver(m)
+		}
 	}
 }
 
@@ -590,12 +693,22 @@ func (c *Client) resubscribe(ctx context.Context, channel string) (Subscribed, e
 	if recovering && !sub.Recovered {
 		c.event(Event{Type: "recovery_failed", Frame: raw})
 	}
-	if !recovering || !sub.Recovered {
-		c.mu.Lock()
-		s.offset, s.epoch = sub.Offset, sub.Epoch
-		c.mu.Unlock()
-	}
 	return sub, nil
+}
+
+// subscribed takes a channel's place from a subscribe reply, on the
+// reading goroutine, before any frame that follows it: unless the
+// subscription recovered from where it stood, its stream starts there.
+func (c *Client) subscribed(raw []byte) {
+	var sub Subscribed
+	if json.Unmarshal(raw, &sub) != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.channels[sub.Channel]; s != nil && !sub.Recovered {
+		s.offset, s.epoch = sub.Offset, sub.Epoch
+	}
 }
 
 // Unsubscribe leaves channel.

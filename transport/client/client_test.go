@@ -1,0 +1,111 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+// scriptedBroker is a WebSocket server that answers the client's frames
+// with a script, to bring about what a real broker does only rarely.
+type scriptedBroker struct {
+	gws.BuiltinEventHandler
+	answer func(socket *gws.Conn, frame map[string]any)
+}
+
+func (b *scriptedBroker) OnMessage(socket *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	var frame map[string]any
+	if json.Unmarshal(m.Bytes(), &frame) == nil {
+		b.answer(socket, frame)
+	}
+}
+
+func send(socket *gws.Conn, frame map[string]any) {
+	raw, _ := json.Marshal(frame)
+	_ = socket.WriteMessage(gws.OpcodeText, raw)
+}
+
+func startScripted(t *testing.T, answer func(*gws.Conn, map[string]any)) string {
+	t.Helper()
+	upgrader := gws.NewUpgrader(&scriptedBroker{answer: answer}, &gws.ServerOption{SubProtocols: []string{Subprotocol}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		socket, err := upgrader.Upgrade(w, r)
+		if err != nil {
+			return
+		}
+		send(socket, map[string]any{"type": "welcome", "user": "u", "connection_id": "c1"})
+		go socket.ReadLoop()
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "ws://" + ln.Addr().String() + "/ws"
+}
+
+// A gap the server announces in the same epoch is filled from history:
+// the missed messages come first, in order, then the live ones that
+// arrived meanwhile; nothing is reported lost.
+func TestGapIsFilledFromHistory(t *testing.T) {
+	url := startScripted(t, func(socket *gws.Conn, f map[string]any) {
+		message := func(offset int) map[string]any {
+			return map[string]any{"type": "message", "channel": "doc:1", "data": offset, "offset": offset, "epoch": "e1"}
+		}
+		switch f["type"] {
+		case "subscribe":
+			send(socket, map[string]any{"type": "subscribed", "channel": "doc:1", "offset": 3, "epoch": "e1", "id": f["id"]})
+			send(socket, map[string]any{"type": "gap", "channel": "doc:1", "epoch": "e1", "offset": 5})
+			send(socket, message(6))
+		case "history":
+			if f["since"] != float64(3) || f["limit"] != float64(2) {
+				send(socket, map[string]any{"type": "error", "code": "unexpected", "error": "unexpected history request", "id": f["id"]})
+				return
+			}
+			send(socket, map[string]any{"type": "history", "channel": "doc:1", "offset": 6, "epoch": "e1", "id": f["id"],
+				"publications": []any{message(4), message(5)}})
+		}
+	})
+	var mu sync.Mutex
+	var offsets []uint64
+	var events []string
+	c, err := Dial(context.Background(), Options{URL: url, User: "u", NoReconnect: true,
+		OnMessage: func(m Message) { mu.Lock(); offsets = append(offsets, m.Offset); mu.Unlock() },
+		OnEvent:   func(e Event) { mu.Lock(); events = append(events, e.Type); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Subscribe(context.Background(), "doc:1", SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		got, seen := append([]uint64(nil), offsets...), append([]string(nil), events...)
+		mu.Unlock()
+		if len(got) == 3 {
+			if got[0] != 4 || got[1] != 5 || got[2] != 6 {
+				t.Fatalf("messages %v, want 4 5 6", got)
+			}
+			for _, e := range seen {
+				if e == "recovery_failed" {
+					t.Fatalf("events %v: a gap history could fill was reported lost", seen)
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("messages %v, events %v: want 4 5 6", got, seen)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
