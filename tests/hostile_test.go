@@ -16,7 +16,7 @@ import (
 
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, "--rate-limit", "5", "--rate-burst", "5")
+	srv := startServer(t, "--control-rate-limit", "5", "--control-rate-burst", "5")
 	c := srv.connect(t, "flooder")
 	for i := range 20 {
 		c.sendJSON(map[string]any{"type": "ping", "id": i})
@@ -43,9 +43,76 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
+// Publications have their own budget: a publisher over it is refused,
+// while its subscribes and pings still go through.
+func TestPublicationRateLimit(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--rate-limit", "5", "--rate-burst", "5")
+	c := srv.connect(t, "chatty")
+	for i := range 20 {
+		c.sendJSON(map[string]any{"type": "message", "channel": "chat:1", "data": i, "id": i})
+	}
+	published, limited := 0, 0
+	for range 20 {
+		if m := c.expect2("published", "error"); m["type"] == "error" {
+			if m["code"] != "rate_limited" {
+				t.Fatalf("error = %v", m)
+			}
+			limited++
+		} else {
+			published++
+		}
+	}
+	if published < 5 || published > 7 || limited == 0 {
+		t.Fatalf("%d published, %d rate_limited: want the burst of 5 through and the rest refused", published, limited)
+	}
+	c.subscribe("chat:2")
+	c.sendJSON(map[string]any{"type": "ping", "id": "still"})
+	c.expect("pong")
+}
+
+// With no flags, what real clients do is never refused: a page joining
+// 300 channels at once, a game sending a burst of 250 inputs.
+func TestDefaultLimitsFitRealClients(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	c := srv.connect(t, "player")
+	for i := range 300 {
+		c.sendJSON(map[string]any{"type": "subscribe", "channel": fmt.Sprintf("room:%d", i), "id": i})
+	}
+	for range 300 {
+		c.expect("subscribed")
+	}
+	pub := srv.connect(t, "game")
+	for i := range 250 {
+		pub.sendJSON(map[string]any{"type": "message", "channel": "inputs:1", "data": i, "id": i})
+	}
+	for range 250 {
+		pub.expect("published")
+	}
+}
+
+// Invalid frames spend the budget too: a client cannot flood the server
+// with garbage that is answered without limit.
+func TestInvalidFramesCountAgainstTheRateLimit(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--control-rate-limit", "1", "--control-rate-burst", "3")
+	c := srv.connect(t, "garbler")
+	for range 10 {
+		c.send(`{"type":"nonsense"}`)
+	}
+	codes := map[any]int{}
+	for range 10 {
+		codes[c.expect("error")["code"]]++
+	}
+	if codes["unknown_type"] != 3 || codes["rate_limited"] != 7 {
+		t.Fatalf("answers %v: want 3 unknown_type (the burst) and 7 rate_limited", codes)
+	}
+}
+
 func TestRateLimitDisconnectPolicy(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t, "--rate-limit", "2", "--rate-burst", "2", "--rate-limit-policy", "disconnect")
+	srv := startServer(t, "--control-rate-limit", "2", "--control-rate-burst", "2", "--rate-limit-policy", "disconnect")
 	other := srv.connect(t, "calm")
 	c := srv.connect(t, "flooder")
 	for i := range 5 {
@@ -65,11 +132,11 @@ func TestUserRateLimitSpansConnections(t *testing.T) {
 	srv := startServer(t, "--rate-limit", "0", "--user-rate-limit", "1", "--user-rate-burst", "4")
 	tabs := []*client{srv.connect(t, "multi"), srv.connect(t, "multi")}
 	for i := range 6 {
-		tabs[i%2].sendJSON(map[string]any{"type": "ping", "id": i})
+		tabs[i%2].sendJSON(map[string]any{"type": "message", "channel": "shared:1", "data": i, "id": i})
 	}
 	limited := 0
 	for i := range 6 {
-		if m := tabs[i%2].expect2("pong", "error"); m["type"] == "error" {
+		if m := tabs[i%2].expect2("published", "error"); m["type"] == "error" {
 			limited++
 		}
 	}

@@ -52,15 +52,22 @@ type Options struct {
 	DefaultSubscribe, DefaultPublish Patterns
 	DenySubscribe, DenyPublish       Patterns
 
-	RateLimit      float64 // frames a second per connection; 0: unlimited
-	RateBurst      int
-	RateDisconnect bool    // close with 4008 instead of dropping the frame
-	UserRateLimit  float64 // frames a second per user on this node; 0: unlimited
-	UserRateBurst  int
-	MaxConnsPerIP  int // 0: unlimited
-	AllowedOrigins []string
-	PingInterval   time.Duration
-	IdleTimeout    time.Duration
+	RateLimit float64 // publications (message, send) a second per connection; 0: unlimited
+	RateBurst int
+	// ControlRateLimit bounds every other frame a connection sends
+	// (subscribe, unsubscribe, presence, history, ping, auth, and frames
+	// that are not valid): a budget of their own, so a client that joins
+	// hundreds of channels at once is not refused, nor starves its
+	// publications. 0: unlimited.
+	ControlRateLimit float64
+	ControlRateBurst int
+	RateDisconnect   bool    // close with 4008 instead of dropping the frame
+	UserRateLimit    float64 // publications a second per user on this node; 0: unlimited
+	UserRateBurst    int
+	MaxConnsPerIP    int // 0: unlimited
+	AllowedOrigins   []string
+	PingInterval     time.Duration
+	IdleTimeout      time.Duration
 	// Ready reports cluster membership for /readyz; nil: always ready.
 	Ready func() bool
 	// TrustedProxies may name the client in X-Forwarded-For.
@@ -172,10 +179,11 @@ const socketKey = "c"
 
 // socketState is one client socket as the transport sees it.
 type socketState struct {
-	out        *Outbox
-	ip         string
-	lastActive atomic.Int64 // unix nanoseconds of the last frame from the client
-	bucket     *tokenBucket // touched by the read loop only
+	out           *Outbox
+	ip            string
+	lastActive    atomic.Int64 // unix nanoseconds of the last frame from the client
+	bucket        *tokenBucket // publications; touched by the read loop only
+	controlBucket *tokenBucket // every other frame; touched by the read loop only
 
 	mu      sync.Mutex
 	inbound Inbound // nil until authenticated
@@ -230,6 +238,9 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	st.lastActive.Store(time.Now().UnixNano())
 	if s.opts.RateLimit > 0 {
 		st.bucket = newTokenBucket(s.opts.RateLimit, s.opts.RateBurst)
+	}
+	if s.opts.ControlRateLimit > 0 {
+		st.controlBucket = newTokenBucket(s.opts.ControlRateLimit, s.opts.ControlRateBurst)
 	}
 	socket.Session().Store(socketKey, st)
 	s.mu.Lock()
@@ -479,10 +490,17 @@ func (e *socketEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	st.lastActive.Store(now.UnixNano())
 	s.metrics.MessagesIn.Inc()
 	if message.Opcode != gws.OpcodeText {
-		s.protocolError(st.out, &ProtocolError{Code: CodeBinaryFrame, Text: "Binary frames are not supported: send JSON text frames"})
+		if s.admit(st, nil, nil) {
+			s.protocolError(st.out, &ProtocolError{Code: CodeBinaryFrame, Text: "Binary frames are not supported: send JSON text frames"})
+		}
 		return
 	}
 	cmd, perr := DecodeCommand(message.Bytes(), s.opts.Limits)
+	// Every frame counts against a budget, invalid ones too, before any
+	// answer is written.
+	if !s.admit(st, cmd, perr) {
+		return
+	}
 	inbound, perms := st.authenticated()
 	if inbound == nil && s.opts.Auth != nil {
 		// Nothing but an auth frame is processed before authentication.
@@ -495,9 +513,6 @@ func (e *socketEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	}
 	if perr != nil {
 		s.protocolError(st.out, perr)
-		return
-	}
-	if !s.admit(st, cmd) {
 		return
 	}
 	switch cmd.Kind {
@@ -522,19 +537,34 @@ func (e *socketEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	inbound.Command(cmd)
 }
 
-// admit applies the connection's and the user's rate limits.
-func (s *Server) admit(st *socketState, cmd *pb.ClientCommand) bool {
+// admit applies the rate limits to a frame: publications (message, send)
+// spend the connection's and the user's publication budget, every other
+// frame, invalid ones included, the connection's control budget.
+func (s *Server) admit(st *socketState, cmd *pb.ClientCommand, perr *ProtocolError) bool {
 	now := time.Now()
-	if (st.bucket == nil || st.bucket.take(now)) && s.users.take(st.out.User, now) {
+	var id []byte
+	publication := false
+	switch {
+	case cmd != nil:
+		id = cmd.Id
+		publication = cmd.Kind == pb.ClientCommand_KIND_PUBLISH || cmd.Kind == pb.ClientCommand_KIND_SEND
+	case perr != nil:
+		id = perr.ID
+	}
+	if publication {
+		if (st.bucket == nil || st.bucket.take(now)) && s.users.take(st.out.User, now) {
+			return true
+		}
+	} else if st.controlBucket == nil || st.controlBucket.take(now) {
 		return true
 	}
 	if s.opts.RateDisconnect {
 		s.metrics.ProtocolErrors.WithLabelValues(CodeRateLimited).Inc()
-		st.out.Push(ErrorFrame(CodeRateLimited, "Rate limit exceeded", cmd.Id))
+		st.out.Push(ErrorFrame(CodeRateLimited, "Rate limit exceeded", id))
 		st.out.Close(CloseRateLimited, "rate limit exceeded")
 		return false
 	}
-	s.protocolError(st.out, &ProtocolError{Code: CodeRateLimited, Text: "Rate limit exceeded", ID: cmd.Id})
+	s.protocolError(st.out, &ProtocolError{Code: CodeRateLimited, Text: "Rate limit exceeded", ID: id})
 	return false
 }
 

@@ -51,6 +51,8 @@ type config struct {
 
 	RateLimit         float64
 	RateBurst         int
+	ControlRateLimit  float64
+	ControlRateBurst  int
 	RateLimitPolicy   string
 	UserRateLimit     float64
 	UserRateBurst     int
@@ -94,8 +96,15 @@ func defaultConfig() config {
 		SubscribeDefault: "*",
 		PublishDefault:   "*",
 
-		RateLimit:         10,
-		RateBurst:         20,
+		// A game sends inputs at 20-60 Hz and an editor keystrokes in
+		// bursts; a page joins hundreds of channels at once after every
+		// reconnect. Abuse stays bounded: 100 publications a second is
+		// far below what one core fans out, and the control budget refills
+		// 50 a second after a burst of 500.
+		RateLimit:         100,
+		RateBurst:         300,
+		ControlRateLimit:  50,
+		ControlRateBurst:  500,
 		RateLimitPolicy:   "drop",
 		UserRateBurst:     50,
 		MaxSubscriptions:  1000,
@@ -141,10 +150,12 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SubscribeDeny, "subscribe-deny", c.SubscribeDeny, "channel patterns no client may subscribe to, whatever its token says")
 	fs.StringVar(&c.PublishDeny, "publish-deny", c.PublishDeny, "channel patterns no client may publish to, e.g. presence:* for read-only namespaces")
 
-	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "frames a second one connection may send (0: unlimited)")
+	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "publications (message, send) a second one connection may send (0: unlimited)")
 	fs.IntVar(&c.RateBurst, "rate-burst", c.RateBurst, "burst above --rate-limit")
+	fs.Float64Var(&c.ControlRateLimit, "control-rate-limit", c.ControlRateLimit, "other frames (subscribe, unsubscribe, presence, history, ping, auth, invalid ones) a second one connection may send (0: unlimited)")
+	fs.IntVar(&c.ControlRateBurst, "control-rate-burst", c.ControlRateBurst, "burst above --control-rate-limit")
 	fs.StringVar(&c.RateLimitPolicy, "rate-limit-policy", c.RateLimitPolicy, "over the limit: drop (the frame, with an error) or disconnect (close 4008)")
-	fs.Float64Var(&c.UserRateLimit, "user-rate-limit", c.UserRateLimit, "frames a second one user may send over all their connections on a node (0: unlimited)")
+	fs.Float64Var(&c.UserRateLimit, "user-rate-limit", c.UserRateLimit, "publications a second one user may send over all their connections on a node (0: unlimited)")
 	fs.IntVar(&c.UserRateBurst, "user-rate-burst", c.UserRateBurst, "burst above --user-rate-limit")
 	fs.IntVar(&c.MaxConnsPerUser, "max-connections-per-user", c.MaxConnsPerUser, "connections one user may hold across the cluster (0: unlimited); more close with 4029")
 	fs.IntVar(&c.MaxConnsPerIP, "max-connections-per-ip", c.MaxConnsPerIP, "connections one client address may hold on a node (0: unlimited); more get HTTP 429")
@@ -227,7 +238,7 @@ func (c *config) validate() error {
 	if c.MaxChannelBytes < 1 || c.MaxChannelBytes > 255 {
 		return fmt.Errorf("--max-channel-bytes must be between 1 and 255")
 	}
-	if c.RateLimit < 0 || c.UserRateLimit < 0 || c.RateBurst < 1 || c.UserRateBurst < 1 {
+	if c.RateLimit < 0 || c.UserRateLimit < 0 || c.ControlRateLimit < 0 || c.RateBurst < 1 || c.UserRateBurst < 1 || c.ControlRateBurst < 1 {
 		return fmt.Errorf("rate limits must not be negative and bursts must be at least 1")
 	}
 	if c.HistorySize < 0 || c.HistoryTTL <= 0 {

@@ -109,6 +109,8 @@ func run(cfg config) error {
 		DenyPublish:       transport.ParsePatterns(cfg.PublishDeny),
 		RateLimit:         cfg.RateLimit,
 		RateBurst:         cfg.RateBurst,
+		ControlRateLimit:  cfg.ControlRateLimit,
+		ControlRateBurst:  cfg.ControlRateBurst,
 		RateDisconnect:    cfg.RateLimitPolicy == "disconnect",
 		UserRateLimit:     cfg.UserRateLimit,
 		UserRateBurst:     cfg.UserRateBurst,
