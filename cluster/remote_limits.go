@@ -5,6 +5,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/remote"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // remoteLimits lifts gRPC's 4 MiB message limit between nodes. protoactor
@@ -18,7 +19,8 @@ func remoteLimits() []remote.ConfigOption {
 	return []remote.ConfigOption{
 		remote.WithServerOptions(grpc.MaxRecvMsgSize(math.MaxInt32)),
 		remote.WithDialOptions(
-			grpc.WithInsecure(), //nolint:staticcheck // protoactor's own default; nodes talk on a private network
+			// protoactor's own default: nodes talk on a private network.
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.MaxCallSendMsgSize(math.MaxInt32)),
 		),
 	}

@@ -43,31 +43,12 @@ func (s *server) resume(t testing.TB) {
 	}
 }
 
-// pauseFor freezes the broker for d, then thaws it.
-func (s *server) pauseFor(t testing.TB, d time.Duration) {
-	t.Helper()
-	s.pause(t)
-	time.Sleep(d) // the outage itself, not a wait for anything
-	s.resume(t)
-}
-
 func (s *server) hasExited() bool {
 	select {
 	case <-s.exited:
 		return true
 	default:
 		return false
-	}
-}
-
-// waitExit waits up to d for the process to end on its own and returns its
-// exit code.
-func (s *server) waitExit(d time.Duration) (code int, exited bool) {
-	select {
-	case <-s.exited:
-		return s.cmd.ProcessState.ExitCode(), true
-	case <-time.After(d):
-		return 0, false
 	}
 }
 

@@ -122,9 +122,10 @@ func methodsFor(k crypto.PublicKey) []string {
 }
 
 // ErrTokenExpired and ErrTokenInvalid classify verification failures.
+// Their texts are the protocol's, which clients show as they are.
 var (
-	ErrTokenExpired = errors.New(AuthExpired)
-	ErrTokenInvalid = errors.New(AuthInvalid)
+	ErrTokenExpired = errors.New(AuthExpired) //lint:ignore ST1005 the protocol's text
+	ErrTokenInvalid = errors.New(AuthInvalid) //lint:ignore ST1005 the protocol's text
 )
 
 // Verify checks token's signature, algorithm and claims.
