@@ -49,7 +49,7 @@ type Options struct {
 	OnMessage func(Message)
 	// OnEvent receives everything else: join, leave, direct, and the
 	// lifecycle events connected, disconnected, reconnecting,
-	// reconnect_failed and recovery_failed.
+	// reconnect_failed, recovery_failed and subscription_failed.
 	OnEvent func(Event)
 }
 
@@ -542,11 +542,20 @@ func (c *Client) restore() {
 	queue := c.queue
 	c.queue = nil
 	c.mu.Unlock()
+	// A few at a time: a client with hundreds of channels does not send
+	// them all at once.
+	slots := make(chan struct{}, resubscribeAtOnce)
+	var wg sync.WaitGroup
 	for _, name := range names {
-		if _, err := c.resubscribe(context.Background(), name); err != nil {
-			c.event(Event{Type: "error", Err: fmt.Errorf("re-subscribe %s: %w", name, err)})
-		}
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			_, _ = c.keepSubscribed(context.Background(), name) // refusals are subscription_failed events
+		}()
 	}
+	wg.Wait()
 	for _, q := range queue {
 		raw, err := c.Request(context.Background(), q.frame)
 		q.done <- reply{raw: raw, err: err}
@@ -658,18 +667,64 @@ func (c *Client) Subscribe(ctx context.Context, channel string, opts SubscribeOp
 	}
 	c.channels[channel] = s
 	c.mu.Unlock()
-	sub, err := c.resubscribe(ctx, channel)
-	if err != nil && !errors.Is(err, ErrDisconnected) {
-		c.mu.Lock()
-		delete(c.channels, channel)
-		c.mu.Unlock()
-	}
-	return sub, err
+	return c.keepSubscribed(ctx, channel)
 }
+
+// resubscribeAtOnce bounds the re-subscriptions in flight after a reconnect.
+const resubscribeAtOnce = 32
+
+// retryable are refusals that retrying can fix: the server was busy, or
+// the channel was moving.
+func retryable(err error) bool {
+	var refusal *Error
+	return errors.As(err, &refusal) && (refusal.Code == "rate_limited" || refusal.Code == "unavailable")
+}
+
+// keepSubscribed subscribes until the server accepts, with backoff while
+// the refusal is one retrying can fix, emitting a subscription_failed
+// event ({"channel","code","error","retrying"}) for each refusal. A channel
+// refused for good is dropped, so the client never believes it is
+// subscribed when the server refused; one that cannot be reached while
+// disconnected stays, to be joined on reconnect.
+func (c *Client) keepSubscribed(ctx context.Context, channel string) (Subscribed, error) {
+	for attempt := 0; ; attempt++ {
+		sub, err := c.resubscribe(ctx, channel)
+		if err == nil || errors.Is(err, ErrDisconnected) || errors.Is(err, ErrClosed) || errors.Is(err, errUnsubscribed) {
+			return sub, err
+		}
+		again := retryable(err) && ctx.Err() == nil
+		var refusal *Error
+		code := "failed"
+		if errors.As(err, &refusal) {
+			code = refusal.Code
+		}
+		frame, _ := json.Marshal(map[string]any{"channel": channel, "code": code, "error": err.Error(), "retrying": again})
+		c.event(Event{Type: "subscription_failed", Frame: frame, Err: err})
+		if !again {
+			c.mu.Lock()
+			delete(c.channels, channel)
+			c.mu.Unlock()
+			return sub, err
+		}
+		select {
+		case <-time.After(Backoff(min(attempt, 5), c.opts.BackoffBase, c.opts.BackoffCap)):
+		case <-ctx.Done():
+		case <-c.stop:
+			return sub, ErrClosed
+		}
+	}
+}
+
+// errUnsubscribed: the channel was left while it was being joined.
+var errUnsubscribed = errors.New("switchboard: unsubscribed meanwhile")
 
 func (c *Client) resubscribe(ctx context.Context, channel string) (Subscribed, error) {
 	c.mu.Lock()
 	s := c.channels[channel]
+	if s == nil {
+		c.mu.Unlock()
+		return Subscribed{}, errUnsubscribed
+	}
 	frame := map[string]any{"type": "subscribe", "channel": channel}
 	if s.presence {
 		frame["presence"] = true

@@ -3,8 +3,11 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -107,5 +110,68 @@ func TestGapIsFilledFromHistory(t *testing.T) {
 			t.Fatalf("messages %v, events %v: want 4 5 6", got, seen)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A subscription refused for now (rate_limited) is retried until the
+// server accepts it; one refused for good (forbidden) is dropped and
+// Subscribe returns the refusal. Each refusal is a subscription_failed
+// event.
+func TestRefusedSubscriptions(t *testing.T) {
+	var mu sync.Mutex
+	busy := 2
+	url := startScripted(t, func(socket *gws.Conn, f map[string]any) {
+		if f["type"] != "subscribe" {
+			return
+		}
+		mu.Lock()
+		refuse := f["channel"] == "busy:1" && busy > 0
+		if refuse {
+			busy--
+		}
+		mu.Unlock()
+		switch {
+		case refuse:
+			send(socket, map[string]any{"type": "error", "code": "rate_limited", "error": "Rate limit exceeded", "id": f["id"]})
+		case f["channel"] == "vault:1":
+			send(socket, map[string]any{"type": "error", "code": "forbidden", "error": "Not allowed", "id": f["id"]})
+		default:
+			send(socket, map[string]any{"type": "subscribed", "channel": f["channel"], "offset": 0, "epoch": "e", "id": f["id"]})
+		}
+	})
+	var failures []string
+	c, err := Dial(context.Background(), Options{URL: url, User: "u", NoReconnect: true, BackoffBase: time.Millisecond, BackoffCap: 4 * time.Millisecond,
+		OnEvent: func(e Event) {
+			if e.Type == "subscription_failed" {
+				var f struct {
+					Channel, Code string
+					Retrying      bool
+				}
+				_ = json.Unmarshal(e.Frame, &f)
+				mu.Lock()
+				failures = append(failures, fmt.Sprint(f.Channel, " ", f.Code, " ", f.Retrying))
+				mu.Unlock()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Subscribe(context.Background(), "busy:1", SubscribeOptions{}); err != nil {
+		t.Fatalf("a subscription refused twice with rate_limited: %v", err)
+	}
+	var refusal *Error
+	if _, err := c.Subscribe(context.Background(), "vault:1", SubscribeOptions{}); !errors.As(err, &refusal) || refusal.Code != "forbidden" {
+		t.Fatalf("a forbidden subscription: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(failures, "; "); got != "busy:1 rate_limited true; busy:1 rate_limited true; vault:1 forbidden false" {
+		t.Fatalf("subscription_failed events: %s", got)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.channels["busy:1"] == nil || c.channels["vault:1"] != nil {
+		t.Fatal("the client believes it is subscribed where the server refused, or forgot where it accepted")
 	}
 }

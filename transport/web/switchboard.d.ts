@@ -55,6 +55,7 @@ export interface Events {
   reconnecting: { attempt: number; delay: number };
   reconnect_failed: { attempts: number };
   recovery_failed: { channel: string; offset: number; epoch: string };
+  subscription_failed: { channel: string; code: string; error: string; retrying: boolean };
   error: Error;
   message: Message;
   join: Join;

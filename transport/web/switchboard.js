@@ -4,6 +4,10 @@
 // application writes no reconnection code.
 
 const RESERVED = new Set(["connected", "disconnected", "reconnecting", "reconnect_failed", "error"]);
+// Refusals worth retrying: the server was busy, or the channel was moving.
+const RETRYABLE = new Set(["rate_limited", "unavailable", "timeout"]);
+// Re-subscriptions in flight at once after a reconnect.
+const RESUBSCRIBE_AT_ONCE = 32;
 // Close codes after which reconnecting cannot help.
 const FINAL_CLOSE = new Set([1000, 4010, 4029]);
 
@@ -245,9 +249,14 @@ export class Switchboard {
     this.emit("connected", { user: frame.user, connectionId: frame.connection_id, reconnected });
     this.connectWaiters?.resolve(frame);
     this.connectWaiters = null;
-    for (const [channel, ch] of this.channels) {
-      this.resubscribe(channel, ch).catch((err) => this.emit("error", err));
-    }
+    // Paced: a page with hundreds of channels does not send them all at once.
+    const channels = [...this.channels];
+    const next = async () => {
+      for (let entry = channels.shift(); entry; entry = channels.shift()) {
+        await this.keepSubscribed(entry[0], entry[1]).catch(() => {});
+      }
+    };
+    for (let i = 0; i < Math.min(RESUBSCRIBE_AT_ONCE, channels.length); i++) next();
     for (const q of this.queue.splice(0)) {
       this.request(q.frame).then(q.resolve, q.reject);
     }
@@ -350,16 +359,41 @@ export class Switchboard {
     });
   }
 
-  /** Subscribes to channel; it is re-subscribed (with recovery) after every reconnect. */
+  /**
+   * Subscribes to channel; it is re-subscribed (with recovery) after every
+   * reconnect. A refusal that retrying can fix (rate_limited, unavailable,
+   * timeout) is retried with backoff; it rejects only when retrying cannot
+   * help (forbidden, channel_full, ...), and then the channel is dropped.
+   */
   async subscribe(channel, { presence = false, info, recover } = {}) {
     const ch = this.channels.get(channel) ?? { presence, info };
     if (recover) Object.assign(ch, recover);
     this.channels.set(channel, ch);
-    try {
-      return await this.resubscribe(channel, ch);
-    } catch (err) {
-      if (err.code !== "disconnected") this.channels.delete(channel);
-      throw err;
+    return this.keepSubscribed(channel, ch);
+  }
+
+  /**
+   * Subscribes until the server accepts, emitting "subscription_failed"
+   * ({channel, code, error, retrying}) for every refusal; never leaves the
+   * client believing it is subscribed when the server refused.
+   */
+  async keepSubscribed(channel, ch) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.resubscribe(channel, ch);
+      } catch (err) {
+        if (err.code === "disconnected" || err.code === "closed") throw err; // re-subscribed on reconnect, or done
+        const retrying = RETRYABLE.has(err.code) && this.channels.get(channel) === ch;
+        this.emit("subscription_failed", { channel, code: err.code, error: err.message, retrying });
+        if (!retrying) {
+          if (this.channels.get(channel) === ch) this.channels.delete(channel);
+          throw err;
+        }
+        await new Promise((resolve) => setTimeout(resolve, this.backoff(Math.min(attempt, 5))));
+        if (this.channels.get(channel) !== ch || this.state !== "connected") {
+          throw new SwitchboardError("subscription abandoned", err.code);
+        }
+      }
     }
   }
 

@@ -267,3 +267,51 @@ test("a gap into a new epoch, or a new epoch unannounced, is a failed recovery",
   assert.deepEqual(got, [["doc:1", 1], ["doc:2", 1]]);
   c.close();
 });
+
+test("a subscription refused for now is retried until accepted; one refused for good is dropped", async () => {
+  const c = client();
+  const failures = [];
+  c.on("subscription_failed", (e) => failures.push([e.channel, e.code, e.retrying]));
+  const connected = c.connect();
+  let busy = 2;
+  autoReply(latest(), (f) => {
+    if (f.channel === "busy:1" && busy-- > 0) return { type: "error", code: "rate_limited", error: "Rate limit exceeded" };
+    if (f.channel === "vault:1") return { type: "error", code: "forbidden", error: "Not allowed" };
+    return { type: "subscribed", channel: f.channel, offset: 0, epoch: "e" };
+  });
+  latest().accept();
+  await connected;
+  const reply = await c.subscribe("busy:1");
+  assert.equal(reply.type, "subscribed");
+  await assert.rejects(c.subscribe("vault:1"), (err) => err.code === "forbidden");
+  assert.deepEqual(failures, [["busy:1", "rate_limited", true], ["busy:1", "rate_limited", true], ["vault:1", "forbidden", false]]);
+  assert.equal(c.channels.has("busy:1"), true);
+  assert.equal(c.channels.has("vault:1"), false);
+  c.close();
+});
+
+test("after a reconnect, hundreds of channels are re-subscribed a few at a time", async () => {
+  const c = client();
+  const connected = c.connect();
+  autoReply(latest(), (f) => ({ type: "subscribed", channel: f.channel, offset: 0, epoch: "e" }));
+  latest().accept();
+  await connected;
+  await Promise.all(Array.from({ length: 200 }, (_, i) => c.subscribe(`room:${i}`)));
+  latest().drop();
+  await tick(20);
+  const second = latest();
+  let inFlight = 0, most = 0;
+  const send = second.send.bind(second);
+  second.send = (text) => {
+    send(text);
+    const f = JSON.parse(text);
+    if (f.type !== "subscribe") return;
+    most = Math.max(most, ++inFlight);
+    setTimeout(() => { inFlight--; second.push({ type: "subscribed", channel: f.channel, offset: 0, epoch: "e", recovered: true, id: f.id }); }, 1);
+  };
+  second.accept();
+  await tick(200);
+  assert.equal(second.sent.filter((f) => f.type === "subscribe").length, 200);
+  assert.ok(most <= 32, `${most} re-subscriptions in flight at once`);
+  c.close();
+});
