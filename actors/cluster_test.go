@@ -46,6 +46,13 @@ func loopbackAddr(t *testing.T) string {
 // more) and the new one continues the epoch, offsets and history; no
 // channel has two sequencers.
 func TestChannelsMoveToAJoiningMemberWithTheirState(t *testing.T) {
+	if raceEnabled {
+		// Two protoactor members in one process trip protoactor's own data
+		// races (its gossip reads the block list its member list writes);
+		// tests/run runs this test without -race, and the real-process
+		// cluster tests, which tell those races from ours, with it.
+		t.Skip("protoactor's internal races between two members in one process; run without -race")
+	}
 	etcd, err := cluster.StartEmbeddedEtcd(t.TempDir(), loopbackAddr(t), loopbackAddr(t))
 	if err != nil {
 		t.Fatal(err)
