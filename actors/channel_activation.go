@@ -24,7 +24,9 @@ func (c *channel) activate(ctx actor.Context) {
 	}
 	query := &pb.QueryChannelSubscribers{Channel: c.name, Term: c.placement.term}
 	answers := c.b.askRelays(ctx, query, relayTimeout)
-	predecessor := ""
+	// The newest predecessor holds the latest state: an older one may have
+	// been left behind by an earlier move.
+	predecessor, predecessorTerm := "", uint64(0)
 	for address, answer := range answers {
 		res, ok := answer.(*pb.ChannelSubscribers)
 		if !ok {
@@ -35,8 +37,8 @@ func (c *channel) activate(ctx actor.Context) {
 			c.epoch = newEpoch()
 			return
 		}
-		if res.Predecessor {
-			predecessor = address
+		if res.Predecessor && (predecessor == "" || res.PredecessorTerm > predecessorTerm) {
+			predecessor, predecessorTerm = address, res.PredecessorTerm
 		}
 	}
 	if predecessor == "" || !c.takeOver(ctx, predecessor) {
@@ -56,6 +58,7 @@ func (c *channel) activate(ctx actor.Context) {
 	for _, address := range c.b.members() {
 		ctx.Send(actor.NewPID(address, relayName), follow)
 	}
+	c.placement.served.Store(true)
 	c.askUnansweredRelaysLater(ctx)
 }
 
@@ -104,8 +107,8 @@ func (c *channel) handOver(ctx actor.Context) {
 // and holds subscribers or history is woken where it now belongs, so the
 // successor takes over now rather than at the channel's next use.
 func (c *channel) stopped() {
-	if c.handedOver {
-		return
+	if c.handedOver || !c.placement.served.Load() {
+		return // it never took over: it holds nothing of the channel's
 	}
 	// Even an unused one: its name in the successor's lineage says that a
 	// publication it never answered was never sequenced.

@@ -75,3 +75,24 @@ func TestChannelPassivationKeepsAnswersAndOffsets(t *testing.T) {
 		t.Fatalf("after passivation the next publication got offset %d, want %d", next.Offset, first.Offset+1)
 	}
 }
+
+// Only an activation that took over and served leaves state for a
+// successor: one that found itself moved at birth holds nothing of the
+// channel's, and its empty state must not pass for the channel's.
+func TestOnlyAServingActivationLeavesState(t *testing.T) {
+	b := startBroker(t)
+	born := &channel{b: b, name: "doc:9", epoch: "fresh", placement: &placement{kind: ChannelKind, identity: "doc:9", term: 3}}
+	born.stopped()
+	if _, held := b.handoffs.holds("doc:9", 4); held {
+		t.Fatal("an activation that never served left its empty state for the channel's successor")
+	}
+	born.placement.served.Store(true)
+	born.last = 7
+	born.stopped()
+	if term, held := b.handoffs.holds("doc:9", 4); !held || term != 3 {
+		t.Fatalf("a serving activation's state: held=%v term=%d, want held under term 3", held, term)
+	}
+	if state := b.handoffs.take("doc:9", 4); state == nil || state.Epoch != "fresh" || state.Offset != 7 {
+		t.Fatalf("state taken over: %v", state)
+	}
+}

@@ -48,11 +48,14 @@ func (h *handoffs) keep(channel string, term uint64, state *pb.ChannelState) {
 // holds reports whether a state left by an activation placed under term
 // or an older one waits (an activation under the same term is one that
 // passivated here).
-func (h *handoffs) holds(channel string, term uint64) bool {
+func (h *handoffs) holds(channel string, term uint64) (uint64, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s, ok := h.states[channel]
-	return ok && s.term <= term && time.Since(s.at) <= handoffMemory
+	if !ok || s.term > term || time.Since(s.at) > handoffMemory {
+		return 0, false
+	}
+	return s.term, true
 }
 
 // take hands the waiting state to the activation of term, once.

@@ -56,6 +56,7 @@ type placement struct {
 	term           uint64
 	pid            *actor.PID
 	moved          atomic.Bool
+	served         atomic.Bool // took over and sequenced as the channel's activation; one moved at birth never did
 }
 
 // place registers a new activation under the member list in force.
@@ -89,17 +90,20 @@ func (b *Broker) serving(p *placement) bool {
 
 // fenceBy records that an activation of the grain was placed under term
 // elsewhere: a local one placed under an older term has moved. It reports
-// whether the local activation is newer (the caller is the stale one) or
-// older (the caller may take its state over).
-func (b *Broker) fenceBy(kind, identity string, term uint64) (newer, older bool) {
+// whether the local activation is newer (the caller is the stale one), or
+// older and serving until now, with its term (the caller may take its
+// state over).
+func (b *Broker) fenceBy(kind, identity string, term uint64) (newer, older bool, olderTerm uint64) {
 	p := b.activeHere(kind, identity)
 	if p == nil {
-		return false, false
+		return false, false, 0
 	}
 	if p.term < term {
+		wasServing := p.served.Load()
 		p.moved.Store(true)
+		return false, wasServing, p.term
 	}
-	return p.term > term, p.term < term
+	return p.term > term, false, 0
 }
 
 // pidCache holds where grains were found under one member list; a new

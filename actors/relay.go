@@ -100,12 +100,16 @@ func (r *relay) Receive(ctx actor.Context) {
 func (r *relay) announced(q *pb.QueryChannelSubscribers) *pb.ChannelSubscribers {
 	res := &pb.ChannelSubscribers{Member: r.b.system.ID}
 	ch := r.channels[q.Channel]
-	newer, older := r.b.fenceBy(ChannelKind, q.Channel, q.Term)
+	newer, older, olderTerm := r.b.fenceBy(ChannelKind, q.Channel, q.Term)
 	if newer || (ch != nil && ch.term > q.Term) {
 		res.Stale = true
 		return res
 	}
-	res.Predecessor = older || r.b.handoffs.holds(q.Channel, q.Term)
+	if older {
+		res.Predecessor, res.PredecessorTerm = true, olderTerm
+	} else if term, ok := r.b.handoffs.holds(q.Channel, q.Term); ok {
+		res.Predecessor, res.PredecessorTerm = true, term
+	}
 	if ch == nil {
 		return res
 	}
@@ -120,7 +124,7 @@ func (r *relay) announced(q *pb.QueryChannelSubscribers) *pb.ChannelSubscribers 
 // to the older activation here (which answers it directly), or answers
 // that there is none.
 func (r *relay) handOver(ctx actor.Context, msg *pb.HandOver) {
-	if p := r.b.activeHere(ChannelKind, msg.Channel); p != nil && p.term < msg.Term {
+	if p := r.b.activeHere(ChannelKind, msg.Channel); p != nil && p.term < msg.Term && p.served.Load() {
 		p.moved.Store(true)
 		ctx.Forward(p.pid)
 		return

@@ -87,6 +87,7 @@ func TestRelayFollowsTheNewestActivation(t *testing.T) {
 	out := transport.NewOutbox(server, "c0", "u", transport.OutboxLimits{MaxFrames: 1 << 20, MaxBytes: 1 << 30}, nil, nil, nil)
 	b.local.add(out, nil, true)
 	local := b.place(ChannelKind, "ch", actor.NewPID("nonhost:0", "ch"))
+	local.served.Store(true)
 
 	gaps := func() float64 { return testutil.ToFloat64(metrics.DeliveryGaps) }
 	stale := func() float64 { return testutil.ToFloat64(metrics.StaleDeliveries) }
@@ -107,7 +108,7 @@ func TestRelayFollowsTheNewestActivation(t *testing.T) {
 	}
 
 	answer := r.announced(&pb.QueryChannelSubscribers{Channel: "ch", Term: 7})
-	if answer.Stale || !answer.Predecessor || len(answer.Subscribers) != 1 || answer.Member != b.system.ID {
+	if answer.Stale || !answer.Predecessor || answer.PredecessorTerm != 5 || len(answer.Subscribers) != 1 || answer.Member != b.system.ID {
 		t.Fatalf("a newer activation asking got %v", answer)
 	}
 	r.followChannel(&pb.FollowChannel{Channel: "ch", Term: 7, Epoch: "e2", Offset: 0})

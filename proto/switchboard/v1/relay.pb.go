@@ -451,10 +451,12 @@ type ChannelSubscribers struct {
 	Stale       bool                             `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
 	// The relay's node: the member id its subscribers belong to.
 	Member string `protobuf:"bytes,3,opt,name=member,proto3" json:"member,omitempty"`
-	// An older activation of the channel lives on the relay's node.
-	Predecessor   bool `protobuf:"varint,4,opt,name=predecessor,proto3" json:"predecessor,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// An older activation of the channel lives on the relay's node (or left
+	// its state there), placed under predecessor_term.
+	Predecessor     bool   `protobuf:"varint,4,opt,name=predecessor,proto3" json:"predecessor,omitempty"`
+	PredecessorTerm uint64 `protobuf:"varint,5,opt,name=predecessor_term,json=predecessorTerm,proto3" json:"predecessor_term,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ChannelSubscribers) Reset() {
@@ -513,6 +515,13 @@ func (x *ChannelSubscribers) GetPredecessor() bool {
 		return x.Predecessor
 	}
 	return false
+}
+
+func (x *ChannelSubscribers) GetPredecessorTerm() uint64 {
+	if x != nil {
+		return x.PredecessorTerm
+	}
+	return 0
 }
 
 // A new activation of a channel, placed under `term`, takes over where
@@ -1311,12 +1320,13 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"G\n" +
 	"\x17QueryChannelSubscribers\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
-	"\x04term\x18\x02 \x01(\x04R\x04term\"\xba\x02\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\"\xe5\x02\n" +
 	"\x12ChannelSubscribers\x12O\n" +
 	"\vsubscribers\x18\x01 \x03(\v2-.switchboard.v1.ChannelSubscribers.SubscriberR\vsubscribers\x12\x14\n" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x16\n" +
 	"\x06member\x18\x03 \x01(\tR\x06member\x12 \n" +
-	"\vpredecessor\x18\x04 \x01(\bR\vpredecessor\x1a\x82\x01\n" +
+	"\vpredecessor\x18\x04 \x01(\bR\vpredecessor\x12)\n" +
+	"\x10predecessor_term\x18\x05 \x01(\x04R\x0fpredecessorTerm\x1a\x82\x01\n" +
 	"\n" +
 	"Subscriber\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x12\n" +
