@@ -494,16 +494,15 @@ func (b *Broker) HandOverChannels(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			b.wake(name)
+			b.wake(ctx, name)
 		}()
 	}
 	wg.Wait()
 }
 
-// wake activates a channel at its owner, which takes its state over.
-func (b *Broker) wake(channel string) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.RequestTimeout)
-	defer cancel()
+// wake activates a channel at its owner, which takes its state over; it
+// keeps trying until ctx ends (the owner may not know yet that it owns it).
+func (b *Broker) wake(ctx context.Context, channel string) {
 	if _, err := request[*pb.Activated](ctx, b, ChannelKind, channel, &pb.Activate{}); err != nil {
 		b.log.Warn("moved channel not woken at its new owner", "channel", channel, "err", err)
 	}

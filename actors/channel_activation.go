@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"context"
+	"fmt"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -65,9 +67,8 @@ func (c *channel) activate(ctx actor.Context) {
 // takeOver asks the older activation on the node at address for the
 // channel's state and continues from it.
 func (c *channel) takeOver(ctx actor.Context, address string) bool {
-	res, err := ctx.RequestFuture(actor.NewPID(address, relayName), &pb.HandOver{Channel: c.name, Term: c.placement.term}, handOverTimeout).Result()
-	state, ok := res.(*pb.ChannelState)
-	if err != nil || !ok || !state.Found {
+	state, err := c.askForState(ctx, address)
+	if err != nil || !state.Found {
 		c.b.log.Warn("no state handed over; the channel starts a new epoch", "channel", c.name, "from", address, "err", err)
 		return false
 	}
@@ -85,6 +86,25 @@ func (c *channel) takeOver(ctx actor.Context, address string) bool {
 	c.lineage = append(c.lineage, state.Lineage[max(0, len(state.Lineage)-maxLineage+1):]...)
 	c.b.metrics.HandOvers.Inc()
 	return true
+}
+
+// askForState asks the relay at address for the predecessor's state. The
+// predecessor may stop between the relay passing the question on and
+// answering it (protoactor stops grains whose owner changed): its mail is
+// then dropped, and asking again finds the state it left with the relay.
+func (c *channel) askForState(ctx actor.Context, address string) (*pb.ChannelState, error) {
+	deadline := time.Now().Add(handOverTimeout)
+	ask := &pb.HandOver{Channel: c.name, Term: c.placement.term}
+	for {
+		res, err := ctx.RequestFuture(actor.NewPID(address, relayName), ask, min(time.Until(deadline), attemptTimeout)).Result()
+		if state, ok := res.(*pb.ChannelState); err == nil && ok {
+			return state, nil
+		}
+		if time.Until(deadline) <= 0 {
+			return nil, fmt.Errorf("hand-over from %s: %v", address, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // handOver answers a newer activation with this one's state. From the
@@ -115,7 +135,11 @@ func (c *channel) stopped() {
 	c.b.handoffs.keep(c.name, c.placement.term, c.state())
 	moved := c.placement.moved.Load() || !c.b.view.Load().owns(ChannelKind, c.name)
 	if moved && !c.unused() && c.b.membership.Certain() { // not while this node leaves: it wakes them itself
-		go c.b.wake(c.name)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), c.b.opts.RequestTimeout)
+			defer cancel()
+			c.b.wake(ctx, c.name)
+		}()
 	}
 }
 

@@ -154,7 +154,10 @@ func run(cfg config) error {
 		if err := node.Drain(ctx); err != nil {
 			log.Warn("draining", "err", err)
 		} else {
-			broker.HandOverChannels(ctx)
+			// Half the time at most: leaving and closing the clients need the rest.
+			handOver, cancelHandOver := context.WithTimeout(ctx, cfg.ShutdownTimeout/2)
+			broker.HandOverChannels(handOver)
+			cancelHandOver()
 		}
 		if err := node.Leave(ctx); err != nil {
 			log.Warn("leaving the cluster", "err", err)
