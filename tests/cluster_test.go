@@ -200,17 +200,7 @@ func TestClusterRollingRestart(t *testing.T) {
 		user string
 		c    *client
 	}
-	live := func() []*server {
-		var out []*server
-		for _, n := range nodes {
-			select {
-			case <-n.exited:
-			default:
-				out = append(out, n)
-			}
-		}
-		return out
-	}
+	live := func() []*server { return running(nodes) }
 	connect := func(r *roamer, i int) {
 		candidates := live()
 		r.c = candidates[i%len(candidates)].connect(t, r.user)
@@ -535,17 +525,7 @@ func TestClusterRollingRestartKeepsHistory(t *testing.T) {
 	etcd := startEtcd(t)
 	args := []string{"--history-size", "1000", "--history-ttl", "5m"}
 	nodes := startCluster(t, etcd, 3, args...)
-	live := func() []*server {
-		var out []*server
-		for _, n := range nodes {
-			select {
-			case <-n.exited:
-			default:
-				out = append(out, n)
-			}
-		}
-		return out
-	}
+	live := func() []*server { return running(nodes) }
 	channels := make([]string, 8)
 	for i := range channels {
 		channels[i] = fmt.Sprintf("keep:%d", i)

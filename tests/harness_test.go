@@ -246,6 +246,19 @@ func startNode(t testing.TB, etcd *cluster.EmbeddedEtcd, args ...string) *server
 		"--node-addr", "127.0.0.1:0", "--request-timeout", "2s", "--rate-limit", "0"}, args...)...)
 }
 
+// running are the servers whose process has not exited.
+func running(servers []*server) []*server {
+	var out []*server
+	for _, s := range servers {
+		select {
+		case <-s.exited:
+		default:
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 func waitForMembers(t testing.TB, nodes []*server, n int) {
 	t.Helper()
 	for _, node := range nodes {

@@ -187,6 +187,19 @@ func decodeFrameSlowly(validJSON []byte) clientFrame {
 }
 
 // decodeOptions reads the optional fields of subscribe, history and publish.
+// decodeLimit reads a page size: a positive integer, capped at most;
+// absent, most.
+func decodeLimit(raw json.RawMessage, most uint32) (uint32, *ProtocolError) {
+	if len(raw) == 0 {
+		return most, nil
+	}
+	limit, ok := decodeCount(raw)
+	if !ok || limit == 0 {
+		return 0, &ProtocolError{Code: CodeInvalidFrame, Text: "limit must be a positive integer"}
+	}
+	return uint32(min(limit, uint64(most))), nil
+}
+
 func decodeOptions(f *clientFrame, cmd *pb.ClientCommand, limits Limits) *ProtocolError {
 	switch cmd.Kind {
 	case pb.ClientCommand_KIND_SUBSCRIBE:
@@ -226,14 +239,11 @@ func decodeOptions(f *clientFrame, cmd *pb.ClientCommand, limits Limits) *Protoc
 			}
 			cmd.After = after
 		}
-		cmd.Limit = MaxPresenceLimit
-		if len(f.Limit) > 0 {
-			limit, ok := decodeCount(f.Limit)
-			if !ok || limit == 0 {
-				return &ProtocolError{Code: CodeInvalidFrame, Text: "limit must be a positive integer"}
-			}
-			cmd.Limit = uint32(min(limit, MaxPresenceLimit))
+		limit, perr := decodeLimit(f.Limit, MaxPresenceLimit)
+		if perr != nil {
+			return perr
 		}
+		cmd.Limit = limit
 	case pb.ClientCommand_KIND_HISTORY:
 		if len(f.Since) > 0 {
 			since, ok := decodeCount(f.Since)
@@ -243,11 +253,11 @@ func decodeOptions(f *clientFrame, cmd *pb.ClientCommand, limits Limits) *Protoc
 			cmd.Since = since
 		}
 		if len(f.Limit) > 0 {
-			limit, ok := decodeCount(f.Limit)
-			if !ok || limit == 0 {
-				return &ProtocolError{Code: CodeInvalidFrame, Text: "limit must be a positive integer"}
+			limit, perr := decodeLimit(f.Limit, MaxHistoryLimit)
+			if perr != nil {
+				return perr
 			}
-			cmd.Limit = uint32(min(limit, MaxHistoryLimit))
+			cmd.Limit = limit
 		}
 	case pb.ClientCommand_KIND_PUBLISH:
 		if len(f.ExpectOffset) > 0 {
