@@ -118,7 +118,7 @@ func (c *channel) Receive(ctx actor.Context) {
 		return
 	}
 	if !c.b.serving(c.placement) {
-		c.standDown(ctx)
+		standDown(ctx, c.placement, &c.idle)
 		return
 	}
 	switch msg := ctx.Message().(type) {
@@ -146,27 +146,6 @@ func (c *channel) Receive(ctx actor.Context) {
 		c.idleWhenUnused(ctx)
 	}
 }
-
-// standDown answers a request this activation may not serve: it moved,
-// or its node is unsure of its membership. The caller looks the channel
-// up again; a moved activation stops soon after.
-func (c *channel) standDown(ctx actor.Context) {
-	if ctx.Sender() != nil {
-		moved := &pb.Moved{}
-		if p, ok := ctx.Message().(*pb.Publish); ok {
-			moved.Sequence = p.Sequence
-		}
-		ctx.Respond(moved)
-	}
-	if c.placement.moved.Load() {
-		c.idle.stopSoon(ctx, movedLinger)
-	}
-}
-
-// movedLinger is how long a moved activation keeps answering Moved before
-// it stops: callers whose member list still points here get a quick
-// answer rather than waiting out a request sent to a stopped actor.
-const movedLinger = time.Second
 
 // add registers a subscriber and reports whether its user just arrived.
 func (c *channel) add(connectionID, user, relayAddress, relayMember string, presence bool, info []byte) (*subscriber, bool) {

@@ -3,9 +3,12 @@ package actors
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
+
+	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 )
 
 // Membership is this node's standing in the cluster, as grains need it.
@@ -74,6 +77,27 @@ func (b *Broker) place(kind, identity string, pid *actor.PID) *placement {
 func (b *Broker) unplace(p *placement) {
 	b.placements.CompareAndDelete(p.kind+"/"+p.identity, p)
 }
+
+// standDown answers a request an activation may not serve: it moved, or
+// its node is unsure of its membership. The caller looks the grain up
+// again; a moved activation stops soon after.
+func standDown(ctx actor.Context, p *placement, idle *passivation) {
+	if ctx.Sender() != nil {
+		moved := &pb.Moved{}
+		if publish, ok := ctx.Message().(*pb.Publish); ok {
+			moved.Sequence = publish.Sequence
+		}
+		ctx.Respond(moved)
+	}
+	if p.moved.Load() {
+		idle.stopSoon(ctx, movedLinger)
+	}
+}
+
+// movedLinger is how long a moved activation keeps answering Moved before
+// it stops: callers whose member list still points here get a quick
+// answer rather than waiting out a request sent to a stopped actor.
+const movedLinger = time.Second
 
 // activeHere returns this node's activation of a grain, if any.
 func (b *Broker) activeHere(kind, identity string) *placement {

@@ -98,12 +98,7 @@ func (s *session) Receive(ctx actor.Context) {
 		return
 	}
 	if !s.b.serving(s.placement) {
-		if ctx.Sender() != nil {
-			ctx.Respond(&pb.Moved{})
-		}
-		if s.placement.moved.Load() {
-			s.idle.stopSoon(ctx, movedLinger)
-		}
+		standDown(ctx, s.placement, &s.idle)
 		return
 	}
 	switch msg := ctx.Message().(type) {
