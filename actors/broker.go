@@ -45,6 +45,9 @@ type Options struct {
 	MaxConnectionsPerUser int
 	// Namespaces give channels history, presence events and capacity.
 	Namespaces Namespaces
+	// ChannelReplicas is how many other members keep a copy of each
+	// channel's state (when that many others serve); 0: none.
+	ChannelReplicas int
 }
 
 // Close codes the actors use; see docs/protocol.md.
@@ -66,6 +69,7 @@ type Broker struct {
 
 	placements  sync.Map // kind/identity → *placement of the grain active on this node
 	handoffs    handoffs
+	replicas    replicas
 	pids        atomic.Pointer[pidCache]
 	activations atomic.Uint64
 }
@@ -98,6 +102,9 @@ func (b *Broker) Start(c *cluster.Cluster, membership Membership) error {
 		return fmt.Errorf("spawn relay: %w", err)
 	}
 	b.relay = pid
+	if _, err := b.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &replica{b: b} }), replicaName); err != nil {
+		return fmt.Errorf("spawn replica: %w", err)
+	}
 	b.updateMembers(membership.Term(), c.MemberList.Members().Members(), nil)
 	c.ActorSystem.EventStream.Subscribe(func(evt any) {
 		if changed, ok := evt.(*sbcluster.MembersChanged); ok {
@@ -120,6 +127,7 @@ func (b *Broker) updateMembers(term uint64, serving []*cluster.Member, draining 
 	next.owners.UpdateMembers(serving)
 	for _, m := range serving {
 		next.members[m.Address()] = m.Id
+		next.serving = append(next.serving, m.Address())
 	}
 	for address, id := range draining {
 		next.members[address] = id
@@ -159,6 +167,9 @@ func (b *Broker) updateMembers(term uint64, serving []*cluster.Member, draining 
 		if len(joined.Addresses) > 0 && p.kind == SessionKind {
 			// Active sessions must hear of their users' connections on the new members too.
 			b.system.Root.Send(p.pid, joined)
+		}
+		if p.kind == ChannelKind && b.opts.ChannelReplicas > 0 {
+			b.system.Root.Send(p.pid, membersChanged{})
 		}
 		return true
 	})

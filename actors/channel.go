@@ -25,6 +25,9 @@ type channel struct {
 	opts  ChannelOptions
 	epoch string // changes whenever this channel's history is lost
 	last  uint64 // offset of the latest publication
+	// offset of the latest publication handed to relays: every replica
+	// holds it, so subscribers, history and recovery may see it
+	delivered uint64
 
 	placement   *placement
 	subscribers map[string]*subscriber // connection id → subscriber
@@ -37,6 +40,7 @@ type channel struct {
 	lineage     []string               // this activation and those whose answers it holds (address/id)
 	idle        passivation
 	retries     retries
+	rep         replication
 }
 
 type subscriber struct {
@@ -59,9 +63,10 @@ type member struct {
 }
 
 type stored struct {
-	offset uint64
-	at     time.Time
-	frame  []byte
+	offset      uint64
+	at          time.Time
+	frame       []byte
+	excludeUser string
 }
 
 func newChannel(b *Broker) *channel {
@@ -86,9 +91,20 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *pb.HandOver:
 		c.handOver(ctx)
 		return
+	case *pb.ReplicaAck:
+		c.replicated(ctx, msg)
+		return
+	case replicaCheck:
+		c.checkReplicas(ctx)
+		return
+	case membersChanged:
+		if c.placement.served.Load() && !c.placement.moved.Load() {
+			c.retarget(ctx)
+		}
+		return
 	case *actor.Stopped:
 		c.idle.cancel()
-		c.stopped()
+		c.stopped(ctx)
 		c.b.unplace(c.placement)
 		c.b.metrics.Actors.WithLabelValues(ChannelKind).Dec()
 		c.b.metrics.Subscriptions.Sub(float64(len(c.subscribers)))
@@ -142,6 +158,7 @@ func (c *channel) Receive(ctx actor.Context) {
 			c.opts.Capacity = c.b.opts.Namespaces.For(c.name).Capacity
 		}
 		c.configured = msg.Capacity != 0
+		c.replicasChanged(ctx)
 		ctx.Respond(&pb.ChannelConfigured{})
 		c.idleWhenUnused(ctx)
 	}
@@ -233,7 +250,9 @@ func (c *channel) announce(ctx actor.Context, frame []byte) {
 
 func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 	if answer, done := c.retries.answered(msg.Publisher, msg.Sequence); done {
-		ctx.Respond(answer)
+		if p, ok := answer.(*pb.Published); !ok || !c.awaitReplicas(ctx, p.Offset) {
+			ctx.Respond(answer)
+		}
 		return
 	}
 	if msg.UnansweredBy != "" && !slices.Contains(c.lineage, msg.UnansweredBy) {
@@ -251,12 +270,22 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 	c.last++
 	now := time.Now()
 	frame := transport.MessageFrame(c.name, msg.User, msg.Data, c.last, c.epoch, now.UnixMilli())
+	kept := stored{offset: c.last, at: now, frame: frame, excludeUser: msg.ExcludeUser}
 	if c.opts.HistorySize > 0 {
-		c.history = append(c.history, stored{offset: c.last, at: now, frame: frame})
+		c.history = append(c.history, kept)
 		c.trimHistory()
 	}
 	delivery := &pb.Delivery{Channel: c.name, Frame: frame, ExcludeUser: msg.ExcludeUser,
 		Epoch: c.epoch, Offset: c.last, Term: c.placement.term}
+	c.b.metrics.Publications.Inc()
+	answer := &pb.Published{Offset: c.last, Sequence: msg.Sequence}
+	c.retries.remember(msg.Publisher, msg.Sequence, answer)
+	c.sequenced(ctx, delivery, storedState([]stored{kept})[0], msg.Publisher, answer)
+	c.idleWhenUnused(ctx)
+}
+
+// deliver hands a publication to every relay with subscribers.
+func (c *channel) deliver(ctx actor.Context, delivery *pb.Delivery) {
 	self := ctx.Self().Address
 	for _, r := range c.relays {
 		ctx.Send(r.pid, delivery)
@@ -264,55 +293,51 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 			c.b.metrics.RemoteDeliveries.Inc()
 		}
 	}
-	c.b.metrics.Publications.Inc()
-	answer := &pb.Published{Offset: c.last, Sequence: msg.Sequence}
-	c.retries.remember(msg.Publisher, msg.Sequence, answer)
-	ctx.Respond(answer)
-	c.idleWhenUnused(ctx)
+	c.delivered = max(c.delivered, delivery.Offset)
 }
 
 func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 	if sub, known := c.subscribers[msg.ConnectionId]; known && msg.Sequence != 0 && sub.sequence == msg.Sequence {
-		ctx.Respond(&pb.Subscribed{Offset: c.last, Epoch: c.epoch}) // a retry: the reply frame went out already
+		ctx.Respond(&pb.Subscribed{Offset: c.delivered, Epoch: c.epoch}) // a retry: the reply frame went out already
 		return
 	}
 	_, known := c.subscribers[msg.ConnectionId]
 	if !known && !c.b.isMember(msg.RelayMember) {
 		// Sent from a node that has left since: nobody there to deliver to.
-		ctx.Respond(&pb.Subscribed{Offset: c.last, Epoch: c.epoch})
+		ctx.Respond(&pb.Subscribed{Offset: c.delivered, Epoch: c.epoch})
 		return
 	}
 	if !known && c.opts.Capacity > 0 && c.users[msg.User] == nil && len(c.users) >= c.opts.Capacity {
-		ctx.Respond(&pb.Subscribed{Offset: c.last, Epoch: c.epoch, RefusedCode: transport.CodeChannelFull,
+		ctx.Respond(&pb.Subscribed{Offset: c.delivered, Epoch: c.epoch, RefusedCode: transport.CodeChannelFull,
 			RefusedText: fmt.Sprintf("Channel %s is full: at most %d users", c.name, c.opts.Capacity)})
 		return
 	}
 	sub, arrived := c.add(msg.ConnectionId, msg.User, msg.RelayAddress, msg.RelayMember, msg.PresenceEvents, msg.Info)
 	sub.sequence = msg.Sequence
 	added := &pb.SubscriberAdded{Channel: c.name, ConnectionId: msg.ConnectionId, PresenceEvents: sub.presence, Info: sub.info,
-		Term: c.placement.term, Epoch: c.epoch, Offset: c.last}
+		Term: c.placement.term, Epoch: c.epoch, Offset: c.delivered}
 	var recovered *bool
 	if msg.Recover {
 		ok, backlog := c.recover(msg.RecoverOffset, msg.RecoverEpoch)
 		recovered, added.Backlog = &ok, backlog
 	}
-	added.Reply = transport.SubscribedFrame(c.name, c.last, c.epoch, recovered, msg.ReplyId)
+	added.Reply = transport.SubscribedFrame(c.name, c.delivered, c.epoch, recovered, msg.ReplyId)
 	// The relay queues the reply and any backlog, so they precede every
 	// later publication.
 	ctx.Request(sub.relay.pid, added)
 	if arrived {
 		c.announce(ctx, transport.JoinFrame(c.name, msg.User, sub.info))
 	}
-	ctx.Respond(&pb.Subscribed{Offset: c.last, Epoch: c.epoch, Recovered: recovered != nil && *recovered})
+	ctx.Respond(&pb.Subscribed{Offset: c.delivered, Epoch: c.epoch, Recovered: recovered != nil && *recovered})
 }
 
 // recover returns the stored publications after offset in epoch, if the
 // history still holds every one of them and they fit one history page.
 func (c *channel) recover(offset uint64, epoch string) (bool, [][]byte) {
-	if epoch != c.epoch || offset > c.last {
+	if epoch != c.epoch || offset > c.delivered {
 		return false, nil
 	}
-	if offset == c.last {
+	if offset == c.delivered {
 		return true, nil
 	}
 	c.trimHistory()
@@ -322,6 +347,9 @@ func (c *channel) recover(offset uint64, epoch string) (bool, [][]byte) {
 	var backlog [][]byte
 	size := 0
 	for _, s := range c.history {
+		if s.offset > c.delivered {
+			break
+		}
 		if s.offset > offset {
 			if size += len(s.frame); size > maxHistoryPageBytes {
 				// More than a client's outbox should take at once: it
@@ -353,19 +381,7 @@ func (c *channel) unsubscribe(ctx actor.Context, msg *pb.Unsubscribe) {
 }
 
 // trimHistory drops publications beyond the size or older than the TTL.
-func (c *channel) trimHistory() {
-	if over := len(c.history) - c.opts.HistorySize; over > 0 {
-		c.history = append(c.history[:0], c.history[over:]...)
-	}
-	cutoff := time.Now().Add(-c.opts.HistoryTTL)
-	drop := 0
-	for drop < len(c.history) && c.history[drop].at.Before(cutoff) {
-		drop++
-	}
-	if drop > 0 {
-		c.history = append(c.history[:0], c.history[drop:]...)
-	}
-}
+func (c *channel) trimHistory() { c.history = trimStored(c.history, c.opts) }
 
 // maxHistoryPageBytes bounds one history answer, so it fits a client's
 // outbox (--outbox-bytes, 4 MiB by default) beside its live traffic; a
@@ -374,11 +390,14 @@ const maxHistoryPageBytes = 1 << 20
 
 func (c *channel) historySince(since uint64, limit uint32) *pb.History {
 	c.trimHistory()
-	res := &pb.History{Offset: c.last, Epoch: c.epoch}
+	res := &pb.History{Offset: c.delivered, Epoch: c.epoch}
 	size := 0
 	for _, s := range c.history {
 		if s.offset <= since {
 			continue
+		}
+		if s.offset > c.delivered {
+			break
 		}
 		full := limit > 0 && len(res.Frames) == int(limit)
 		if full || (len(res.Frames) > 0 && size+len(s.frame) > maxHistoryPageBytes) {

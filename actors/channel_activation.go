@@ -16,9 +16,12 @@ import (
 // activation's term, so older activations stand down, and a relay that
 // knows a newer one says so and this one stands down instead. If an older
 // activation is still alive (the channel moved because a node joined or
-// is draining), it hands its state over and the epoch goes on; otherwise
-// (its node died) the channel starts a new epoch. Either way the relays
-// then follow this activation from where it starts.
+// is draining), it hands its state over and the epoch goes on; if its
+// node died, the replica kept on a surviving member (this one, as a rule:
+// the member ranked next) hands over the copy and the epoch goes on too.
+// Only when neither is left does the channel start a new epoch. Either way
+// the relays then follow this activation from where it starts, each given
+// the publications it had not delivered yet.
 func (c *channel) activate(ctx actor.Context) {
 	if c.placement.moved.Load() {
 		c.epoch = newEpoch()
@@ -29,6 +32,7 @@ func (c *channel) activate(ctx actor.Context) {
 	// The newest predecessor holds the latest state: an older one may have
 	// been left behind by an earlier move.
 	predecessor, predecessorTerm := "", uint64(0)
+	copyAt, copyTerm, copyOffset := "", uint64(0), uint64(0)
 	for address, answer := range answers {
 		res, ok := answer.(*pb.ChannelSubscribers)
 		if !ok {
@@ -42,10 +46,21 @@ func (c *channel) activate(ctx actor.Context) {
 		if res.Predecessor && (predecessor == "" || res.PredecessorTerm > predecessorTerm) {
 			predecessor, predecessorTerm = address, res.PredecessorTerm
 		}
+		if res.Replica && res.ReplicaTerm < c.placement.term && (copyAt == "" || res.ReplicaTerm > copyTerm ||
+			(res.ReplicaTerm == copyTerm && res.ReplicaOffset > copyOffset)) {
+			copyAt, copyTerm, copyOffset = address, res.ReplicaTerm, res.ReplicaOffset
+		}
 	}
-	if predecessor == "" || !c.takeOver(ctx, predecessor) {
+	// A live or stopped predecessor's state is whole; a replica's is as
+	// whole only if no newer activation replicated to it.
+	tookOver := predecessor != "" && predecessorTerm >= copyTerm && c.takeOver(ctx, predecessor, false)
+	if !tookOver && copyAt != "" {
+		tookOver = c.takeOver(ctx, copyAt, true)
+	}
+	if !tookOver {
 		c.epoch = newEpoch()
 	}
+	c.delivered = c.last
 	for _, address := range c.b.members() {
 		res, ok := answers[address].(*pb.ChannelSubscribers)
 		if !ok {
@@ -55,27 +70,52 @@ func (c *channel) activate(ctx actor.Context) {
 		for _, s := range res.Subscribers {
 			c.add(s.ConnectionId, s.User, address, res.Member, s.PresenceEvents, s.Info)
 		}
-	}
-	follow := &pb.FollowChannel{Channel: c.name, Term: c.placement.term, Epoch: c.epoch, Offset: c.last}
-	for _, address := range c.b.members() {
-		ctx.Send(actor.NewPID(address, relayName), follow)
+		if res.Replica && res.ReplicaTerm < c.placement.term {
+			c.forgetCopyAt(address, res.ReplicaTerm)
+		}
+		ctx.Send(actor.NewPID(address, relayName), c.follow(res))
 	}
 	c.placement.served.Store(true)
+	c.retarget(ctx)
 	c.askUnansweredRelaysLater(ctx)
 }
 
-// takeOver asks the older activation on the node at address for the
-// channel's state and continues from it.
-func (c *channel) takeOver(ctx actor.Context, address string) bool {
-	state, err := c.askForState(ctx, address)
+// follow tells the relay that answered res where the stream continues,
+// with the publications of this epoch it has not delivered yet (those
+// its subscribers missed when the predecessor died), if the history still
+// holds them all and they fit a history page. Otherwise its subscribers
+// are told of the gap.
+func (c *channel) follow(res *pb.ChannelSubscribers) *pb.FollowChannel {
+	f := &pb.FollowChannel{Channel: c.name, Term: c.placement.term, Epoch: c.epoch, Offset: c.last}
+	if res == nil || res.Epoch != c.epoch || res.LastOffset >= c.last {
+		return f
+	}
+	size := 0
+	for _, s := range c.history {
+		if s.offset <= res.LastOffset {
+			continue
+		}
+		if size += len(s.frame); size > maxHistoryPageBytes || (len(f.Missed) == 0 && s.offset != res.LastOffset+1) {
+			f.Missed = nil
+			return f
+		}
+		f.Missed = append(f.Missed, &pb.Delivery{Channel: c.name, Frame: s.frame, ExcludeUser: s.excludeUser,
+			Epoch: c.epoch, Offset: s.offset, Term: c.placement.term})
+	}
+	return f
+}
+
+// takeOver asks the node at address for the channel's state, from the
+// older activation there or from the replica kept there, and continues
+// from it.
+func (c *channel) takeOver(ctx actor.Context, address string, fromReplica bool) bool {
+	state, err := c.askForState(ctx, address, fromReplica)
 	if err != nil || !state.Found {
-		c.b.log.Warn("no state handed over; the channel starts a new epoch", "channel", c.name, "from", address, "err", err)
+		c.b.log.Warn("no state handed over", "channel", c.name, "from", address, "replica", fromReplica, "err", err)
 		return false
 	}
 	c.epoch, c.last = state.Epoch, state.Offset
-	for _, s := range state.History {
-		c.history = append(c.history, stored{offset: s.Offset, at: time.Unix(0, s.AtUnixNano), frame: s.Frame})
-	}
+	c.history = append(c.history, storedFrom(state.History)...)
 	c.trimHistory()
 	if state.ConfiguredCapacity > 0 {
 		c.opts.Capacity, c.configured = int(state.ConfiguredCapacity), true
@@ -92,9 +132,9 @@ func (c *channel) takeOver(ctx actor.Context, address string) bool {
 // predecessor may stop between the relay passing the question on and
 // answering it (protoactor stops grains whose owner changed): its mail is
 // then dropped, and asking again finds the state it left with the relay.
-func (c *channel) askForState(ctx actor.Context, address string) (*pb.ChannelState, error) {
+func (c *channel) askForState(ctx actor.Context, address string, fromReplica bool) (*pb.ChannelState, error) {
 	deadline := time.Now().Add(handOverTimeout)
-	ask := &pb.HandOver{Channel: c.name, Term: c.placement.term}
+	ask := &pb.HandOver{Channel: c.name, Term: c.placement.term, FromReplica: fromReplica}
 	for {
 		res, err := ctx.RequestFuture(actor.NewPID(address, relayName), ask, min(time.Until(deadline), attemptTimeout)).Result()
 		if state, ok := res.(*pb.ChannelState); err == nil && ok {
@@ -114,6 +154,7 @@ func (c *channel) handOver(ctx actor.Context) {
 	c.placement.moved.Store(true)
 	c.handedOver = true
 	ctx.Respond(c.state())
+	c.abandonPending(ctx)
 	c.idle.stopSoon(ctx, movedLinger)
 }
 
@@ -126,9 +167,13 @@ func (c *channel) handOver(ctx actor.Context) {
 // whose owner changed, possibly before this node's member list says so)
 // and holds subscribers or history is woken where it now belongs, so the
 // successor takes over now rather than at the channel's next use.
-func (c *channel) stopped() {
+func (c *channel) stopped(ctx actor.SenderContext) {
+	c.abandonPending(ctx)
 	if c.handedOver || !c.placement.served.Load() {
 		return // it never took over: it holds nothing of the channel's
+	}
+	if c.unused() && !c.placement.moved.Load() {
+		c.dropReplicas(ctx)
 	}
 	// Even an unused one: its name in the successor's lineage says that a
 	// publication it never answered was never sequenced.
@@ -146,19 +191,11 @@ func (c *channel) stopped() {
 // state is what a successor needs to go on where this activation stands.
 func (c *channel) state() *pb.ChannelState {
 	c.trimHistory()
-	state := &pb.ChannelState{Found: true, Epoch: c.epoch, Offset: c.last, Lineage: c.lineage}
-	for _, s := range c.history {
-		state.History = append(state.History, &pb.ChannelState_Stored{Offset: s.offset, AtUnixNano: s.at.UnixNano(), Frame: s.frame})
-	}
+	state := &pb.ChannelState{Found: true, Epoch: c.epoch, Offset: c.last, Lineage: c.lineage,
+		History: storedState(c.history), Answered: answeredState(&c.retries)}
 	if c.configured {
 		state.ConfiguredCapacity = uint32(c.opts.Capacity)
 	}
-	c.retries.each(func(publisher string, answer any) {
-		if p, ok := answer.(*pb.Published); ok {
-			state.Answered = append(state.Answered, &pb.ChannelState_Answered{Publisher: publisher, Sequence: p.Sequence, Offset: p.Offset,
-				Mismatch: p.Mismatch, OutcomeUnknown: p.OutcomeUnknown})
-		}
-	})
 	return state
 }
 
@@ -217,6 +254,6 @@ func (c *channel) lateAnswer(ctx actor.Context, res *pb.ChannelSubscribers) {
 				c.announce(ctx, transport.JoinFrame(c.name, s.User, s.Info))
 			}
 		}
-		ctx.Send(actor.NewPID(address, relayName), &pb.FollowChannel{Channel: c.name, Term: c.placement.term, Epoch: c.epoch, Offset: c.last})
+		ctx.Send(actor.NewPID(address, relayName), c.follow(res))
 	}
 }

@@ -82,13 +82,13 @@ func TestChannelPassivationKeepsAnswersAndOffsets(t *testing.T) {
 func TestOnlyAServingActivationLeavesState(t *testing.T) {
 	b := startBroker(t)
 	born := &channel{b: b, name: "doc:9", epoch: "fresh", placement: &placement{kind: ChannelKind, identity: "doc:9", term: 3}}
-	born.stopped()
+	born.stopped(b.system.Root)
 	if _, held := b.handoffs.holds("doc:9", 4); held {
 		t.Fatal("an activation that never served left its empty state for the channel's successor")
 	}
 	born.placement.served.Store(true)
 	born.last = 7
-	born.stopped()
+	born.stopped(b.system.Root)
 	if term, held := b.handoffs.holds("doc:9", 4); !held || term != 3 {
 		t.Fatalf("a serving activation's state: held=%v term=%d, want held under term 3", held, term)
 	}

@@ -10,7 +10,7 @@ import (
 // (with at least one publication) and says more follow; asking again after
 // its last offset continues in order, with nothing skipped or repeated.
 func TestHistoryIsPagedByBytes(t *testing.T) {
-	c := &channel{opts: ChannelOptions{HistorySize: 1000, HistoryTTL: time.Hour}, last: 300}
+	c := &channel{opts: ChannelOptions{HistorySize: 1000, HistoryTTL: time.Hour}, last: 300, delivered: 300}
 	for offset := uint64(1); offset <= 300; offset++ {
 		c.history = append(c.history, stored{offset: offset, at: time.Now(), frame: bytes.Repeat([]byte{'x'}, 10<<10)})
 	}
@@ -46,7 +46,7 @@ func TestHistoryIsPagedByBytes(t *testing.T) {
 	if page := c.historySince(295, 0); len(page.Frames) != 5 || page.More {
 		t.Fatalf("the last five: %d frames, more=%v", len(page.Frames), page.More)
 	}
-	huge := &channel{opts: ChannelOptions{HistorySize: 10, HistoryTTL: time.Hour}, last: 1,
+	huge := &channel{opts: ChannelOptions{HistorySize: 10, HistoryTTL: time.Hour}, last: 1, delivered: 1,
 		history: []stored{{offset: 1, at: time.Now(), frame: make([]byte, 2*maxHistoryPageBytes)}}}
 	if page := huge.historySince(0, 0); len(page.Frames) != 1 || page.More {
 		t.Fatalf("a publication larger than a page must still be served alone: %d frames, more=%v", len(page.Frames), page.More)
@@ -57,7 +57,7 @@ func TestHistoryIsPagedByBytes(t *testing.T) {
 // (it would overflow the client's outbox and close it, again at every
 // reconnect): the client is told recovered:false and pages the history.
 func TestRecoveryBacklogIsBounded(t *testing.T) {
-	c := &channel{opts: ChannelOptions{HistorySize: 1000, HistoryTTL: time.Hour}, epoch: "e", last: 300}
+	c := &channel{opts: ChannelOptions{HistorySize: 1000, HistoryTTL: time.Hour}, epoch: "e", last: 300, delivered: 300}
 	for offset := uint64(1); offset <= 300; offset++ {
 		c.history = append(c.history, stored{offset: offset, at: time.Now(), frame: bytes.Repeat([]byte{'x'}, 10<<10)})
 	}

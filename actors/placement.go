@@ -29,8 +29,13 @@ type view struct {
 	term    uint64
 	self    string            // this node's address
 	members map[string]string // address → member id, serving and draining
+	serving []string          // addresses of the members that own grains
 	owners  *cluster.Rendezvous
 }
+
+// membersChanged tells a channel activation that a new member list is in
+// force: the members that keep its replicas may have changed.
+type membersChanged struct{}
 
 // owner is the address of the member that owns a grain; empty when no
 // member serves.

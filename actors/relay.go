@@ -110,9 +110,11 @@ func (r *relay) announced(q *pb.QueryChannelSubscribers) *pb.ChannelSubscribers 
 	} else if term, ok := r.b.handoffs.holds(q.Channel, q.Term); ok {
 		res.Predecessor, res.PredecessorTerm = true, term
 	}
+	res.ReplicaTerm, res.ReplicaOffset, res.Replica = r.b.replicas.standing(q.Channel)
 	if ch == nil {
 		return res
 	}
+	res.Epoch, res.LastOffset = ch.epoch, ch.last
 	for _, sub := range ch.subs {
 		res.Subscribers = append(res.Subscribers, &pb.ChannelSubscribers_Subscriber{
 			ConnectionId: sub.id, User: sub.out.User, PresenceEvents: sub.presence, Info: sub.info})
@@ -122,8 +124,12 @@ func (r *relay) announced(q *pb.QueryChannelSubscribers) *pb.ChannelSubscribers 
 
 // handOver passes a new activation's request for the channel's state on
 // to the older activation here (which answers it directly), or answers
-// that there is none.
+// with the state it left or the replica kept here, or that there is none.
 func (r *relay) handOver(ctx actor.Context, msg *pb.HandOver) {
+	if msg.FromReplica {
+		ctx.Respond(r.b.replicas.state(msg.Channel))
+		return
+	}
 	if p := r.b.activeHere(ChannelKind, msg.Channel); p != nil && p.term < msg.Term && p.served.Load() {
 		p.moved.Store(true)
 		ctx.Forward(p.pid)
@@ -137,9 +143,11 @@ func (r *relay) handOver(ctx actor.Context, msg *pb.HandOver) {
 }
 
 // followChannel makes the channel's stream here follow a new activation
-// from where it starts. In the same epoch (the state was handed over) the
-// predecessor's last deliveries may still be on their way and are taken
-// in order; under a new epoch the subscribers are told their stream jumped.
+// from where it starts. In the same epoch (the state was handed over, or
+// taken from a replica) the publications the predecessor had not
+// delivered here come with it, and any of its last deliveries still on
+// their way are dropped as duplicates; under a new epoch the subscribers
+// are told their stream jumped.
 func (r *relay) followChannel(f *pb.FollowChannel) {
 	ch := r.channels[f.Channel]
 	if ch == nil || f.Term < ch.term {
@@ -148,6 +156,10 @@ func (r *relay) followChannel(f *pb.FollowChannel) {
 	ch.term = f.Term
 	if f.Epoch != ch.epoch {
 		r.jump(f.Channel, ch, f.Epoch, f.Offset)
+		return
+	}
+	for _, d := range f.Missed {
+		r.deliver(d)
 	}
 }
 

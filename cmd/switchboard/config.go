@@ -35,6 +35,7 @@ type config struct {
 	RequestTimeout   time.Duration
 	GrainIdleTimeout time.Duration
 	ShutdownTimeout  time.Duration
+	ChannelReplicas  int
 
 	JWTSecret        string
 	JWTPublicKeys    string
@@ -89,6 +90,7 @@ func defaultConfig() config {
 		RequestTimeout:   5 * time.Second,
 		GrainIdleTimeout: 30 * time.Second,
 		ShutdownTimeout:  10 * time.Second,
+		ChannelReplicas:  1,
 
 		JWTLeeway:        5 * time.Second,
 		JWTUserClaim:     "sub",
@@ -135,6 +137,7 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "longest a socket write may block before the connection is dropped")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "longest wait for a channel or session to answer")
 	fs.DurationVar(&c.GrainIdleTimeout, "grain-idle-timeout", c.GrainIdleTimeout, "how long an unused channel or session stays in memory")
+	fs.IntVar(&c.ChannelReplicas, "channel-replicas", c.ChannelReplicas, "other cluster members that keep a copy of each channel's state, so it survives its node (0: none)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "longest a graceful shutdown may take")
 
 	fs.StringVar(&c.JWTSecret, "jwt-secret", c.JWTSecret, "HMAC secret for HS256/384/512 tokens; any key turns authentication on")
@@ -225,6 +228,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("--outbox-messages must be positive and --outbox-bytes at least 1024")
 	case c.RequestTimeout <= 0 || c.GrainIdleTimeout <= 0:
 		return fmt.Errorf("--request-timeout and --grain-idle-timeout must be positive")
+	case c.ChannelReplicas < 0 || c.ChannelReplicas > 8:
+		return fmt.Errorf("--channel-replicas must be between 0 and 8")
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err

@@ -78,6 +78,7 @@ func run(cfg config) error {
 		MaxSubscriptions:      cfg.MaxSubscriptions,
 		MaxConnectionsPerUser: cfg.MaxConnsPerUser,
 		Namespaces:            namespaces,
+		ChannelReplicas:       cfg.ChannelReplicas,
 	}, metrics, log)
 	node, err := cluster.Start(cluster.Config{
 		Name:           cfg.ClusterName,

@@ -455,8 +455,17 @@ type ChannelSubscribers struct {
 	// its state there), placed under predecessor_term.
 	Predecessor     bool   `protobuf:"varint,4,opt,name=predecessor,proto3" json:"predecessor,omitempty"`
 	PredecessorTerm uint64 `protobuf:"varint,5,opt,name=predecessor_term,json=predecessorTerm,proto3" json:"predecessor_term,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Where the channel's stream stands on the relay's node (its last
+	// delivered offset of epoch), so a new activation sends what it missed.
+	Epoch      string `protobuf:"bytes,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LastOffset uint64 `protobuf:"varint,7,opt,name=last_offset,json=lastOffset,proto3" json:"last_offset,omitempty"`
+	// The relay's node holds a replica of the channel, kept for the
+	// activation placed under replica_term, up to replica_offset.
+	Replica       bool   `protobuf:"varint,8,opt,name=replica,proto3" json:"replica,omitempty"`
+	ReplicaTerm   uint64 `protobuf:"varint,9,opt,name=replica_term,json=replicaTerm,proto3" json:"replica_term,omitempty"`
+	ReplicaOffset uint64 `protobuf:"varint,10,opt,name=replica_offset,json=replicaOffset,proto3" json:"replica_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ChannelSubscribers) Reset() {
@@ -524,16 +533,54 @@ func (x *ChannelSubscribers) GetPredecessorTerm() uint64 {
 	return 0
 }
 
+func (x *ChannelSubscribers) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *ChannelSubscribers) GetLastOffset() uint64 {
+	if x != nil {
+		return x.LastOffset
+	}
+	return 0
+}
+
+func (x *ChannelSubscribers) GetReplica() bool {
+	if x != nil {
+		return x.Replica
+	}
+	return false
+}
+
+func (x *ChannelSubscribers) GetReplicaTerm() uint64 {
+	if x != nil {
+		return x.ReplicaTerm
+	}
+	return 0
+}
+
+func (x *ChannelSubscribers) GetReplicaOffset() uint64 {
+	if x != nil {
+		return x.ReplicaOffset
+	}
+	return 0
+}
+
 // A new activation of a channel, placed under `term`, takes over where
 // the channel stands: relays deliver its publications after `offset` of
 // `epoch`, and tell local subscribers if that is not where their stream
 // stands.
 type FollowChannel struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	Epoch         string                 `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Offset        uint64                 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Channel string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Term    uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Epoch   string                 `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Offset  uint64                 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Publications of epoch the relay had not delivered when it answered
+	// the new activation, in order: taken before the stream goes on.
+	Missed        []*Delivery `protobuf:"bytes,5,rep,name=missed,proto3" json:"missed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -596,13 +643,23 @@ func (x *FollowChannel) GetOffset() uint64 {
 	return 0
 }
 
+func (x *FollowChannel) GetMissed() []*Delivery {
+	if x != nil {
+		return x.Missed
+	}
+	return nil
+}
+
 // A new activation asks the relay of its predecessor's node for the
 // channel's state; the relay passes it on to the older activation, which
 // answers with ChannelState and sequences nothing more.
 type HandOver struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Channel string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Term    uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	// Answer with the replica kept on the relay's node instead: the
+	// activation it was kept for is gone.
+	FromReplica   bool `protobuf:"varint,3,opt,name=from_replica,json=fromReplica,proto3" json:"from_replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -649,6 +706,13 @@ func (x *HandOver) GetTerm() uint64 {
 		return x.Term
 	}
 	return 0
+}
+
+func (x *HandOver) GetFromReplica() bool {
+	if x != nil {
+		return x.FromReplica
+	}
+	return false
 }
 
 type ChannelState struct {
@@ -1094,6 +1158,7 @@ type ChannelState_Stored struct {
 	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
 	AtUnixNano    int64                  `protobuf:"varint,2,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
 	Frame         []byte                 `protobuf:"bytes,3,opt,name=frame,proto3" json:"frame,omitempty"`
+	ExcludeUser   string                 `protobuf:"bytes,4,opt,name=exclude_user,json=excludeUser,proto3" json:"exclude_user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1147,6 +1212,13 @@ func (x *ChannelState_Stored) GetFrame() []byte {
 		return x.Frame
 	}
 	return nil
+}
+
+func (x *ChannelState_Stored) GetExcludeUser() string {
+	if x != nil {
+		return x.ExcludeUser
+	}
+	return ""
 }
 
 type ChannelState_Answered struct {
@@ -1320,27 +1392,36 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"G\n" +
 	"\x17QueryChannelSubscribers\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
-	"\x04term\x18\x02 \x01(\x04R\x04term\"\xe5\x02\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\"\x80\x04\n" +
 	"\x12ChannelSubscribers\x12O\n" +
 	"\vsubscribers\x18\x01 \x03(\v2-.switchboard.v1.ChannelSubscribers.SubscriberR\vsubscribers\x12\x14\n" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x16\n" +
 	"\x06member\x18\x03 \x01(\tR\x06member\x12 \n" +
 	"\vpredecessor\x18\x04 \x01(\bR\vpredecessor\x12)\n" +
-	"\x10predecessor_term\x18\x05 \x01(\x04R\x0fpredecessorTerm\x1a\x82\x01\n" +
+	"\x10predecessor_term\x18\x05 \x01(\x04R\x0fpredecessorTerm\x12\x14\n" +
+	"\x05epoch\x18\x06 \x01(\tR\x05epoch\x12\x1f\n" +
+	"\vlast_offset\x18\a \x01(\x04R\n" +
+	"lastOffset\x12\x18\n" +
+	"\areplica\x18\b \x01(\bR\areplica\x12!\n" +
+	"\freplica_term\x18\t \x01(\x04R\vreplicaTerm\x12%\n" +
+	"\x0ereplica_offset\x18\n" +
+	" \x01(\x04R\rreplicaOffset\x1a\x82\x01\n" +
 	"\n" +
 	"Subscriber\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12'\n" +
 	"\x0fpresence_events\x18\x03 \x01(\bR\x0epresenceEvents\x12\x12\n" +
-	"\x04info\x18\x04 \x01(\fR\x04info\"k\n" +
+	"\x04info\x18\x04 \x01(\fR\x04info\"\x9d\x01\n" +
 	"\rFollowChannel\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x16\n" +
-	"\x06offset\x18\x04 \x01(\x04R\x06offset\"8\n" +
+	"\x06offset\x18\x04 \x01(\x04R\x06offset\x120\n" +
+	"\x06missed\x18\x05 \x03(\v2\x18.switchboard.v1.DeliveryR\x06missed\"[\n" +
 	"\bHandOver\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
-	"\x04term\x18\x02 \x01(\x04R\x04term\"\x9d\x04\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12!\n" +
+	"\ffrom_replica\x18\x03 \x01(\bR\vfromReplica\"\xc0\x04\n" +
 	"\fChannelState\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x16\n" +
@@ -1348,12 +1429,13 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\ahistory\x18\x04 \x03(\v2#.switchboard.v1.ChannelState.StoredR\ahistory\x12/\n" +
 	"\x13configured_capacity\x18\x05 \x01(\rR\x12configuredCapacity\x12A\n" +
 	"\banswered\x18\x06 \x03(\v2%.switchboard.v1.ChannelState.AnsweredR\banswered\x12\x18\n" +
-	"\alineage\x18\a \x03(\tR\alineage\x1aX\n" +
+	"\alineage\x18\a \x03(\tR\alineage\x1a{\n" +
 	"\x06Stored\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12 \n" +
 	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +
 	"atUnixNano\x12\x14\n" +
-	"\x05frame\x18\x03 \x01(\fR\x05frame\x1a\xa1\x01\n" +
+	"\x05frame\x18\x03 \x01(\fR\x05frame\x12!\n" +
+	"\fexclude_user\x18\x04 \x01(\tR\vexcludeUser\x1a\xa1\x01\n" +
 	"\bAnswered\x12\x1c\n" +
 	"\tpublisher\x18\x01 \x01(\tR\tpublisher\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x16\n" +
@@ -1422,14 +1504,15 @@ var file_switchboard_v1_relay_proto_goTypes = []any{
 }
 var file_switchboard_v1_relay_proto_depIdxs = []int32{
 	15, // 0: switchboard.v1.ChannelSubscribers.subscribers:type_name -> switchboard.v1.ChannelSubscribers.Subscriber
-	16, // 1: switchboard.v1.ChannelState.history:type_name -> switchboard.v1.ChannelState.Stored
-	17, // 2: switchboard.v1.ChannelState.answered:type_name -> switchboard.v1.ChannelState.Answered
-	18, // 3: switchboard.v1.UserConnections.connections:type_name -> switchboard.v1.UserConnections.Connection
-	4,  // [4:4] is the sub-list for method output_type
-	4,  // [4:4] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	2,  // 1: switchboard.v1.FollowChannel.missed:type_name -> switchboard.v1.Delivery
+	16, // 2: switchboard.v1.ChannelState.history:type_name -> switchboard.v1.ChannelState.Stored
+	17, // 3: switchboard.v1.ChannelState.answered:type_name -> switchboard.v1.ChannelState.Answered
+	18, // 4: switchboard.v1.UserConnections.connections:type_name -> switchboard.v1.UserConnections.Connection
+	5,  // [5:5] is the sub-list for method output_type
+	5,  // [5:5] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_relay_proto_init() }

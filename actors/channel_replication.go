@@ -1,0 +1,286 @@
+package actors
+
+import (
+	"hash/fnv"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
+)
+
+// replication is a channel activation's side of its replicas: the members
+// that keep a copy of its state (those rendezvous hashing ranks right
+// after this one, so the next owner holds the copy), how far each has
+// confirmed, and the publications sequenced but not yet confirmed by all
+// of them. Relays receive a publication, and its publisher the answer,
+// only once every replica has it: an offset a subscriber saw is never
+// given to other content, whichever node dies. Publications are sent to
+// the replicas as they are sequenced and confirmed cumulatively, so
+// replication pipelines rather than waiting a round trip each.
+type replication struct {
+	targets []string          // replica addresses
+	acked   map[string]uint64 // address → offset its copy holds
+	// address → c.last when the whole state was last sent there: appends
+	// sent before it that the replica refused need no other resync
+	syncedTo map[string]uint64
+	pending  []unconfirmed
+	// Copies kept elsewhere for this channel that are no longer needed once
+	// every target confirms offset dropAfter.
+	formerHolders map[string]uint64 // address → term of the copy there
+	dropAfter     uint64
+	checking      bool // a replicaCheck is scheduled
+}
+
+type unconfirmed struct {
+	delivery *pb.Delivery
+	answer   *pb.Published
+	waiters  []*actor.PID
+	at       time.Time
+}
+
+// replicaCheck reminds an activation to look for replicas that fell
+// behind (a message lost with a torn-down stream, a replica restarted).
+type replicaCheck struct{}
+
+// replicaResync is how long a publication may wait for a replica before
+// the replica is sent the whole state again.
+const replicaResync = time.Second
+
+// replicaTargets are the members, besides this one, that rendezvous
+// hashing ranks highest for the channel: the ones that own it next.
+func (b *Broker) replicaTargets(channel string) []string {
+	n := b.opts.ChannelReplicas
+	if n <= 0 {
+		return nil
+	}
+	v := b.view.Load()
+	type ranked struct {
+		address string
+		score   uint32
+	}
+	var candidates []ranked
+	for _, address := range v.serving {
+		if address == v.self {
+			continue
+		}
+		h := fnv.New32a()
+		h.Write([]byte(channel))
+		h.Write([]byte(address))
+		candidates = append(candidates, ranked{address, h.Sum32()})
+	}
+	sort.Slice(candidates, func(i, j int) bool {
+		if candidates[i].score != candidates[j].score {
+			return candidates[i].score > candidates[j].score
+		}
+		return candidates[i].address < candidates[j].address
+	})
+	targets := make([]string, 0, min(n, len(candidates)))
+	for _, c := range candidates[:min(n, len(candidates))] {
+		targets = append(targets, c.address)
+	}
+	return targets
+}
+
+// retarget makes the members ranked next the channel's replicas: new
+// ones get the state whole; copies on members that stopped being
+// replicas are dropped once the new ones hold everything.
+func (c *channel) retarget(ctx actor.Context) {
+	targets := c.b.replicaTargets(c.name)
+	if slices.Equal(targets, c.rep.targets) {
+		return
+	}
+	if c.rep.acked == nil {
+		c.rep.acked = map[string]uint64{}
+	}
+	var fresh []string
+	for _, t := range targets {
+		if _, known := c.rep.acked[t]; !known {
+			c.rep.acked[t] = 0
+			fresh = append(fresh, t)
+		}
+	}
+	former := c.rep.targets
+	c.rep.targets = targets
+	c.sync(ctx, fresh)
+	for _, old := range former {
+		if !slices.Contains(targets, old) {
+			delete(c.rep.acked, old)
+			delete(c.rep.syncedTo, old)
+			c.forgetCopyAt(old, c.placement.term)
+		}
+	}
+	c.flush(ctx)
+}
+
+// forgetCopyAt marks the copy kept at address for the activation of term
+// to be dropped once the current replicas hold all there is now.
+func (c *channel) forgetCopyAt(address string, term uint64) {
+	if address == "" || slices.Contains(c.rep.targets, address) {
+		return
+	}
+	if c.rep.formerHolders == nil {
+		c.rep.formerHolders = map[string]uint64{}
+	}
+	c.rep.formerHolders[address] = max(c.rep.formerHolders[address], term)
+	c.rep.dropAfter = c.last
+}
+
+// sequenced hands a new publication on: at once without replicas,
+// otherwise to every replica, and to relays and publisher once all of
+// them confirm it.
+func (c *channel) sequenced(ctx actor.Context, delivery *pb.Delivery, stored *pb.ChannelState_Stored, publisher string, answer *pb.Published) {
+	if len(c.rep.targets) == 0 {
+		c.deliver(ctx, delivery)
+		ctx.Respond(answer)
+		return
+	}
+	appended := &pb.ReplicaAppend{Channel: c.name, Term: c.placement.term, Epoch: c.epoch, Publication: stored}
+	if publisher != "" {
+		appended.Answered = answeredOf(publisher, answer)
+	}
+	for _, t := range c.rep.targets {
+		ctx.Request(actor.NewPID(t, replicaName), appended)
+	}
+	p := unconfirmed{delivery: delivery, answer: answer, at: time.Now()}
+	if ctx.Sender() != nil {
+		p.waiters = []*actor.PID{ctx.Sender()}
+	}
+	c.rep.pending = append(c.rep.pending, p)
+	c.checkReplicasLater(ctx)
+}
+
+// awaitReplicas makes a retry of a publication not yet confirmed by the
+// replicas wait for it as the first attempt does; it reports false when
+// the publication was confirmed already.
+func (c *channel) awaitReplicas(ctx actor.Context, offset uint64) bool {
+	for i := range c.rep.pending {
+		if p := &c.rep.pending[i]; p.delivery.Offset == offset {
+			if ctx.Sender() != nil {
+				p.waiters = append(p.waiters, ctx.Sender())
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// replicated takes a replica's confirmation.
+func (c *channel) replicated(ctx actor.Context, ack *pb.ReplicaAck) {
+	if ack.Term != c.placement.term {
+		return
+	}
+	from := ack.Replica
+	if _, target := c.rep.acked[from]; !target {
+		return
+	}
+	switch {
+	case ack.Stale:
+		// A newer activation keeps its copy there: this one was fenced.
+		c.placement.moved.Store(true)
+	case ack.Resync:
+		if ack.Offset > c.rep.syncedTo[from] {
+			c.sync(ctx, []string{from})
+		}
+	default:
+		c.rep.acked[from] = max(c.rep.acked[from], ack.Offset)
+		c.flush(ctx)
+	}
+}
+
+// flush delivers, in order, the pending publications every replica holds.
+func (c *channel) flush(ctx actor.Context) {
+	confirmed := c.last
+	for _, t := range c.rep.targets {
+		confirmed = min(confirmed, c.rep.acked[t])
+	}
+	done := 0
+	for _, p := range c.rep.pending {
+		if p.delivery.Offset > confirmed {
+			break
+		}
+		c.deliver(ctx, p.delivery)
+		for _, w := range p.waiters {
+			ctx.Send(w, p.answer)
+		}
+		done++
+	}
+	if done > 0 {
+		clear(c.rep.pending[:done])
+		c.rep.pending = c.rep.pending[done:]
+	}
+	if len(c.rep.formerHolders) > 0 && confirmed >= c.rep.dropAfter {
+		for address, term := range c.rep.formerHolders {
+			ctx.Send(actor.NewPID(address, replicaName), &pb.ReplicaDrop{Channel: c.name, Term: term})
+		}
+		c.rep.formerHolders = nil
+	}
+}
+
+func (c *channel) checkReplicasLater(ctx actor.Context) {
+	if c.rep.checking {
+		return
+	}
+	c.rep.checking = true
+	root, self := ctx.ActorSystem().Root, ctx.Self()
+	time.AfterFunc(replicaResync, func() { root.Send(self, replicaCheck{}) })
+}
+
+// checkReplicas sends the whole state again to replicas that have not
+// confirmed a publication waiting longer than replicaResync.
+func (c *channel) checkReplicas(ctx actor.Context) {
+	c.rep.checking = false
+	if len(c.rep.pending) == 0 {
+		return
+	}
+	oldest := c.rep.pending[0]
+	if time.Since(oldest.at) >= replicaResync {
+		var behind []string
+		for _, t := range c.rep.targets {
+			if c.rep.acked[t] < oldest.delivery.Offset {
+				behind = append(behind, t)
+			}
+		}
+		c.sync(ctx, behind)
+	}
+	c.checkReplicasLater(ctx)
+}
+
+// abandonPending tells the publishers still waiting that this activation
+// no longer answers: they ask the channel's next activation, which holds
+// their answers.
+func (c *channel) abandonPending(ctx actor.SenderContext) {
+	for _, p := range c.rep.pending {
+		for _, w := range p.waiters {
+			ctx.Send(w, &pb.Moved{Sequence: p.answer.Sequence})
+		}
+	}
+	c.rep.pending = nil
+}
+
+// replicasChanged follows a settings change to the replicas.
+func (c *channel) replicasChanged(ctx actor.Context) { c.sync(ctx, c.rep.targets) }
+
+// sync sends the whole state to the replicas at addresses.
+func (c *channel) sync(ctx actor.Context, addresses []string) {
+	if len(addresses) == 0 {
+		return
+	}
+	if c.rep.syncedTo == nil {
+		c.rep.syncedTo = map[string]uint64{}
+	}
+	state := &pb.ReplicaSync{Channel: c.name, Term: c.placement.term, State: c.state()}
+	for _, t := range addresses {
+		c.rep.syncedTo[t] = c.last
+		ctx.Request(actor.NewPID(t, replicaName), state)
+	}
+}
+
+// dropReplicas tells the replicas the activation needs no copy any more.
+func (c *channel) dropReplicas(ctx actor.SenderContext) {
+	for _, t := range c.rep.targets {
+		ctx.Send(actor.NewPID(t, replicaName), &pb.ReplicaDrop{Channel: c.name, Term: c.placement.term})
+	}
+}

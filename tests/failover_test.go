@@ -1,0 +1,128 @@
+package tests
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// The owner of busy channels is killed while publishers run on the other
+// nodes. Its replica, on the member ranked next, becomes the owner and
+// goes on in the same epoch: every subscriber on the survivors receives
+// every acknowledged publication once, in order, with no gap frame and no
+// epoch change, and a client connected to the killed node recovers what
+// it missed on a survivor.
+func TestFailoverKeepsEveryAcknowledgedPublication(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes := startCluster(t, etcd, 3, "--history-size", "2000", "--history-ttl", "5m")
+	prober := join(t, nodes[0], "prober")
+	channels := channelsOwnedBy(t, nodes, prober, "kept", 2, 6)
+
+	var watchers, pubs []*peer
+	subscribed := map[*peer]map[string]frame{}
+	for i, n := range nodes[:2] {
+		w := join(t, n, fmt.Sprintf("watcher%d", i))
+		subscribed[w] = w.subscribe(t, nil, channels...)
+		watchers = append(watchers, w)
+		pubs = append(pubs, join(t, n, fmt.Sprintf("pub%d", i)))
+	}
+	away := join(t, nodes[2], "away")
+	awaySubscribed := away.subscribe(t, nil, channels...)
+
+	traffic := startLoad(pubs, channels, 5*time.Millisecond, 4000)
+	defer traffic.halt()
+	if !within(waitTimeout, func() bool { return traffic.ackedCount() >= 100 }) {
+		t.Fatalf("publications did not flow before the kill")
+	}
+	killedAt := time.Now()
+	nodes[2].kill()
+	flowing := within(20*time.Second, func() bool {
+		for _, p := range traffic.ackedList() {
+			if p.sent.After(killedAt.Add(time.Second)) {
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(500 * time.Millisecond)
+	traffic.halt()
+	if !flowing {
+		t.Fatalf("no publication acknowledged within 20s of the kill")
+	}
+
+	acked := traffic.ackedList()
+	byChannel := map[string][]publication{}
+	for _, p := range acked {
+		byChannel[p.channel] = append(byChannel[p.channel], p)
+	}
+	last := map[string]int64{}
+	for _, p := range acked {
+		last[p.channel] = max(last[p.channel], p.offset)
+	}
+	within(waitTimeout, func() bool {
+		for _, w := range watchers {
+			for _, ch := range channels {
+				got := w.messages(ch)
+				if len(got) == 0 || got[len(got)-1].offset() < last[ch] {
+					return false
+				}
+			}
+		}
+		return true
+	})
+
+	var probs problems
+	for _, w := range watchers {
+		for _, ch := range channels {
+			sequence, epochs := w.stream(ch, subscribed[w][ch], &probs)
+			if len(epochs) != 1 {
+				probs.add("epoch changed on a survivor", "%s, %s: epochs %v", w.user, ch, epochs)
+			}
+			received := map[string]bool{}
+			for _, s := range sequence {
+				received[s] = true
+			}
+			for _, p := range byChannel[ch] {
+				if !received[fmt.Sprintf("%d=%s", p.offset, p.data)] {
+					probs.add("acknowledged publication missing on a survivor", "%s, %s: offset %d %q", w.user, ch, p.offset, p.data)
+				}
+			}
+		}
+		if gaps := w.frames("gap", ""); len(gaps) > 0 {
+			probs.add("gap frame on a survivor", "%s: %d gap frames, first %v", w.user, len(gaps), gaps[0])
+		}
+	}
+	if traffic.unknown > 0 {
+		probs.add("outcome_unknown although the replica holds every answer", "%d publications", traffic.unknown)
+	}
+	traffic.unanswered(&probs)
+
+	// The client that was on the killed node recovers on a survivor.
+	back := join(t, nodes[0], "away")
+	recovered := 0
+	for _, ch := range channels {
+		seen := away.messages(ch)
+		from := awaySubscribed[ch]
+		if len(seen) > 0 {
+			from = seen[len(seen)-1]
+		}
+		sub := back.subscribe(t, map[string]any{"recover": map[string]any{"offset": from.offset(), "epoch": from.epoch()}}, ch)[ch]
+		if sub.m["recovered"] != true {
+			probs.add("reconnecting client not recovered", "%s from offset %d of %s: %v", ch, from.offset(), from.epoch(), sub)
+			continue
+		}
+		recovered++
+		within(waitTimeout, func() bool {
+			got := back.messages(ch)
+			return int64(len(got)) >= last[ch]-from.offset()
+		})
+		sequence, _ := back.stream(ch, from, &probs)
+		if int64(len(sequence)) != last[ch]-from.offset() {
+			probs.add("recovered backlog incomplete", "%s: %d publications after offset %d, want %d", ch, len(sequence), from.offset(), last[ch]-from.offset())
+		}
+	}
+	t.Logf("%d acknowledged publications on %d channels owned by the killed node; %d answered unavailable, %s; %d of %d channels recovered by the client that was on it",
+		len(acked), len(channels), traffic.unavailable, traffic.latency(), recovered, len(channels))
+	probs.report(t)
+}
