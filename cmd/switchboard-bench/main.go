@@ -106,11 +106,16 @@ func residentBytes(pid int) (int64, error) {
 
 // startServer runs a target as a child pinned to cpu (when taskset exists).
 func startServer(cpu string, bin string, args ...string) (*exec.Cmd, error) {
+	cmd := serverCommand(cpu, bin, args...)
+	return cmd, cmd.Start()
+}
+
+// serverCommand is the command that runs bin pinned to cpu (when taskset
+// exists and cpu is not empty); its output is discarded unless set.
+func serverCommand(cpu string, bin string, args ...string) *exec.Cmd {
 	cmdline := append([]string{bin}, args...)
 	if path, err := exec.LookPath("taskset"); err == nil && cpu != "" {
 		cmdline = append([]string{path, "-c", cpu}, cmdline...)
 	}
-	cmd := exec.Command(cmdline[0], cmdline[1:]...)
-	cmd.Stderr = nil
-	return cmd, cmd.Start()
+	return exec.Command(cmdline[0], cmdline[1:]...)
 }
