@@ -344,7 +344,10 @@ type failoverSubscriber struct {
 	nextID   int64
 	seen     map[string]int         // publication key → times received
 	gaps     map[string][]time.Time // gap frames per channel
-	closing  bool
+	// told is when the subscriber learnt it had missed publications of a
+	// channel: a gap frame, or a subscribe answered recovered:false.
+	told    map[string][]time.Time
+	closing bool
 	// counts
 	disconnects, recoveryAsks, recovered, notRecovered, outOfOrder, refused int
 }
@@ -359,7 +362,7 @@ type subscribeAsk struct {
 func newSubscriber(name string, urls []string, home int, channels []string, l *ledger) *failoverSubscriber {
 	return &failoverSubscriber{name: name, urls: urls, home: home, node: home, channels: channels, ledger: l,
 		state: map[string]*position{}, last: map[string]position{}, asked: map[int64]subscribeAsk{},
-		seen: map[string]int{}, gaps: map[string][]time.Time{}}
+		seen: map[string]int{}, gaps: map[string][]time.Time{}, told: map[string][]time.Time{}}
 }
 
 // subscribeAll asks for every channel on c, with recover when the
@@ -405,6 +408,7 @@ func (s *failoverSubscriber) onFrame(c *wsConn, f wireFrame) {
 				pos = &position{epoch: a.from.epoch, offset: a.from.offset} // the missed ones follow
 			} else {
 				s.notRecovered++
+				s.told[f.Channel] = append(s.told[f.Channel], time.Now())
 			}
 		}
 		s.state[f.Channel] = pos
@@ -439,6 +443,7 @@ func (s *failoverSubscriber) onFrame(c *wsConn, f wireFrame) {
 		s.last[f.Channel] = *pos
 	case "gap":
 		s.gaps[f.Channel] = append(s.gaps[f.Channel], time.Now())
+		s.told[f.Channel] = append(s.told[f.Channel], time.Now())
 		if pos := s.state[f.Channel]; pos != nil {
 			pos.epoch, pos.offset = f.Epoch, f.Offset
 			s.last[f.Channel] = *pos

@@ -20,7 +20,8 @@ type failoverReport struct {
 	// and recovered every channel; reconnected and refused recovery on some.
 	stayed, recoveredAll, notRecoveredAll int
 	// Acknowledged publications a subscriber never received, per class;
-	// told: a gap frame on the channel arrived after the publication was sent.
+	// told: after the publication was sent, a gap frame on its channel
+	// arrived or a subscribe to it was answered recovered:false.
 	lostStayed, lostStayedTold           int
 	lostRecovered                        int
 	lostNotRecovered, lostNotRecoveredTd int
@@ -112,7 +113,7 @@ func analyze(l *failoverLoad, affected map[string]bool, disruptAt, publishEnd ti
 	for _, s := range l.subs {
 		s.mu.Lock()
 		told := func(p pubRecord) bool {
-			for _, at := range s.gaps[p.channel] {
+			for _, at := range s.told[p.channel] {
 				if !at.Before(p.firstSent) {
 					return true
 				}
@@ -217,11 +218,11 @@ func printCommon(name string, cfg failoverConfig, r failoverReport) {
 	row("not acknowledged but received by a subscriber", fmt.Sprint(r.unackedDelivered))
 	row("retries after unavailable (same id) / publisher reconnects / ticks skipped (256 pending)",
 		fmt.Sprintf("%d / %d / %d", r.retries, r.publisherReconnects, r.skipped))
-	row(fmt.Sprintf("acknowledged lost at subscribers that stayed connected (%d; told by a gap)", r.stayed),
+	row(fmt.Sprintf("acknowledged lost (told by a gap or recovered:false) at the %d subscribers that stayed connected", r.stayed),
 		fmt.Sprintf("%d (%d)", r.lostStayed, r.lostStayedTold))
-	row(fmt.Sprintf("acknowledged lost at reconnected subscribers that recovered every channel (%d)", r.recoveredAll),
+	row(fmt.Sprintf("acknowledged lost at the %d reconnected subscribers that recovered every channel", r.recoveredAll),
 		fmt.Sprint(r.lostRecovered))
-	row(fmt.Sprintf("acknowledged lost at reconnected subscribers refused recovery somewhere (%d; told by a gap)", r.notRecoveredAll),
+	row(fmt.Sprintf("acknowledged lost (told by a gap or recovered:false) at the %d reconnected subscribers refused recovery on some channel", r.notRecoveredAll),
 		fmt.Sprintf("%d (%d)", r.lostNotRecovered, r.lostNotRecoveredTd))
 	row("duplicates received / out of order / gap frames", fmt.Sprintf("%d / %d / %d", r.duplicates, r.outOfOrder, r.gapFrames))
 	row("channels whose epoch changed (epochs beyond the first)", fmt.Sprintf("%d of %d (%d)", r.channelsNewEpoch, cfg.Channels, r.newEpochs))
