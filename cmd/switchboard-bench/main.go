@@ -3,6 +3,7 @@
 // given as a ratio to the fastest thing that could do the same job.
 //
 //	switchboard-bench scenarios [--broker-bin PATH]   # W1–W3, broker and raw hub, as a table
+//	switchboard-bench scenarios --only failover,rolling-restart [--replicas N]   # issue #14: a node killed, nodes restarted
 //	switchboard-bench fanout --url ws://… [--subscribers N …]
 //	switchboard-bench idle --url ws://… --server-pid PID --connections N
 //	switchboard-bench hub --addr 127.0.0.1:9000        # the reference hub alone
@@ -106,11 +107,16 @@ func residentBytes(pid int) (int64, error) {
 
 // startServer runs a target as a child pinned to cpu (when taskset exists).
 func startServer(cpu string, bin string, args ...string) (*exec.Cmd, error) {
+	cmd := serverCommand(cpu, bin, args...)
+	return cmd, cmd.Start()
+}
+
+// serverCommand is the command that runs bin pinned to cpu (when taskset
+// exists and cpu is not empty); its output is discarded unless set.
+func serverCommand(cpu string, bin string, args ...string) *exec.Cmd {
 	cmdline := append([]string{bin}, args...)
 	if path, err := exec.LookPath("taskset"); err == nil && cpu != "" {
 		cmdline = append([]string{path, "-c", cpu}, cmdline...)
 	}
-	cmd := exec.Command(cmdline[0], cmdline[1:]...)
-	cmd.Stderr = nil
-	return cmd, cmd.Start()
+	return exec.Command(cmdline[0], cmdline[1:]...)
 }

@@ -21,14 +21,23 @@ func runScenarios(args []string) error {
 	brokerBin := fs.String("broker-bin", "", "switchboard binary (default: beside this one)")
 	serverCPU := fs.String("server-cpu", "1", "CPU the servers are pinned to (taskset); empty: not pinned")
 	duration := fs.Duration("duration", 10*time.Second, "publishing time of each fan-out scenario")
-	only := fs.String("only", "", "comma-separated scenarios to run (W1-20, W1, W2, W3, W4, W5-base, W5-slow); empty: all")
+	only := fs.String("only", "", "comma-separated scenarios to run (W1-20, W1, W2, W3, W4, W5-base, W5-slow, failover, rolling-restart); empty: all W scenarios")
+	replicas := fs.Int("replicas", -1, "failover, rolling-restart: pass --channel-replicas=N to every node; -1: do not pass the flag")
+	failoverAfter := fs.Duration("failover-after", 10*time.Second, "failover: load after the kill; rolling-restart: after the last restart (a quarter of it)")
+	nodeLogs := fs.String("node-logs", "", "failover, rolling-restart: directory for the nodes' logs (default: discarded)")
 	_ = fs.Parse(args)
+	// The failover scenarios kill and restart processes and take a minute:
+	// they run only when named.
+	namedOnly := map[string]bool{"failover": true, "rolling-restart": true}
 	selected := func(name string) bool {
-		return *only == "" || slices.Contains(strings.Split(*only, ","), name)
+		return (*only == "" && !namedOnly[name]) || slices.Contains(strings.Split(*only, ","), name)
 	}
 	if *brokerBin == "" {
 		self, _ := os.Executable()
 		*brokerBin = filepath.Join(filepath.Dir(self), "switchboard")
+	}
+	if _, err := os.Stat(*brokerBin); err != nil {
+		return fmt.Errorf("no broker binary at %s (go build -o bin/ ./cmd/switchboard, then --broker-bin bin/switchboard): %w", *brokerBin, err)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -86,9 +95,11 @@ func runScenarios(args []string) error {
 			idle[t.name] = perConn
 		}
 	}
-	fmt.Println()
-	fmt.Println("| scenario | figure | broker | raw hub | broker/raw |")
-	fmt.Println("|---|---|---|---|---|")
+	if len(results["broker"]) > 0 || len(idle) > 0 || selected("W4") {
+		fmt.Println()
+		fmt.Println("| scenario | figure | broker | raw hub | broker/raw |")
+		fmt.Println("|---|---|---|---|---|")
+	}
 	for _, sc := range scenarios {
 		b, okB := results["broker"][sc.name]
 		r, okR := results["raw"][sc.name]
@@ -125,6 +136,17 @@ func runScenarios(args []string) error {
 	}
 	if b, ok := idle["broker"]; ok {
 		fmt.Printf("| W3 | KiB per idle connection | %.1f | %.1f | %.2f |\n", b/1024, idle["raw"]/1024, b/idle["raw"])
+	}
+	if selected("failover") {
+		if err := runFailover(defaultFailoverConfig(*brokerBin, *serverCPU, *replicas, *failoverAfter, *nodeLogs)); err != nil {
+			return fmt.Errorf("failover: %w", err)
+		}
+	}
+	if selected("rolling-restart") {
+		cfg := defaultFailoverConfig(*brokerBin, *serverCPU, *replicas, *failoverAfter/4, *nodeLogs)
+		if err := runRollingRestart(cfg); err != nil {
+			return fmt.Errorf("rolling-restart: %w", err)
+		}
 	}
 	return nil
 }
