@@ -185,11 +185,17 @@ type socketState struct {
 	bucket        *tokenBucket // publications; touched by the read loop only
 	controlBucket *tokenBucket // every other frame; touched by the read loop only
 
-	mu      sync.Mutex
-	inbound Inbound // nil until authenticated
-	perms   Permissions
-	timer   *time.Timer // auth timeout, then token expiry
-	ended   bool
+	reading atomic.Bool // a frame read from the socket is being handled
+	pastDue atomic.Bool // set with due
+
+	mu        sync.Mutex
+	inbound   Inbound // nil until authenticated
+	perms     Permissions
+	timer     *time.Timer // the deadline: auth timeout, then token expiry
+	deadline  time.Time   // zero: none
+	deadlines uint64      // numbers the deadlines, so an outdated timer knows it
+	due       string      // the refusal of a deadline that passed while a frame was handled
+	ended     bool
 }
 
 func (st *socketState) authenticated() (Inbound, *Permissions) {
@@ -252,10 +258,10 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	case s.opts.Auth == nil:
 		s.open(st, &Identity{User: user})
 	case token != "":
-		s.authenticate(st, token)
+		s.authenticate(st, token, time.Now())
 	default:
 		st.mu.Lock()
-		st.timer = time.AfterFunc(s.opts.AuthTimeout, func() { s.refuse(st, AuthTimeout, true) })
+		s.armDeadline(st, time.Now().Add(s.opts.AuthTimeout), AuthTimeout)
 		st.mu.Unlock()
 	}
 	go socket.ReadLoop()
@@ -410,6 +416,8 @@ func (e *socketEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	s, st := e.s, stateOf(socket)
 	now := time.Now()
 	st.lastActive.Store(now.UnixNano())
+	st.readingFrame()
+	defer s.doneReading(st)
 	s.metrics.MessagesIn.Inc()
 	if message.Opcode != gws.OpcodeText {
 		if s.admit(st, nil, nil) {
@@ -427,7 +435,7 @@ func (e *socketEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	if inbound == nil && s.opts.Auth != nil {
 		// Nothing but an auth frame is processed before authentication.
 		if perr == nil && cmd.Kind == pb.ClientCommand_KIND_AUTH {
-			s.authenticate(st, cmd.Token)
+			s.authenticate(st, cmd.Token, now)
 		} else {
 			s.refuse(st, AuthNoToken, true)
 		}
@@ -442,7 +450,7 @@ func (e *socketEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 		if s.opts.Auth == nil {
 			st.out.Push(AuthenticatedFrame(st.out.User)) // development mode: nothing to check
 		} else {
-			s.authenticate(st, cmd.Token)
+			s.authenticate(st, cmd.Token, now)
 		}
 		return
 	case pb.ClientCommand_KIND_SUBSCRIBE, pb.ClientCommand_KIND_PRESENCE, pb.ClientCommand_KIND_HISTORY:
@@ -456,6 +464,9 @@ func (e *socketEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 			return
 		}
 	}
+	// Not a token: the deadline needs no more waiting for this frame, while
+	// Command may wait a long time.
+	s.doneReading(st)
 	inbound.Command(cmd)
 }
 
