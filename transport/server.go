@@ -186,7 +186,10 @@ type socketState struct {
 	controlBucket *tokenBucket // every other frame; touched by the read loop only
 
 	reading atomic.Bool // a frame read from the socket is being handled
-	pastDue atomic.Bool // set with due
+	// The reader waits for the broker (Command): the socket is not read,
+	// so silence from it says nothing about the client.
+	waitingOnBroker atomic.Bool
+	pastDue         atomic.Bool // set with due
 
 	mu        sync.Mutex
 	inbound   Inbound // nil until authenticated
@@ -337,7 +340,8 @@ func (s *Server) clientIP(r *http.Request) string {
 }
 
 // heartbeat pings every connection and closes those silent for longer
-// than the idle timeout; one goroutine for all connections.
+// than the idle timeout; one goroutine for all connections. A connection
+// whose reader waits for the broker is not silent, only unread.
 func (s *Server) heartbeat() {
 	ticker := time.NewTicker(s.opts.PingInterval)
 	defer ticker.Stop()
@@ -348,7 +352,7 @@ func (s *Server) heartbeat() {
 		case now := <-ticker.C:
 			s.mu.Lock()
 			for st := range s.sockets {
-				if s.opts.IdleTimeout > 0 && now.Sub(time.Unix(0, st.lastActive.Load())) > s.opts.IdleTimeout {
+				if s.opts.IdleTimeout > 0 && !st.waitingOnBroker.Load() && now.Sub(time.Unix(0, st.lastActive.Load())) > s.opts.IdleTimeout {
 					st.out.Close(CloseIdle, "idle timeout")
 					continue
 				}
@@ -467,7 +471,12 @@ func (e *socketEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	// Not a token: the deadline needs no more waiting for this frame, while
 	// Command may wait a long time.
 	s.doneReading(st)
+	st.waitingOnBroker.Store(true)
 	inbound.Command(cmd)
+	st.waitingOnBroker.Store(false)
+	// Whatever the client sent meanwhile is still unread: its idle time
+	// starts now, when reading resumes.
+	st.lastActive.Store(time.Now().UnixNano())
 }
 
 // admit applies the rate limits to a frame: publications (message, send)
