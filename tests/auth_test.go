@@ -198,6 +198,57 @@ func TestPermissionsFromClaims(t *testing.T) {
 	}
 }
 
+// A send is governed like a publication: the token's send claim (user id
+// patterns), else --send-default (anyone), never past --send-deny.
+func TestSendPermissions(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--jwt-secret", secret, "--send-deny", "bot:*")
+	dial := func(user string, claims map[string]any) *client {
+		c := srv.dial(t, "token="+token(t, user, time.Hour, claims), nil, true)
+		c.expect("authenticated")
+		c.expect("welcome")
+		return c
+	}
+	bob := dial("bob", nil)
+	helpdesk := dial("support:1", nil)
+	send := func(from *client, to string, data string, id int) map[string]any {
+		from.sendJSON(map[string]any{"type": "send", "user": to, "data": data, "id": id})
+		return from.expect2("sent", "error")
+	}
+	forbidden := func(reply map[string]any, to string) {
+		t.Helper()
+		if reply["code"] != "forbidden" || reply["error"] != "Not allowed to send to "+to || reply["id"] == nil {
+			t.Fatalf("send to %s: %v", to, reply)
+		}
+	}
+	received := func(c *client, want string) {
+		t.Helper()
+		if d := c.expect("direct"); d["data"] != want {
+			t.Fatalf("direct %v, want %q", d, want)
+		}
+	}
+
+	plain := dial("carol", nil) // no claim: anyone but the denied
+	if r := send(plain, "bob", "hi", 1); r["type"] != "sent" || r["connections"] != float64(1) {
+		t.Fatalf("send without a claim: %v", r)
+	}
+	received(bob, "hi")
+	forbidden(send(plain, "bot:7", "x", 2), "bot:7")
+
+	limited := dial("dave", map[string]any{"send": []string{"support:*"}})
+	if r := send(limited, "support:1", "help", 3); r["type"] != "sent" {
+		t.Fatalf("send the claim allows: %v", r)
+	}
+	received(helpdesk, "help")
+	forbidden(send(limited, "bob", "psst", 4), "bob")
+	forbidden(send(dial("erin", map[string]any{"send": []string{"*"}}), "bot:1", "x", 5), "bot:1") // no claim lifts a deny
+	send(plain, "bob", "again", 6)
+	received(bob, "again") // nothing of the refused send arrived before it
+
+	// A send claim that is not a list of patterns makes the token invalid.
+	srv.dial(t, "token="+token(t, "frank", time.Hour, map[string]any{"send": "bob"}), nil, true).expectRefused("Invalid token")
+}
+
 func TestRSAKeyRefusesHMACToken(t *testing.T) {
 	t.Parallel()
 	key, _ := rsa.GenerateKey(rand.Reader, 2048)

@@ -47,10 +47,11 @@ type Options struct {
 	// X-User-ID header or ?user=, and every channel is open.
 	Auth        *Authenticator
 	AuthTimeout time.Duration
-	// Permissions for tokens without `channels`/`publish` claims, and
-	// deny rules that hold whatever a token says.
-	DefaultSubscribe, DefaultPublish Patterns
-	DenySubscribe, DenyPublish       Patterns
+	// Permissions for tokens without `channels`/`publish`/`send` claims
+	// (and for every connection in development mode), and deny rules that
+	// hold whatever a token says.
+	DefaultSubscribe, DefaultPublish, DefaultSend Patterns
+	DenySubscribe, DenyPublish, DenySend          Patterns
 
 	RateLimit float64 // publications (message, send) a second per connection; 0: unlimited
 	RateBurst int
@@ -465,6 +466,11 @@ func (e *socketEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
 	case pb.ClientCommand_KIND_PUBLISH:
 		if !perms.CanPublish(cmd.Channel) {
 			s.protocolError(st.out, &ProtocolError{Code: CodeForbidden, Text: "Not allowed to publish to " + cmd.Channel, ID: cmd.Id})
+			return
+		}
+	case pb.ClientCommand_KIND_SEND:
+		if !perms.CanSend(cmd.User) {
+			s.protocolError(st.out, &ProtocolError{Code: CodeForbidden, Text: "Not allowed to send to " + cmd.User, ID: cmd.Id})
 			return
 		}
 	}

@@ -59,14 +59,7 @@ func (s *Server) authenticate(st *socketState, token string, readAt time.Time) {
 
 // open hands an authenticated connection to the broker.
 func (s *Server) open(st *socketState, id *Identity) {
-	perms := Permissions{Subscribe: s.opts.DefaultSubscribe, Publish: s.opts.DefaultPublish,
-		DenySubscribe: s.opts.DenySubscribe, DenyPublish: s.opts.DenyPublish}
-	if id.Subscribe != nil {
-		perms.Subscribe = id.Subscribe
-	}
-	if id.Publish != nil {
-		perms.Publish = id.Publish
-	}
+	perms := s.permissions(id)
 	s.users.join(st.out.User)
 	inbound := s.connector.Open(st.out)
 	st.mu.Lock()
@@ -76,6 +69,23 @@ func (s *Server) open(st *socketState, id *Identity) {
 	if ended { // the socket closed while the broker was opening it
 		inbound.Closed()
 	}
+}
+
+// permissions are what id's claims allow, the defaults where it has none,
+// within the deny rules.
+func (s *Server) permissions(id *Identity) Permissions {
+	perms := Permissions{Subscribe: s.opts.DefaultSubscribe, Publish: s.opts.DefaultPublish, Send: s.opts.DefaultSend,
+		DenySubscribe: s.opts.DenySubscribe, DenyPublish: s.opts.DenyPublish, DenySend: s.opts.DenySend}
+	if id.Subscribe != nil {
+		perms.Subscribe = id.Subscribe
+	}
+	if id.Publish != nil {
+		perms.Publish = id.Publish
+	}
+	if id.Send != nil {
+		perms.Send = id.Send
+	}
+	return perms
 }
 
 // refuse sends an authentication error and closes with 4001. Before
