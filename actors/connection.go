@@ -65,6 +65,8 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.retryPending(ctx, func(p pendingPublication) bool { return p.pid.Equal(msg.Target) }, false)
 	case *pb.Moved:
 		c.retryPending(ctx, func(p pendingPublication) bool { return p.msg.Sequence == msg.Sequence }, false)
+	case transport.Refresh:
+		c.refreshed(ctx, msg)
 	case *pb.SocketClosed:
 		ctx.Stop(ctx.Self())
 	case *actor.Stopping:
@@ -194,6 +196,37 @@ func (c *connection) unsubscribe(cmd *pb.ClientCommand) {
 	delete(c.subscriptions, cmd.Channel)
 	if !res.Removed {
 		c.out.Reply(transport.UnsubscribedFrame(cmd.Channel, cmd.Id))
+	}
+}
+
+// refreshed ends the subscriptions a refreshed token no longer allows.
+// Commands read before the refresh were checked against the old token;
+// they were handled before this, so none of them is left out.
+func (c *connection) refreshed(ctx actor.Context, r transport.Refresh) {
+	var revoked []string
+	for ch := range c.subscriptions {
+		if !r.Permissions.CanSubscribe(ch) {
+			revoked = append(revoked, ch)
+		}
+	}
+	slices.Sort(revoked)
+	for _, ch := range revoked {
+		c.revoke(ctx, ch)
+	}
+}
+
+// revoke ends a subscription on the server's initiative. The relay hears
+// first: it delivers nothing more of the channel to this connection and
+// queues the frame behind what it delivered before. Then the channel
+// forgets the subscriber, for presence and capacity.
+func (c *connection) revoke(ctx actor.Context, channel string) {
+	delete(c.subscriptions, channel)
+	ctx.Send(c.b.relay, &pb.SubscriberRemoved{Channel: channel, ConnectionId: c.out.ID,
+		Reply: transport.RevokedFrame(channel, transport.CodeForbidden, "The refreshed token does not allow "+channel)})
+	unsubscribe := &pb.Unsubscribe{Channel: channel, ConnectionId: c.out.ID}
+	if _, err := request[*pb.Unsubscribed](context.Background(), c.b, ChannelKind, channel, unsubscribe); err != nil {
+		c.b.log.Warn("revoked subscription: the channel did not answer", "connection", c.out.ID, "channel", channel, "err", err)
+		c.b.tell(ctx, ChannelKind, channel, unsubscribe)
 	}
 }
 

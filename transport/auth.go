@@ -25,7 +25,9 @@ const (
 	AuthTimeout = "Authentication timeout"
 	AuthExpired = "Token expired"
 	AuthInvalid = "Invalid token"
-	CloseAuth   = 4001
+	// A refresh must name the connection's user: identity is for life.
+	AuthOtherUser = "Token is for another user"
+	CloseAuth     = 4001
 )
 
 // AuthConfig names the keys tokens may be signed with and the claims checked.

@@ -32,7 +32,17 @@ type Inbound interface {
 	// Command may wait while the connection's earlier commands are being
 	// handled; its socket is not read meanwhile, so TCP slows the client.
 	Command(*pb.ClientCommand)
+	// Refreshed says a refreshed token replaced the connection's
+	// permissions; it follows every command handed over before it.
+	Refreshed(Refresh)
 	Closed()
+}
+
+// Refresh is what a refreshed token changes on an open connection.
+type Refresh struct {
+	// Permissions replace the connection's: a subscription they no longer
+	// allow ends, with an `unsubscribed` frame from RevokedFrame.
+	Permissions Permissions
 }
 
 // Options configure the client-facing server.

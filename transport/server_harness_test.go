@@ -23,13 +23,14 @@ import (
 // is open, Command waits, as a connection whose commands are stuck on an
 // unavailable channel makes its socket's reader wait.
 type fakeBroker struct {
-	mu       sync.Mutex
-	hold     chan struct{}
-	commands chan *pb.ClientCommand
+	mu        sync.Mutex
+	hold      chan struct{}
+	commands  chan *pb.ClientCommand
+	refreshes chan Refresh
 }
 
 func newFakeBroker() *fakeBroker {
-	return &fakeBroker{commands: make(chan *pb.ClientCommand, 1000)}
+	return &fakeBroker{commands: make(chan *pb.ClientCommand, 1000), refreshes: make(chan Refresh, 10)}
 }
 
 func (b *fakeBroker) Open(*Outbox) Inbound { return b }
@@ -44,7 +45,8 @@ func (b *fakeBroker) Command(cmd *pb.ClientCommand) {
 	b.commands <- cmd
 }
 
-func (b *fakeBroker) Closed() {}
+func (b *fakeBroker) Refreshed(r Refresh) { b.refreshes <- r }
+func (b *fakeBroker) Closed()             {}
 
 // holdCommands makes commands wait until the returned function is called.
 func (b *fakeBroker) holdCommands() (release func()) {

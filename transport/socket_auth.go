@@ -29,7 +29,7 @@ func (s *Server) authenticate(st *socketState, token string, readAt time.Time) {
 	}
 	if st.inbound != nil && id.User != st.out.User {
 		st.mu.Unlock()
-		s.refuse(st, AuthInvalid, false)
+		s.refuse(st, AuthOtherUser, false)
 		return
 	}
 	if st.inbound != nil && !st.deadline.IsZero() && readAt.After(st.deadline) {
@@ -43,12 +43,18 @@ func (s *Server) authenticate(st *socketState, token string, readAt time.Time) {
 	} else {
 		s.armDeadline(st, id.Expires.Add(s.opts.Auth.cfg.Leeway), AuthExpired)
 	}
-	refresh := st.inbound != nil
-	st.mu.Unlock()
-	if refresh {
+	inbound := st.inbound
+	if inbound != nil {
+		// The new claims hold from the next frame on; the broker ends the
+		// subscriptions they no longer allow.
+		st.perms = s.permissions(id)
+		refresh := Refresh{Permissions: st.perms}
+		st.mu.Unlock()
 		st.out.Push(AuthenticatedFrame(id.User))
+		inbound.Refreshed(refresh)
 		return
 	}
+	st.mu.Unlock()
 	st.out.User, st.out.Info = id.User, id.Info
 	if s.opts.Limits.MaxInfoBytes > 0 && len(id.Info) > s.opts.Limits.MaxInfoBytes {
 		st.out.Info = nil // too large to show in presence
