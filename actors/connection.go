@@ -26,6 +26,7 @@ type connection struct {
 	pending       map[uint64]pendingPublication
 	pendingCheck  *time.Timer // armed while publications are pending
 	backlog       *commandBacklog
+	info          transport.TokenInfo // the token's, from the latest refresh
 }
 
 // pendingPublication is one publication sent to its channel and not yet
@@ -42,7 +43,7 @@ type checkPending struct{}
 
 func newConnection(b *Broker, out *transport.Outbox, backlog *commandBacklog) *connection {
 	return &connection{b: b, out: out, subscriptions: make(map[string]struct{}),
-		pending: make(map[uint64]pendingPublication), backlog: backlog}
+		pending: make(map[uint64]pendingPublication), backlog: backlog, info: out.Info}
 }
 
 func (c *connection) Receive(ctx actor.Context) {
@@ -152,8 +153,8 @@ func (c *connection) subscribe(ctx actor.Context, cmd *pb.ClientCommand) {
 		return
 	}
 	info := cmd.Info
-	if len(info) == 0 {
-		info = c.out.Info
+	if c.info.Claimed {
+		info = c.info.Info // the token's word, not the client's
 	}
 	res, err := request[*pb.Subscribed](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Subscribe{
 		Channel:        cmd.Channel,
@@ -199,10 +200,12 @@ func (c *connection) unsubscribe(cmd *pb.ClientCommand) {
 	}
 }
 
-// refreshed ends the subscriptions a refreshed token no longer allows.
+// refreshed ends the subscriptions a refreshed token no longer allows;
+// its info is shown for the subscriptions that follow.
 // Commands read before the refresh were checked against the old token;
 // they were handled before this, so none of them is left out.
 func (c *connection) refreshed(ctx actor.Context, r transport.Refresh) {
+	c.info = r.Info
 	var revoked []string
 	for ch := range c.subscriptions {
 		if !r.Permissions.CanSubscribe(ch) {

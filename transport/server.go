@@ -43,6 +43,16 @@ type Refresh struct {
 	// Permissions replace the connection's: a subscription they no longer
 	// allow ends, with an `unsubscribed` frame from RevokedFrame.
 	Permissions Permissions
+	// Info applies to subscriptions made from now on.
+	Info TokenInfo
+}
+
+// TokenInfo is what a token says to show of its user in presence. A token
+// with an info claim is authoritative: presence shows the claim, never the
+// info a client puts in its subscribe frame, so nobody poses as another.
+type TokenInfo struct {
+	Claimed bool   // the token has an info claim
+	Info    []byte // the claim, raw JSON; nil: nothing to show
 }
 
 // Options configure the client-facing server.

@@ -48,17 +48,14 @@ func (s *Server) authenticate(st *socketState, token string, readAt time.Time) {
 		// The new claims hold from the next frame on; the broker ends the
 		// subscriptions they no longer allow.
 		st.perms = s.permissions(id)
-		refresh := Refresh{Permissions: st.perms}
+		refresh := Refresh{Permissions: st.perms, Info: s.tokenInfo(id)}
 		st.mu.Unlock()
 		st.out.Push(AuthenticatedFrame(id.User))
 		inbound.Refreshed(refresh)
 		return
 	}
 	st.mu.Unlock()
-	st.out.User, st.out.Info = id.User, id.Info
-	if s.opts.Limits.MaxInfoBytes > 0 && len(id.Info) > s.opts.Limits.MaxInfoBytes {
-		st.out.Info = nil // too large to show in presence
-	}
+	st.out.User, st.out.Info = id.User, s.tokenInfo(id)
 	st.out.Push(AuthenticatedFrame(id.User))
 	s.open(st, id)
 }
@@ -92,6 +89,17 @@ func (s *Server) permissions(id *Identity) Permissions {
 		perms.Send = id.Send
 	}
 	return perms
+}
+
+// tokenInfo is the presence info id's token vouches for.
+func (s *Server) tokenInfo(id *Identity) TokenInfo {
+	if id.Info == nil {
+		return TokenInfo{}
+	}
+	if isNull(id.Info) || (s.opts.Limits.MaxInfoBytes > 0 && len(id.Info) > s.opts.Limits.MaxInfoBytes) {
+		return TokenInfo{Claimed: true} // nothing to show (too large to)
+	}
+	return TokenInfo{Claimed: true, Info: id.Info}
 }
 
 // refuse sends an authentication error and closes with 4001. Before
