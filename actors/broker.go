@@ -574,9 +574,13 @@ func (c *connectionInbox) Command(cmd *pb.ClientCommand) {
 	c.backlog.enter()
 	c.root.Send(c.pid, cmd)
 }
-func (c *connectionInbox) Closed() { c.root.Send(c.pid, &pb.SocketClosed{}) }
+
+// Refreshed goes through the mailbox, behind the commands read before it.
+func (c *connectionInbox) Refreshed(r transport.Refresh) { c.root.Send(c.pid, r) }
+func (c *connectionInbox) Closed()                       { c.root.Send(c.pid, &pb.SocketClosed{}) }
 
 type closedInbound struct{}
 
-func (closedInbound) Command(*pb.ClientCommand) {}
-func (closedInbound) Closed()                   {}
+func (closedInbound) Command(*pb.ClientCommand)   {}
+func (closedInbound) Refreshed(transport.Refresh) {}
+func (closedInbound) Closed()                     {}

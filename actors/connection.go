@@ -26,6 +26,7 @@ type connection struct {
 	pending       map[uint64]pendingPublication
 	pendingCheck  *time.Timer // armed while publications are pending
 	backlog       *commandBacklog
+	info          transport.TokenInfo // the token's, from the latest refresh
 }
 
 // pendingPublication is one publication sent to its channel and not yet
@@ -42,7 +43,7 @@ type checkPending struct{}
 
 func newConnection(b *Broker, out *transport.Outbox, backlog *commandBacklog) *connection {
 	return &connection{b: b, out: out, subscriptions: make(map[string]struct{}),
-		pending: make(map[uint64]pendingPublication), backlog: backlog}
+		pending: make(map[uint64]pendingPublication), backlog: backlog, info: out.Info}
 }
 
 func (c *connection) Receive(ctx actor.Context) {
@@ -65,6 +66,8 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.retryPending(ctx, func(p pendingPublication) bool { return p.pid.Equal(msg.Target) }, false)
 	case *pb.Moved:
 		c.retryPending(ctx, func(p pendingPublication) bool { return p.msg.Sequence == msg.Sequence }, false)
+	case transport.Refresh:
+		c.refreshed(ctx, msg)
 	case *pb.SocketClosed:
 		ctx.Stop(ctx.Self())
 	case *actor.Stopping:
@@ -150,8 +153,8 @@ func (c *connection) subscribe(ctx actor.Context, cmd *pb.ClientCommand) {
 		return
 	}
 	info := cmd.Info
-	if len(info) == 0 {
-		info = c.out.Info
+	if c.info.Claimed {
+		info = c.info.Info // the token's word, not the client's
 	}
 	res, err := request[*pb.Subscribed](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Subscribe{
 		Channel:        cmd.Channel,
@@ -194,6 +197,39 @@ func (c *connection) unsubscribe(cmd *pb.ClientCommand) {
 	delete(c.subscriptions, cmd.Channel)
 	if !res.Removed {
 		c.out.Reply(transport.UnsubscribedFrame(cmd.Channel, cmd.Id))
+	}
+}
+
+// refreshed ends the subscriptions a refreshed token no longer allows;
+// its info is shown for the subscriptions that follow.
+// Commands read before the refresh were checked against the old token;
+// they were handled before this, so none of them is left out.
+func (c *connection) refreshed(ctx actor.Context, r transport.Refresh) {
+	c.info = r.Info
+	var revoked []string
+	for ch := range c.subscriptions {
+		if !r.Permissions.CanSubscribe(ch) {
+			revoked = append(revoked, ch)
+		}
+	}
+	slices.Sort(revoked)
+	for _, ch := range revoked {
+		c.revoke(ctx, ch)
+	}
+}
+
+// revoke ends a subscription on the server's initiative. The relay hears
+// first: it delivers nothing more of the channel to this connection and
+// queues the frame behind what it delivered before. Then the channel
+// forgets the subscriber, for presence and capacity.
+func (c *connection) revoke(ctx actor.Context, channel string) {
+	delete(c.subscriptions, channel)
+	ctx.Send(c.b.relay, &pb.SubscriberRemoved{Channel: channel, ConnectionId: c.out.ID,
+		Reply: transport.RevokedFrame(channel, transport.CodeForbidden, "The refreshed token does not allow "+channel)})
+	unsubscribe := &pb.Unsubscribe{Channel: channel, ConnectionId: c.out.ID}
+	if _, err := request[*pb.Unsubscribed](context.Background(), c.b, ChannelKind, channel, unsubscribe); err != nil {
+		c.b.log.Warn("revoked subscription: the channel did not answer", "connection", c.out.ID, "channel", channel, "err", err)
+		c.b.tell(ctx, ChannelKind, channel, unsubscribe)
 	}
 }
 

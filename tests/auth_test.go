@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -156,7 +157,7 @@ func TestAuthentication(t *testing.T) {
 		c.expect("authenticated")
 		c.expect("welcome")
 		c.sendJSON(map[string]any{"type": "auth", "token": token(t, "heidi", time.Hour, nil)})
-		c.expectRefused("Invalid token")
+		c.expectRefused("Token is for another user")
 	})
 }
 
@@ -196,6 +197,114 @@ func TestPermissionsFromClaims(t *testing.T) {
 	if e := plain.expect("error"); e["code"] != "forbidden" {
 		t.Fatalf("presence publish: %v", e)
 	}
+}
+
+// A refresh replaces the connection's permissions: subscriptions the new
+// token does not allow end at once, for the channel too.
+func TestRefreshedClaimsApplyAtOnce(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--jwt-secret", secret, "--api-key", "key")
+	claims := func(patterns ...string) map[string]any {
+		return map[string]any{"channels": patterns, "publish": patterns}
+	}
+	alice := srv.dial(t, "token="+token(t, "alice", time.Hour, claims("chat:*", "lobby:*")), nil, true)
+	alice.expect("authenticated")
+	alice.expect("welcome")
+	alice.subscribe("chat:a")
+	alice.subscribe("lobby:1")
+	watcher := srv.dial(t, "token="+token(t, "watcher", time.Hour, nil), nil, true)
+	watcher.expect("authenticated")
+	watcher.expect("welcome")
+	watcher.sendJSON(map[string]any{"type": "subscribe", "channel": "lobby:1", "presence": true, "id": 1})
+	watcher.expect("subscribed")
+	watcher.expect("join")
+
+	alice.sendJSON(map[string]any{"type": "auth", "token": token(t, "alice", time.Hour, claims("chat:*"))})
+	alice.expect("authenticated")
+	if u := alice.expect("unsubscribed"); u["channel"] != "lobby:1" || u["code"] != "forbidden" || u["reason"] == "" || u["id"] != nil {
+		t.Fatalf("revocation frame %v", u)
+	}
+	if l := watcher.expect("leave"); l["user"] != "alice" {
+		t.Fatalf("watcher saw %v", l)
+	}
+	if _, res := srv.api(t, "subscribers", map[string]any{"channel": "lobby:1"}); fmt.Sprint(res["users"]) != "[watcher]" {
+		t.Fatalf("the channel still knows a revoked subscriber: %v", res)
+	}
+	for _, frame := range []map[string]any{
+		{"type": "subscribe", "channel": "lobby:1", "id": 2},
+		{"type": "message", "channel": "lobby:1", "data": 1, "id": 3},
+	} {
+		alice.sendJSON(frame)
+		if e := alice.expect("error"); e["code"] != "forbidden" {
+			t.Fatalf("%v after the refresh: %v", frame, e)
+		}
+	}
+	// What stays allowed keeps flowing, and nothing of lobby:1 comes before it.
+	watcher.sendJSON(map[string]any{"type": "message", "channel": "lobby:1", "data": "gone", "id": 4})
+	watcher.expect2("message", "published")
+	watcher.expect2("message", "published")
+	watcher.sendJSON(map[string]any{"type": "message", "channel": "chat:a", "data": "kept", "id": 5})
+	if m := alice.expect("message"); m["channel"] != "chat:a" || m["data"] != "kept" {
+		t.Fatalf("after the revocation alice got %v", m)
+	}
+	// A refresh widens as well as narrows.
+	alice.sendJSON(map[string]any{"type": "auth", "token": token(t, "alice", time.Hour, claims("*"))})
+	alice.expect("authenticated")
+	alice.subscribe("lobby:1")
+	// A refresh whose claims are not lists of patterns is an invalid token.
+	alice.sendJSON(map[string]any{"type": "auth", "token": token(t, "alice", time.Hour, map[string]any{"channels": "lobby:1"})})
+	alice.expectRefused("Invalid token")
+}
+
+// A send is governed like a publication: the token's send claim (user id
+// patterns), else --send-default (anyone), never past --send-deny.
+func TestSendPermissions(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--jwt-secret", secret, "--send-deny", "bot:*")
+	dial := func(user string, claims map[string]any) *client {
+		c := srv.dial(t, "token="+token(t, user, time.Hour, claims), nil, true)
+		c.expect("authenticated")
+		c.expect("welcome")
+		return c
+	}
+	bob := dial("bob", nil)
+	helpdesk := dial("support:1", nil)
+	send := func(from *client, to string, data string, id int) map[string]any {
+		from.sendJSON(map[string]any{"type": "send", "user": to, "data": data, "id": id})
+		return from.expect2("sent", "error")
+	}
+	forbidden := func(reply map[string]any, to string) {
+		t.Helper()
+		if reply["code"] != "forbidden" || reply["error"] != "Not allowed to send to "+to || reply["id"] == nil {
+			t.Fatalf("send to %s: %v", to, reply)
+		}
+	}
+	received := func(c *client, want string) {
+		t.Helper()
+		if d := c.expect("direct"); d["data"] != want {
+			t.Fatalf("direct %v, want %q", d, want)
+		}
+	}
+
+	plain := dial("carol", nil) // no claim: anyone but the denied
+	if r := send(plain, "bob", "hi", 1); r["type"] != "sent" || r["connections"] != float64(1) {
+		t.Fatalf("send without a claim: %v", r)
+	}
+	received(bob, "hi")
+	forbidden(send(plain, "bot:7", "x", 2), "bot:7")
+
+	limited := dial("dave", map[string]any{"send": []string{"support:*"}})
+	if r := send(limited, "support:1", "help", 3); r["type"] != "sent" {
+		t.Fatalf("send the claim allows: %v", r)
+	}
+	received(helpdesk, "help")
+	forbidden(send(limited, "bob", "psst", 4), "bob")
+	forbidden(send(dial("erin", map[string]any{"send": []string{"*"}}), "bot:1", "x", 5), "bot:1") // no claim lifts a deny
+	send(plain, "bob", "again", 6)
+	received(bob, "again") // nothing of the refused send arrived before it
+
+	// A send claim that is not a list of patterns makes the token invalid.
+	srv.dial(t, "token="+token(t, "frank", time.Hour, map[string]any{"send": "bob"}), nil, true).expectRefused("Invalid token")
 }
 
 func TestRSAKeyRefusesHMACToken(t *testing.T) {

@@ -25,7 +25,9 @@ const (
 	AuthTimeout = "Authentication timeout"
 	AuthExpired = "Token expired"
 	AuthInvalid = "Invalid token"
-	CloseAuth   = 4001
+	// A refresh must name the connection's user: identity is for life.
+	AuthOtherUser = "Token is for another user"
+	CloseAuth     = 4001
 )
 
 // AuthConfig names the keys tokens may be signed with and the claims checked.
@@ -45,6 +47,7 @@ type Identity struct {
 	Expires   time.Time // zero: never
 	Subscribe []string  // channel patterns from the `channels` claim; nil: the default
 	Publish   []string  // from the `publish` claim; nil: the default
+	Send      []string  // user id patterns from the `send` claim; nil: the default
 	Info      json.RawMessage
 }
 
@@ -152,6 +155,9 @@ func (a *Authenticator) Verify(token string) (*Identity, error) {
 	if id.Publish, err = patternsClaim(claims, "publish"); err != nil {
 		return nil, err
 	}
+	if id.Send, err = patternsClaim(claims, "send"); err != nil {
+		return nil, err
+	}
 	if info, ok := claims["info"]; ok {
 		id.Info, _ = json.Marshal(info)
 	}
@@ -200,7 +206,7 @@ func patternsClaim(claims jwt.MapClaims, name string) ([]string, error) {
 	}
 	list, ok := raw.([]any)
 	if !ok {
-		return nil, fmt.Errorf("%w: claim %q must be a list of channel patterns", ErrTokenInvalid, name)
+		return nil, fmt.Errorf("%w: claim %q must be a list of patterns", ErrTokenInvalid, name)
 	}
 	out := make([]string, 0, len(list))
 	for _, v := range list {

@@ -182,6 +182,10 @@ func TestPatterns(t *testing.T) {
 	if !perms.CanSubscribe("presence:room") || perms.CanPublish("presence:room") || !perms.CanPublish("chat:1") {
 		t.Error("presence:* should be read-only")
 	}
+	perms = Permissions{Send: ParsePatterns("*"), DenySend: ParsePatterns("bot:*")}
+	if !perms.CanSend("alice") || perms.CanSend("bot:1") || (&Permissions{}).CanSend("alice") {
+		t.Fatal("send permissions: the default allows, a deny wins, no patterns allow nothing")
+	}
 	if (Patterns{}).Allows("x") {
 		t.Error("an empty list allows nothing")
 	}

@@ -232,6 +232,16 @@ func UnsubscribedFrame(channel string, id []byte) []byte {
 	return f.done()
 }
 
+// RevokedFrame ends a subscription the client did not ask to end: code
+// says why (forbidden: a refreshed token no longer allows the channel).
+func RevokedFrame(channel, code, reason string) []byte {
+	f := newFrame("unsubscribed", len(channel)+len(code)+len(reason)+48)
+	f.str("channel", channel)
+	f.str("code", code)
+	f.str("reason", reason)
+	return f.done()
+}
+
 // GapFrame tells a subscriber that its stream of channel jumps: the next
 // publication it receives follows offset in epoch, and any between the
 // last one it has and that were not delivered to it.

@@ -32,7 +32,7 @@ type OutboxLimits struct {
 type Outbox struct {
 	ID   string
 	User string
-	Info []byte // presence info from the user's token, raw JSON
+	Info TokenInfo // what the user's token says to show in presence
 
 	conn       net.Conn
 	raw        syscall.RawConn // nil: the socket has no descriptor to write without waiting

@@ -2,8 +2,9 @@ package transport
 
 import "strings"
 
-// Patterns is a list of channel patterns: `lobby:42` (exact), `chat:*`
-// (prefix), `*` (all); an entry starting with `!` denies, and a deny wins.
+// Patterns is a list of channel (or user id) patterns: `lobby:42` (exact),
+// `chat:*` (prefix), `*` (all); an entry starting with `!` denies, and a
+// deny wins.
 type Patterns []string
 
 // ParsePatterns splits a comma-separated list.
@@ -39,13 +40,16 @@ func matchPattern(pattern, channel string) bool {
 	return pattern == channel
 }
 
-// Permissions decide what a connection may do with channels.
+// Permissions decide what a connection may do with channels, and to which
+// users it may send.
 type Permissions struct {
 	Subscribe Patterns // from the token, else the default
 	Publish   Patterns
+	Send      Patterns // user ids
 	// Deny rules that hold whatever a token says, e.g. `presence:*` read-only.
 	DenySubscribe Patterns
 	DenyPublish   Patterns
+	DenySend      Patterns
 }
 
 func (p *Permissions) CanSubscribe(channel string) bool {
@@ -54,6 +58,11 @@ func (p *Permissions) CanSubscribe(channel string) bool {
 
 func (p *Permissions) CanPublish(channel string) bool {
 	return p.Publish.Allows(channel) && !matchesAny(p.DenyPublish, channel)
+}
+
+// CanSend reports whether a `send` to user is allowed.
+func (p *Permissions) CanSend(user string) bool {
+	return p.Send.Allows(user) && !matchesAny(p.DenySend, user)
 }
 
 func matchesAny(ps Patterns, channel string) bool {

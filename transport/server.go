@@ -32,7 +32,27 @@ type Inbound interface {
 	// Command may wait while the connection's earlier commands are being
 	// handled; its socket is not read meanwhile, so TCP slows the client.
 	Command(*pb.ClientCommand)
+	// Refreshed says a refreshed token replaced the connection's
+	// permissions; it follows every command handed over before it.
+	Refreshed(Refresh)
 	Closed()
+}
+
+// Refresh is what a refreshed token changes on an open connection.
+type Refresh struct {
+	// Permissions replace the connection's: a subscription they no longer
+	// allow ends, with an `unsubscribed` frame from RevokedFrame.
+	Permissions Permissions
+	// Info applies to subscriptions made from now on.
+	Info TokenInfo
+}
+
+// TokenInfo is what a token says to show of its user in presence. A token
+// with an info claim is authoritative: presence shows the claim, never the
+// info a client puts in its subscribe frame, so nobody poses as another.
+type TokenInfo struct {
+	Claimed bool   // the token has an info claim
+	Info    []byte // the claim, raw JSON; nil: nothing to show
 }
 
 // Options configure the client-facing server.
@@ -47,10 +67,11 @@ type Options struct {
 	// X-User-ID header or ?user=, and every channel is open.
 	Auth        *Authenticator
 	AuthTimeout time.Duration
-	// Permissions for tokens without `channels`/`publish` claims, and
-	// deny rules that hold whatever a token says.
-	DefaultSubscribe, DefaultPublish Patterns
-	DenySubscribe, DenyPublish       Patterns
+	// Permissions for tokens without `channels`/`publish`/`send` claims
+	// (and for every connection in development mode), and deny rules that
+	// hold whatever a token says.
+	DefaultSubscribe, DefaultPublish, DefaultSend Patterns
+	DenySubscribe, DenyPublish, DenySend          Patterns
 
 	RateLimit float64 // publications (message, send) a second per connection; 0: unlimited
 	RateBurst int
@@ -185,11 +206,20 @@ type socketState struct {
 	bucket        *tokenBucket // publications; touched by the read loop only
 	controlBucket *tokenBucket // every other frame; touched by the read loop only
 
-	mu      sync.Mutex
-	inbound Inbound // nil until authenticated
-	perms   Permissions
-	timer   *time.Timer // auth timeout, then token expiry
-	ended   bool
+	reading atomic.Bool // a frame read from the socket is being handled
+	// The reader waits for the broker (Command): the socket is not read,
+	// so silence from it says nothing about the client.
+	waitingOnBroker atomic.Bool
+	pastDue         atomic.Bool // set with due
+
+	mu        sync.Mutex
+	inbound   Inbound // nil until authenticated
+	perms     Permissions
+	timer     *time.Timer // the deadline: auth timeout, then token expiry
+	deadline  time.Time   // zero: none
+	deadlines uint64      // numbers the deadlines, so an outdated timer knows it
+	due       string      // the refusal of a deadline that passed while a frame was handled
+	ended     bool
 }
 
 func (st *socketState) authenticated() (Inbound, *Permissions) {
@@ -252,10 +282,10 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	case s.opts.Auth == nil:
 		s.open(st, &Identity{User: user})
 	case token != "":
-		s.authenticate(st, token)
+		s.authenticate(st, token, time.Now())
 	default:
 		st.mu.Lock()
-		st.timer = time.AfterFunc(s.opts.AuthTimeout, func() { s.refuse(st, AuthTimeout, true) })
+		s.armDeadline(st, time.Now().Add(s.opts.AuthTimeout), AuthTimeout)
 		st.mu.Unlock()
 	}
 	go socket.ReadLoop()
@@ -288,84 +318,6 @@ func (s *Server) handshakeToken(r *http.Request) (string, *gws.Upgrader) {
 		token = q
 	}
 	return token, upgrader
-}
-
-// authenticate verifies a token for a new or an already open connection.
-func (s *Server) authenticate(st *socketState, token string) {
-	id, err := s.opts.Auth.Verify(token)
-	if err != nil {
-		text := AuthInvalid
-		if errors.Is(err, ErrTokenExpired) {
-			text = AuthExpired
-		}
-		s.log.Debug("authentication failed", "connection", st.out.ID, "err", err)
-		s.refuse(st, text, false)
-		return
-	}
-	st.mu.Lock()
-	if st.ended {
-		st.mu.Unlock()
-		return
-	}
-	if st.inbound != nil && id.User != st.out.User {
-		st.mu.Unlock()
-		s.refuse(st, AuthInvalid, false)
-		return
-	}
-	if st.timer != nil {
-		st.timer.Stop()
-		st.timer = nil
-	}
-	if !id.Expires.IsZero() {
-		st.timer = time.AfterFunc(time.Until(id.Expires)+s.opts.Auth.cfg.Leeway, func() { s.refuse(st, AuthExpired, false) })
-	}
-	refresh := st.inbound != nil
-	st.mu.Unlock()
-	if refresh {
-		st.out.Push(AuthenticatedFrame(id.User))
-		return
-	}
-	st.out.User, st.out.Info = id.User, id.Info
-	if s.opts.Limits.MaxInfoBytes > 0 && len(id.Info) > s.opts.Limits.MaxInfoBytes {
-		st.out.Info = nil // too large to show in presence
-	}
-	st.out.Push(AuthenticatedFrame(id.User))
-	s.open(st, id)
-}
-
-// open hands an authenticated connection to the broker.
-func (s *Server) open(st *socketState, id *Identity) {
-	perms := Permissions{Subscribe: s.opts.DefaultSubscribe, Publish: s.opts.DefaultPublish,
-		DenySubscribe: s.opts.DenySubscribe, DenyPublish: s.opts.DenyPublish}
-	if id.Subscribe != nil {
-		perms.Subscribe = id.Subscribe
-	}
-	if id.Publish != nil {
-		perms.Publish = id.Publish
-	}
-	s.users.join(st.out.User)
-	inbound := s.connector.Open(st.out)
-	st.mu.Lock()
-	st.inbound, st.perms = inbound, perms
-	ended := st.ended
-	st.mu.Unlock()
-	if ended { // the socket closed while the broker was opening it
-		inbound.Closed()
-	}
-}
-
-// refuse sends an authentication error and closes with 4001. Before
-// authentication (pendingOnly) it does nothing once the client is in.
-func (s *Server) refuse(st *socketState, text string, pendingOnly bool) {
-	st.mu.Lock()
-	if pendingOnly && st.inbound != nil {
-		st.mu.Unlock()
-		return
-	}
-	st.mu.Unlock()
-	s.metrics.ProtocolErrors.WithLabelValues(CodeUnauthenticated).Inc()
-	st.out.Push(ErrorFrame(CodeUnauthenticated, text, nil))
-	st.out.Close(CloseAuth, text)
 }
 
 func (s *Server) originAllowed(origin string) bool {
@@ -409,7 +361,8 @@ func (s *Server) clientIP(r *http.Request) string {
 }
 
 // heartbeat pings every connection and closes those silent for longer
-// than the idle timeout; one goroutine for all connections.
+// than the idle timeout; one goroutine for all connections. A connection
+// whose reader waits for the broker is not silent, only unread.
 func (s *Server) heartbeat() {
 	ticker := time.NewTicker(s.opts.PingInterval)
 	defer ticker.Stop()
@@ -420,7 +373,7 @@ func (s *Server) heartbeat() {
 		case now := <-ticker.C:
 			s.mu.Lock()
 			for st := range s.sockets {
-				if s.opts.IdleTimeout > 0 && now.Sub(time.Unix(0, st.lastActive.Load())) > s.opts.IdleTimeout {
+				if s.opts.IdleTimeout > 0 && !st.waitingOnBroker.Load() && now.Sub(time.Unix(0, st.lastActive.Load())) > s.opts.IdleTimeout {
 					st.out.Close(CloseIdle, "idle timeout")
 					continue
 				}
@@ -439,133 +392,6 @@ func (s *Server) slowConsumer(out *Outbox) {
 func (s *Server) protocolError(out *Outbox, perr *ProtocolError) {
 	s.metrics.ProtocolErrors.WithLabelValues(perr.Code).Inc()
 	out.Push(ErrorFrame(perr.Code, perr.Text, perr.ID))
-}
-
-// socketEvents adapts gws callbacks to the broker's Inbound.
-type socketEvents struct{ s *Server }
-
-func stateOf(socket *gws.Conn) *socketState {
-	v, _ := socket.Session().Load(socketKey)
-	return v.(*socketState)
-}
-
-func (e *socketEvents) OnOpen(*gws.Conn) {}
-
-func (e *socketEvents) OnClose(socket *gws.Conn, _ error) {
-	st := stateOf(socket)
-	st.out.socketGone()
-	st.mu.Lock()
-	st.ended = true
-	if st.timer != nil {
-		st.timer.Stop()
-	}
-	inbound := st.inbound
-	st.mu.Unlock()
-	s := e.s
-	s.mu.Lock()
-	delete(s.sockets, st)
-	s.mu.Unlock()
-	s.ips.release(st.ip)
-	if inbound != nil {
-		s.users.leave(st.out.User)
-		inbound.Closed()
-	}
-	s.metrics.Connections.Dec()
-}
-
-func (e *socketEvents) OnPing(socket *gws.Conn, payload []byte) {
-	st := stateOf(socket)
-	st.lastActive.Store(time.Now().UnixNano())
-	st.out.Push(PongControlFrame(payload))
-}
-
-func (e *socketEvents) OnPong(socket *gws.Conn, _ []byte) {
-	stateOf(socket).lastActive.Store(time.Now().UnixNano())
-}
-
-func (e *socketEvents) OnMessage(socket *gws.Conn, message *gws.Message) {
-	defer message.Close()
-	s, st := e.s, stateOf(socket)
-	now := time.Now()
-	st.lastActive.Store(now.UnixNano())
-	s.metrics.MessagesIn.Inc()
-	if message.Opcode != gws.OpcodeText {
-		if s.admit(st, nil, nil) {
-			s.protocolError(st.out, &ProtocolError{Code: CodeBinaryFrame, Text: "Binary frames are not supported: send JSON text frames"})
-		}
-		return
-	}
-	cmd, perr := DecodeCommand(message.Bytes(), s.opts.Limits)
-	// Every frame counts against a budget, invalid ones too, before any
-	// answer is written.
-	if !s.admit(st, cmd, perr) {
-		return
-	}
-	inbound, perms := st.authenticated()
-	if inbound == nil && s.opts.Auth != nil {
-		// Nothing but an auth frame is processed before authentication.
-		if perr == nil && cmd.Kind == pb.ClientCommand_KIND_AUTH {
-			s.authenticate(st, cmd.Token)
-		} else {
-			s.refuse(st, AuthNoToken, true)
-		}
-		return
-	}
-	if perr != nil {
-		s.protocolError(st.out, perr)
-		return
-	}
-	switch cmd.Kind {
-	case pb.ClientCommand_KIND_AUTH:
-		if s.opts.Auth == nil {
-			st.out.Push(AuthenticatedFrame(st.out.User)) // development mode: nothing to check
-		} else {
-			s.authenticate(st, cmd.Token)
-		}
-		return
-	case pb.ClientCommand_KIND_SUBSCRIBE, pb.ClientCommand_KIND_PRESENCE, pb.ClientCommand_KIND_HISTORY:
-		if !perms.CanSubscribe(cmd.Channel) {
-			s.protocolError(st.out, &ProtocolError{Code: CodeForbidden, Text: "Not allowed to subscribe to " + cmd.Channel, ID: cmd.Id})
-			return
-		}
-	case pb.ClientCommand_KIND_PUBLISH:
-		if !perms.CanPublish(cmd.Channel) {
-			s.protocolError(st.out, &ProtocolError{Code: CodeForbidden, Text: "Not allowed to publish to " + cmd.Channel, ID: cmd.Id})
-			return
-		}
-	}
-	inbound.Command(cmd)
-}
-
-// admit applies the rate limits to a frame: publications (message, send)
-// spend the connection's and the user's publication budget, every other
-// frame, invalid ones included, the connection's control budget.
-func (s *Server) admit(st *socketState, cmd *pb.ClientCommand, perr *ProtocolError) bool {
-	now := time.Now()
-	var id []byte
-	publication := false
-	switch {
-	case cmd != nil:
-		id = cmd.Id
-		publication = cmd.Kind == pb.ClientCommand_KIND_PUBLISH || cmd.Kind == pb.ClientCommand_KIND_SEND
-	case perr != nil:
-		id = perr.ID
-	}
-	if publication {
-		if (st.bucket == nil || st.bucket.take(now)) && s.users.take(st.out.User, now) {
-			return true
-		}
-	} else if st.controlBucket == nil || st.controlBucket.take(now) {
-		return true
-	}
-	if s.opts.RateDisconnect {
-		s.metrics.ProtocolErrors.WithLabelValues(CodeRateLimited).Inc()
-		st.out.Push(ErrorFrame(CodeRateLimited, "Rate limit exceeded", id))
-		st.out.Close(CloseRateLimited, "rate limit exceeded")
-		return false
-	}
-	s.protocolError(st.out, &ProtocolError{Code: CodeRateLimited, Text: "Rate limit exceeded", ID: id})
-	return false
 }
 
 type gwsLogger struct{ log *slog.Logger }

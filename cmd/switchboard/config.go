@@ -49,6 +49,8 @@ type config struct {
 	PublishDefault   string
 	SubscribeDeny    string
 	PublishDeny      string
+	SendDefault      string
+	SendDeny         string
 
 	RateLimit         float64
 	RateBurst         int
@@ -97,6 +99,7 @@ func defaultConfig() config {
 		AuthTimeout:      5 * time.Second,
 		SubscribeDefault: "*",
 		PublishDefault:   "*",
+		SendDefault:      "*",
 
 		// A game sends inputs at 20-60 Hz and an editor keystrokes in
 		// bursts; a page joins hundreds of channels at once after every
@@ -152,6 +155,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PublishDefault, "publish-default", c.PublishDefault, "channel patterns a client may publish to when its token has no publish claim")
 	fs.StringVar(&c.SubscribeDeny, "subscribe-deny", c.SubscribeDeny, "channel patterns no client may subscribe to, whatever its token says")
 	fs.StringVar(&c.PublishDeny, "publish-deny", c.PublishDeny, "channel patterns no client may publish to, e.g. presence:* for read-only namespaces")
+	fs.StringVar(&c.SendDefault, "send-default", c.SendDefault, "user id patterns a client may send to when its token has no send claim (empty: nobody)")
+	fs.StringVar(&c.SendDeny, "send-deny", c.SendDeny, "user id patterns no client may send to, whatever its token says, e.g. bot:*")
 
 	fs.Float64Var(&c.RateLimit, "rate-limit", c.RateLimit, "publications (message, send) a second one connection may send (0: unlimited)")
 	fs.IntVar(&c.RateBurst, "rate-burst", c.RateBurst, "burst above --rate-limit")

@@ -108,6 +108,8 @@ func run(cfg config) error {
 		DefaultPublish:    transport.ParsePatterns(cfg.PublishDefault),
 		DenySubscribe:     transport.ParsePatterns(cfg.SubscribeDeny),
 		DenyPublish:       transport.ParsePatterns(cfg.PublishDeny),
+		DefaultSend:       transport.ParsePatterns(cfg.SendDefault),
+		DenySend:          transport.ParsePatterns(cfg.SendDeny),
 		RateLimit:         cfg.RateLimit,
 		RateBurst:         cfg.RateBurst,
 		ControlRateLimit:  cfg.ControlRateLimit,

@@ -21,6 +21,7 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 	ttl := fs.Duration("ttl", time.Hour, "lifetime of the token")
 	channels := fs.String("channels", "", "comma-separated channel patterns the token may subscribe to (empty: the broker's default)")
 	publish := fs.String("publish", "", "comma-separated channel patterns the token may publish to (empty: the broker's default)")
+	send := fs.String("send", "", "comma-separated user id patterns the token may send to (empty: the broker's default)")
 	info := fs.String("info", "", "JSON value for the info claim")
 	issuer := fs.String("issuer", "", "iss claim")
 	audience := fs.String("audience", "", "aud claim")
@@ -36,6 +37,9 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	if *publish != "" {
 		claims["publish"] = splitList(*publish)
+	}
+	if *send != "" {
+		claims["send"] = splitList(*send)
 	}
 	if *info != "" {
 		var v any

@@ -363,6 +363,16 @@ func (c *Client) receive(raw []byte) {
 		c.deliver(m)
 	case "gap":
 		c.gap(raw)
+	case "unsubscribed":
+		// The server ended it (a refreshed token no longer allows it): not
+		// to be subscribed again after a reconnect.
+		var u struct{ Channel, Code string }
+		if json.Unmarshal(raw, &u) == nil && u.Code != "" {
+			c.mu.Lock()
+			delete(c.channels, u.Channel)
+			c.mu.Unlock()
+		}
+		c.event(Event{Type: head.Type, Frame: raw})
 	case "error":
 		e := &Error{}
 		_ = json.Unmarshal(raw, e)

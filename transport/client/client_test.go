@@ -175,3 +175,52 @@ func TestRefusedSubscriptions(t *testing.T) {
 		t.Fatal("the client believes it is subscribed where the server refused, or forgot where it accepted")
 	}
 }
+
+// A subscription the server ends (code set) is forgotten, so a reconnect
+// does not ask for it again; an unsubscribed frame without a code is not
+// the server's doing and changes nothing.
+func TestSubscriptionEndedByTheServerIsForgotten(t *testing.T) {
+	url := startScripted(t, func(socket *gws.Conn, f map[string]any) {
+		if f["type"] != "subscribe" {
+			return
+		}
+		send(socket, map[string]any{"type": "subscribed", "channel": f["channel"], "offset": 0, "epoch": "e", "id": f["id"]})
+		if f["channel"] == "lobby:1" {
+			send(socket, map[string]any{"type": "unsubscribed", "channel": "lobby:1", "code": "forbidden", "reason": "The refreshed token does not allow lobby:1"})
+			send(socket, map[string]any{"type": "unsubscribed", "channel": "chat:a"})
+		}
+	})
+	ended := make(chan string, 2)
+	c, err := Dial(context.Background(), Options{URL: url, User: "u", NoReconnect: true,
+		OnEvent: func(e Event) {
+			if e.Type == "unsubscribed" {
+				var f struct{ Channel string }
+				_ = json.Unmarshal(e.Frame, &f)
+				ended <- f.Channel
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, ch := range []string{"chat:a", "lobby:1"} {
+		if _, err := c.Subscribe(context.Background(), ch, SubscribeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []string{"lobby:1", "chat:a"} {
+		select {
+		case got := <-ended:
+			if got != want {
+				t.Fatalf("unsubscribed event for %s, want %s", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no unsubscribed event")
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.channels["lobby:1"] != nil || c.channels["chat:a"] == nil {
+		t.Fatal("the client would subscribe again to a channel the server ended, or forgot one it did not")
+	}
+}

@@ -47,6 +47,8 @@ export interface PresenceReply extends Frame {
 export interface HistoryReply extends Frame { type: "history"; channel: string; publications: Message[]; offset: number; epoch: string }
 export interface Join extends Frame { type: "join"; channel: string; user: string; info?: unknown }
 export interface Leave extends Frame { type: "leave"; channel: string; user: string }
+/** A subscription the server ended; code says why (forbidden: a refreshed token no longer allows it). */
+export interface Unsubscribed extends Frame { type: "unsubscribed"; channel: string; code: string; reason: string }
 export interface Direct extends Frame { type: "direct"; from?: string; data: unknown; timestamp: number }
 
 export interface Events {
@@ -61,6 +63,7 @@ export interface Events {
   join: Join;
   leave: Leave;
   direct: Direct;
+  unsubscribed: Unsubscribed;
 }
 
 export declare class SwitchboardError extends Error {

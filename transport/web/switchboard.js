@@ -175,6 +175,12 @@ export class Switchboard {
       case "gap":
         this.gap(frame);
         break;
+      case "unsubscribed":
+        // The server ended it (a refreshed token no longer allows it): not
+        // to be subscribed again after a reconnect.
+        if (frame.code) this.channels.delete(frame.channel);
+        this.emit("unsubscribed", frame);
+        break;
       case "error":
         if (frame.code === "unauthenticated") this.authFailed = frame.error;
         this.emit("error", new SwitchboardError(frame.error, frame.code, frame));

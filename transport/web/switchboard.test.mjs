@@ -315,3 +315,26 @@ test("after a reconnect, hundreds of channels are re-subscribed a few at a time"
   assert.ok(most <= 32, `${most} re-subscriptions in flight at once`);
   c.close();
 });
+
+test("a subscription the server ends is not subscribed again after a reconnect", async () => {
+  const c = client();
+  const ended = [];
+  c.on("unsubscribed", (f) => ended.push(f.channel));
+  const connected = c.connect();
+  autoReply(latest(), (f) => ({ type: "subscribed", channel: f.channel, offset: 0, epoch: "e1" }));
+  latest().accept();
+  await connected;
+  await c.subscribe("chat:a");
+  await c.subscribe("lobby:1");
+  latest().push({ type: "unsubscribed", channel: "lobby:1", code: "forbidden", reason: "The refreshed token does not allow lobby:1" });
+  latest().push({ type: "unsubscribed", channel: "chat:a" }); // no code: not the server's doing, nothing forgotten
+  assert.deepEqual(ended, ["lobby:1", "chat:a"]);
+  latest().drop();
+  await tick(20);
+  const second = latest();
+  autoReply(second, (f) => ({ type: "subscribed", channel: f.channel, offset: 0, epoch: "e1" }));
+  second.accept();
+  await tick(10);
+  assert.deepEqual(second.sent.filter((f) => f.type === "subscribe").map((f) => f.channel), ["chat:a"]);
+  c.close();
+});

@@ -134,8 +134,9 @@ func (x *SubscriberAdded) GetOffset() uint64 {
 	return 0
 }
 
-// A channel lost a subscriber on the relay's node; `reply`, when set, is
-// the encoded `unsubscribed` frame.
+// A channel lost a subscriber on the relay's node, or a connection ended
+// one of its subscriptions itself (a refreshed token no longer allows it);
+// `reply`, when set, is the encoded `unsubscribed` frame.
 type SubscriberRemoved struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
