@@ -475,8 +475,17 @@ func (b *Broker) SetChannelCapacity(ctx context.Context, channel string, capacit
 }
 
 // CloseAll closes every connection on this node with code and waits,
-// until ctx ends, for them to be gone.
+// until ctx ends, for them to be gone. Each closes once its publications
+// in flight are answered; those still waiting at half the time left are
+// closed regardless.
 func (b *Broker) CloseAll(ctx context.Context, code uint16, reason string) {
+	gentle := &closeWhenAnswered{code: code, reason: reason}
+	b.local.eachActor(func(pid *actor.PID) { b.system.Root.Send(pid, gentle) })
+	answered, cancel := context.WithTimeout(ctx, time.Until(b.deadline(ctx))/2)
+	defer cancel()
+	for b.local.count() > 0 && answered.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
 	b.local.each(func(out *transport.Outbox) { out.Close(code, reason) })
 	for b.local.count() > 0 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)

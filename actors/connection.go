@@ -27,6 +27,15 @@ type connection struct {
 	pendingCheck  *time.Timer // armed while publications are pending
 	backlog       *commandBacklog
 	info          transport.TokenInfo // the token's, from the latest refresh
+	closing       *closeWhenAnswered  // the server is stopping: close once pending is answered
+}
+
+// closeWhenAnswered closes a connection once the publications it has in
+// flight are answered, so a server that stops loses no acknowledgement
+// (a client would otherwise publish again what was published).
+type closeWhenAnswered struct {
+	code   uint16
+	reason string
 }
 
 // pendingPublication is one publication sent to its channel and not yet
@@ -59,13 +68,20 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.out.Close(uint16(msg.Code), msg.Reason)
 	case *pb.Published:
 		c.published(msg)
+		c.closeIfAnswered()
+	case *closeWhenAnswered:
+		c.closing = msg
+		c.closeIfAnswered()
 	case checkPending:
 		c.pendingCheck = nil
 		c.retryPending(ctx, func(p pendingPublication) bool { return time.Since(p.sent) >= attemptTimeout }, true)
+		c.closeIfAnswered()
 	case *actor.DeadLetterResponse:
 		c.retryPending(ctx, func(p pendingPublication) bool { return p.pid.Equal(msg.Target) }, false)
+		c.closeIfAnswered()
 	case *pb.Moved:
 		c.retryPending(ctx, func(p pendingPublication) bool { return p.msg.Sequence == msg.Sequence }, false)
+		c.closeIfAnswered()
 	case transport.Refresh:
 		c.refreshed(ctx, msg)
 	case *pb.SocketClosed:
@@ -247,6 +263,10 @@ const maxPipelined = 64
 // that is gone, falls back to the retrying call; the channel recognises a
 // repeat by its sequence number.
 func (c *connection) publish(ctx actor.Context, cmd *pb.ClientCommand) {
+	if c.closing != nil {
+		c.out.Reply(transport.ErrorFrame(transport.CodeUnavailable, "The server is restarting: publish again once reconnected", cmd.Id))
+		return
+	}
 	msg := &pb.Publish{
 		Channel: cmd.Channel, User: c.out.User, Data: cmd.Data,
 		Publisher: c.out.ID, Sequence: c.next(),
@@ -260,6 +280,12 @@ func (c *connection) publish(ctx actor.Context, cmd *pb.ClientCommand) {
 	c.pending[msg.Sequence] = pendingPublication{cmd: cmd, msg: msg, pid: pid, sent: time.Now()}
 	ctx.Request(pid, msg)
 	c.armPendingCheck(ctx)
+}
+
+func (c *connection) closeIfAnswered() {
+	if c.closing != nil && len(c.pending) == 0 {
+		c.out.Close(c.closing.code, c.closing.reason)
+	}
 }
 
 func (c *connection) published(res *pb.Published) {

@@ -154,6 +154,14 @@ func (l *localConnections) count() int {
 	return len(l.byID)
 }
 
+func (l *localConnections) eachActor(f func(*actor.PID)) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for _, c := range l.byID {
+		f(c.pid)
+	}
+}
+
 func (l *localConnections) each(f func(*transport.Outbox)) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()

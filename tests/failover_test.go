@@ -126,3 +126,79 @@ func TestFailoverKeepsEveryAcknowledgedPublication(t *testing.T) {
 		len(acked), len(channels), traffic.unavailable, traffic.latency(), recovered, len(channels))
 	probs.report(t)
 }
+
+// A node stopped gracefully closes its clients only once the publications
+// they have in flight are answered: nothing a subscriber received goes
+// unacknowledged to its publisher (who would otherwise publish it again
+// on its next connection).
+func TestGracefulStopLosesNoAcknowledgement(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes := startCluster(t, etcd, 3, "--rate-limit", "0")
+	channels := names("acked", 12)
+	watcher := join(t, nodes[0], "watcher")
+	watcher.subscribe(t, nil, channels...)
+	publisher := join(t, nodes[2], "publisher")
+
+	sent := map[string]string{} // data → id
+	stopping := make(chan struct{})
+	go func() {
+		defer close(stopping)
+		time.Sleep(300 * time.Millisecond)
+		nodes[2].stop()
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 0; i < 20000 && !publisher.isClosed() && time.Now().Before(deadline); i++ {
+		data := fmt.Sprintf("p#%d", i)
+		id, err := publisher.ask(map[string]any{"type": "message", "channel": channels[i%len(channels)], "data": data})
+		if err != nil {
+			break
+		}
+		sent[data] = id
+		if i%4 == 3 {
+			time.Sleep(time.Millisecond) // pipelined, four at a time
+		}
+	}
+	<-stopping
+	if code, ok := publisher.closeCode(waitTimeout); !ok || code != 1012 {
+		t.Fatalf("the publisher's connection closed with %d (closed: %v), want 1012", code, ok)
+	}
+
+	// Whatever was acknowledged reaches the watcher; so does whatever
+	// else was applied, alongside.
+	var acked []string
+	for data, id := range sent {
+		if f, ok := publisher.reply(id, 0); ok && f.typ() == "published" {
+			acked = append(acked, data)
+		}
+	}
+	within(waitTimeout, func() bool {
+		seen := map[string]bool{}
+		for _, m := range watcher.messages("") {
+			seen[m.data()] = true
+		}
+		for _, data := range acked {
+			if !seen[data] {
+				return false
+			}
+		}
+		return true
+	})
+	var probs problems
+	received := 0
+	for _, m := range watcher.frames("message", "") {
+		id, ours := sent[m.data()]
+		if !ours {
+			continue
+		}
+		received++
+		if f, answered := publisher.reply(id, 0); !answered || f.typ() != "published" {
+			probs.add("delivered but not acknowledged", "%s (%s): answer %v", m.data(), id, f)
+		}
+	}
+	if received == 0 {
+		t.Fatalf("no publication reached the watcher before the stop")
+	}
+	t.Logf("%d publications sent, %d delivered, each checked for its acknowledgement", len(sent), received)
+	probs.report(t)
+}

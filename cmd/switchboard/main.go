@@ -151,17 +151,21 @@ func run(cfg config) error {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if lost == nil {
-		// Hand the channels over and leave first, so they move with their
-		// history while this node's clients are still served through them;
-		// then close the clients.
+		// Hand the channels over first, so they move with their history
+		// while this node's clients are still served through them; then
+		// close the clients while this node is still a member, so the
+		// answers to their publications in flight reach them; then leave.
 		if err := node.Drain(ctx); err != nil {
 			log.Warn("draining", "err", err)
 		} else {
-			// Half the time at most: leaving and closing the clients need the rest.
+			// Half the time at most: closing the clients and leaving need the rest.
 			handOver, cancelHandOver := context.WithTimeout(ctx, cfg.ShutdownTimeout/2)
 			broker.HandOverChannels(handOver)
 			cancelHandOver()
 		}
+		closing, cancelClosing := context.WithTimeout(ctx, cfg.ShutdownTimeout/4)
+		broker.CloseAll(closing, transport.CloseServiceRestart, "server restarting")
+		cancelClosing()
 		if err := node.Leave(ctx); err != nil {
 			log.Warn("leaving the cluster", "err", err)
 		}
