@@ -149,6 +149,16 @@ func (b *Broker) updateMembers(term uint64, serving []*cluster.Member, draining 
 	}
 	if len(gone) > 0 {
 		b.local.forgetWatchesAt(gone)
+		if orphans := b.replicas.orphans(gone); len(orphans) > 0 {
+			// Their owner died: wake them at their new owner (this node, as
+			// a rule), so it takes the copy over and their subscribers get
+			// what they missed now, not at the channel's next use.
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*b.opts.RequestTimeout)
+				defer cancel()
+				b.wakeAll(ctx, orphans)
+			}()
+		}
 	}
 	joined := &pb.WatchMembers{}
 	for address, id := range next.members {
@@ -505,6 +515,11 @@ func (b *Broker) HandOverChannels(ctx context.Context) {
 		}
 		return true
 	})
+	b.wakeAll(ctx, channels)
+}
+
+// wakeAll activates channels at their owners, a few at a time.
+func (b *Broker) wakeAll(ctx context.Context, channels []string) {
 	const inParallel = 32
 	slots := make(chan struct{}, inParallel)
 	var wg sync.WaitGroup

@@ -26,6 +26,7 @@ type replicas struct {
 
 type replicaCopy struct {
 	term    uint64 // of the activation it is kept for
+	owner   string // that activation's address
 	opts    ChannelOptions
 	epoch   string
 	offset  uint64
@@ -64,7 +65,7 @@ func (r *replicas) state(channel string) *pb.ChannelState {
 
 // apply keeps the state an activation sent whole, unless a newer
 // activation's copy is kept already.
-func (r *replicas) apply(b *Broker, sync *pb.ReplicaSync) *pb.ReplicaAck {
+func (r *replicas) apply(b *Broker, owner string, sync *pb.ReplicaSync) *pb.ReplicaAck {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ack := &pb.ReplicaAck{Channel: sync.Channel, Term: sync.Term}
@@ -73,7 +74,7 @@ func (r *replicas) apply(b *Broker, sync *pb.ReplicaSync) *pb.ReplicaAck {
 		return ack
 	}
 	s := sync.State
-	c := &replicaCopy{term: sync.Term, opts: b.opts.Namespaces.For(sync.Channel), epoch: s.Epoch, offset: s.Offset,
+	c := &replicaCopy{term: sync.Term, owner: owner, opts: b.opts.Namespaces.For(sync.Channel), epoch: s.Epoch, offset: s.Offset,
 		capacity: s.ConfiguredCapacity, lineage: s.Lineage, history: storedFrom(s.History)}
 	for _, a := range s.Answered {
 		c.answers.remember(a.Publisher, a.Sequence, answerFrom(a))
@@ -116,6 +117,20 @@ func (r *replicas) append(a *pb.ReplicaAppend) *pb.ReplicaAck {
 	return ack
 }
 
+// orphans are the channels whose copies here were kept for activations
+// on the members at gone addresses.
+func (r *replicas) orphans(gone map[string]struct{}) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var channels []string
+	for name, c := range r.copies {
+		if _, left := gone[c.owner]; left {
+			channels = append(channels, name)
+		}
+	}
+	return channels
+}
+
 // drop forgets the copy kept for the activation of term or an older one.
 func (r *replicas) drop(channel string, term uint64) {
 	r.mu.Lock()
@@ -136,7 +151,11 @@ func (r *replica) Receive(ctx actor.Context) {
 	case *pb.ReplicaAppend:
 		r.answer(ctx, r.b.replicas.append(msg))
 	case *pb.ReplicaSync:
-		r.answer(ctx, r.b.replicas.apply(r.b, msg))
+		owner := ""
+		if ctx.Sender() != nil {
+			owner = ctx.Sender().Address
+		}
+		r.answer(ctx, r.b.replicas.apply(r.b, owner, msg))
 	case *pb.ReplicaDrop:
 		r.b.replicas.drop(msg.Channel, msg.Term)
 	}
