@@ -62,6 +62,18 @@ type stored struct {
 	offset uint64
 	at     time.Time
 	frame  []byte
+
+	excluded string // the user this publication is not for (HTTP API exclude_user)
+}
+
+// frameFor is the entry as user sees it in history or a recovery backlog:
+// a publication that excluded them is a skip frame, so their offsets stay
+// contiguous without the data.
+func (s stored) frameFor(user, channel, epoch string) []byte {
+	if s.excluded != "" && s.excluded == user {
+		return transport.SkipFrame(channel, epoch, s.offset)
+	}
+	return s.frame
 }
 
 func newChannel(b *Broker) *channel {
@@ -133,7 +145,7 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *pb.QueryPresence:
 		ctx.Respond(c.presence(msg.After, msg.Limit))
 	case *pb.QueryHistory:
-		ctx.Respond(c.historySince(msg.Since, msg.Limit))
+		ctx.Respond(c.historySince(msg.Since, msg.Limit, msg.User))
 	case *pb.Activate:
 		ctx.Respond(&pb.Activated{})
 	case *pb.ConfigureChannel:
@@ -252,7 +264,7 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 	now := time.Now()
 	frame := transport.MessageFrame(c.name, msg.User, msg.Data, c.last, c.epoch, now.UnixMilli())
 	if c.opts.HistorySize > 0 {
-		c.history = append(c.history, stored{offset: c.last, at: now, frame: frame})
+		c.history = append(c.history, stored{offset: c.last, at: now, frame: frame, excluded: msg.ExcludeUser})
 		c.trimHistory()
 	}
 	delivery := &pb.Delivery{Channel: c.name, Frame: frame, ExcludeUser: msg.ExcludeUser,
@@ -293,7 +305,7 @@ func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 		Term: c.placement.term, Epoch: c.epoch, Offset: c.last}
 	var recovered *bool
 	if msg.Recover {
-		ok, backlog := c.recover(msg.RecoverOffset, msg.RecoverEpoch)
+		ok, backlog := c.recover(msg.RecoverOffset, msg.RecoverEpoch, msg.User)
 		recovered, added.Backlog = &ok, backlog
 	}
 	added.Reply = transport.SubscribedFrame(c.name, c.last, c.epoch, recovered, msg.ReplyId)
@@ -306,9 +318,10 @@ func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 	ctx.Respond(&pb.Subscribed{Offset: c.last, Epoch: c.epoch, Recovered: recovered != nil && *recovered})
 }
 
-// recover returns the stored publications after offset in epoch, if the
-// history still holds every one of them and they fit one history page.
-func (c *channel) recover(offset uint64, epoch string) (bool, [][]byte) {
+// recover returns the stored publications after offset in epoch, as user
+// sees them, if the history still holds every one of them and they fit
+// one history page.
+func (c *channel) recover(offset uint64, epoch, user string) (bool, [][]byte) {
 	if epoch != c.epoch || offset > c.last {
 		return false, nil
 	}
@@ -323,12 +336,13 @@ func (c *channel) recover(offset uint64, epoch string) (bool, [][]byte) {
 	size := 0
 	for _, s := range c.history {
 		if s.offset > offset {
-			if size += len(s.frame); size > maxHistoryPageBytes {
+			frame := s.frameFor(user, c.name, c.epoch)
+			if size += len(frame); size > maxHistoryPageBytes {
 				// More than a client's outbox should take at once: it
 				// reads the history page by page instead.
 				return false, nil
 			}
-			backlog = append(backlog, s.frame)
+			backlog = append(backlog, frame)
 		}
 	}
 	return true, backlog
@@ -372,7 +386,8 @@ func (c *channel) trimHistory() {
 // page holds at least one publication.
 const maxHistoryPageBytes = 1 << 20
 
-func (c *channel) historySince(since uint64, limit uint32) *pb.History {
+// historySince answers a history request of user.
+func (c *channel) historySince(since uint64, limit uint32, user string) *pb.History {
 	c.trimHistory()
 	res := &pb.History{Offset: c.last, Epoch: c.epoch}
 	size := 0
@@ -380,13 +395,14 @@ func (c *channel) historySince(since uint64, limit uint32) *pb.History {
 		if s.offset <= since {
 			continue
 		}
+		frame := s.frameFor(user, c.name, c.epoch)
 		full := limit > 0 && len(res.Frames) == int(limit)
-		if full || (len(res.Frames) > 0 && size+len(s.frame) > maxHistoryPageBytes) {
+		if full || (len(res.Frames) > 0 && size+len(frame) > maxHistoryPageBytes) {
 			res.More = true
 			break
 		}
-		res.Frames = append(res.Frames, s.frame)
-		size += len(s.frame)
+		res.Frames = append(res.Frames, frame)
+		size += len(frame)
 	}
 	return res
 }

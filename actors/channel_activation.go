@@ -74,7 +74,7 @@ func (c *channel) takeOver(ctx actor.Context, address string) bool {
 	}
 	c.epoch, c.last = state.Epoch, state.Offset
 	for _, s := range state.History {
-		c.history = append(c.history, stored{offset: s.Offset, at: time.Unix(0, s.AtUnixNano), frame: s.Frame})
+		c.history = append(c.history, stored{offset: s.Offset, at: time.Unix(0, s.AtUnixNano), frame: s.Frame, excluded: s.ExcludedUser})
 	}
 	c.trimHistory()
 	if state.ConfiguredCapacity > 0 {
@@ -148,7 +148,8 @@ func (c *channel) state() *pb.ChannelState {
 	c.trimHistory()
 	state := &pb.ChannelState{Found: true, Epoch: c.epoch, Offset: c.last, Lineage: c.lineage}
 	for _, s := range c.history {
-		state.History = append(state.History, &pb.ChannelState_Stored{Offset: s.offset, AtUnixNano: s.at.UnixNano(), Frame: s.frame})
+		state.History = append(state.History, &pb.ChannelState_Stored{Offset: s.offset, AtUnixNano: s.at.UnixNano(), Frame: s.frame,
+			ExcludedUser: s.excluded})
 	}
 	if c.configured {
 		state.ConfiguredCapacity = uint32(c.opts.Capacity)
