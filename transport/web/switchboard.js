@@ -151,8 +151,12 @@ export class Switchboard {
       const waiter = this.pending.get(frame.id);
       this.pending.delete(frame.id);
       clearTimeout(waiter.timer);
-      if (frame.type === "error") waiter.reject(new SwitchboardError(frame.error, frame.code, frame));
-      else waiter.resolve(frame);
+      if (frame.type === "error") {
+        waiter.reject(new SwitchboardError(frame.error, frame.code, frame));
+        return;
+      }
+      if (frame.type === "subscribed") this.subscribed(frame);
+      waiter.resolve(frame);
       return;
     }
     switch (frame.type) {
@@ -286,11 +290,20 @@ export class Switchboard {
     if (frame.recover && !reply.recovered) {
       this.emit("recovery_failed", { channel, offset: reply.offset, epoch: reply.epoch });
     }
-    if (!frame.recover || !reply.recovered) {
-      ch.offset = reply.offset;
-      ch.epoch = reply.epoch;
-    }
     return reply;
+  }
+
+  /**
+   * Takes a channel's place from a subscribe reply as it arrives, before
+   * any frame that follows it: unless the subscription recovered from
+   * where it stood, its stream starts there.
+   */
+  subscribed(frame) {
+    const ch = this.channels.get(frame.channel);
+    if (ch && !frame.recovered) {
+      ch.offset = frame.offset;
+      ch.epoch = frame.epoch;
+    }
   }
 
   closed(socket, event) {

@@ -409,3 +409,37 @@ test("an unannounced jump that history cannot fill is a failed recovery", async 
   assert.deepEqual(got, [6]);
   c.close();
 });
+
+test("a subscribe reply sets the channel's place before the frames that follow it in the same tick", async () => {
+  const c = client();
+  const connected = c.connect();
+  autoReply(latest(), (f) => ({ type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }));
+  latest().accept();
+  await connected;
+  await c.subscribe("doc:1");
+  latest().drop();
+  await tick(20);
+  const second = latest();
+  const send = second.send.bind(second);
+  second.send = (text) => {
+    send(text);
+    const f = JSON.parse(text);
+    if (f.type !== "subscribe") return;
+    // Recovery refused (history too long to replay), and a live message right behind the reply.
+    setTimeout(() => {
+      second.push({ type: "subscribed", channel: f.channel, offset: 20, epoch: "e1", recovered: false, id: f.id });
+      second.push({ type: "message", channel: f.channel, data: 21, offset: 21, epoch: "e1" });
+    }, 0);
+  };
+  const got = [];
+  const failed = [];
+  c.on("message", (m) => got.push(m.offset));
+  c.on("recovery_failed", (e) => failed.push(e.offset));
+  second.accept();
+  await tick(20);
+  assert.deepEqual(got, [21]);
+  assert.deepEqual(failed, [20]);
+  assert.equal(second.sent.filter((f) => f.type === "history").length, 0, "no jump from 3 to 21");
+  assert.equal(c.channels.get("doc:1").offset, 21);
+  c.close();
+});
