@@ -136,6 +136,9 @@ func TestGoAPI(t *testing.T) {
 	if n, err := b.SendToUser(ctx, "bob", []byte(`"hi"`)); err != nil || n != 1 {
 		t.Fatalf("SendToUser = %d, %v", n, err)
 	}
+	if s := bob.expect("skip"); s["offset"] != float64(1) {
+		t.Fatalf("bob, excluded, got %v in the publication's place", s)
+	}
 	if d := bob.expect("direct"); d["data"] != "hi" {
 		t.Fatalf("bob got %v", d)
 	}

@@ -63,10 +63,21 @@ type member struct {
 }
 
 type stored struct {
-	offset      uint64
-	at          time.Time
-	frame       []byte
-	excludeUser string
+	offset uint64
+	at     time.Time
+	frame  []byte
+
+	excluded string // the user this publication is not for (HTTP API exclude_user)
+}
+
+// frameFor is the entry as user sees it in history or a recovery backlog:
+// a publication that excluded them is a skip frame, so their offsets stay
+// contiguous without the data.
+func (s stored) frameFor(user, channel, epoch string) []byte {
+	if s.excluded != "" && s.excluded == user {
+		return transport.SkipFrame(channel, epoch, s.offset)
+	}
+	return s.frame
 }
 
 func newChannel(b *Broker) *channel {
@@ -149,7 +160,7 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *pb.QueryPresence:
 		ctx.Respond(c.presence(msg.After, msg.Limit))
 	case *pb.QueryHistory:
-		ctx.Respond(c.historySince(msg.Since, msg.Limit))
+		ctx.Respond(c.historySince(msg.Since, msg.Limit, msg.User))
 	case *pb.Activate:
 		ctx.Respond(&pb.Activated{})
 	case *pb.ConfigureChannel:
@@ -270,7 +281,7 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 	c.last++
 	now := time.Now()
 	frame := transport.MessageFrame(c.name, msg.User, msg.Data, c.last, c.epoch, now.UnixMilli())
-	kept := stored{offset: c.last, at: now, frame: frame, excludeUser: msg.ExcludeUser}
+	kept := stored{offset: c.last, at: now, frame: frame, excluded: msg.ExcludeUser}
 	if c.opts.HistorySize > 0 {
 		c.history = append(c.history, kept)
 		c.trimHistory()
@@ -318,7 +329,7 @@ func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 		Term: c.placement.term, Epoch: c.epoch, Offset: c.delivered}
 	var recovered *bool
 	if msg.Recover {
-		ok, backlog := c.recover(msg.RecoverOffset, msg.RecoverEpoch)
+		ok, backlog := c.recover(msg.RecoverOffset, msg.RecoverEpoch, msg.User)
 		recovered, added.Backlog = &ok, backlog
 	}
 	added.Reply = transport.SubscribedFrame(c.name, c.delivered, c.epoch, recovered, msg.ReplyId)
@@ -331,9 +342,10 @@ func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 	ctx.Respond(&pb.Subscribed{Offset: c.delivered, Epoch: c.epoch, Recovered: recovered != nil && *recovered})
 }
 
-// recover returns the stored publications after offset in epoch, if the
-// history still holds every one of them and they fit one history page.
-func (c *channel) recover(offset uint64, epoch string) (bool, [][]byte) {
+// recover returns the stored publications after offset in epoch, as user
+// sees them, if the history still holds every one of them and they fit
+// one history page.
+func (c *channel) recover(offset uint64, epoch, user string) (bool, [][]byte) {
 	if epoch != c.epoch || offset > c.delivered {
 		return false, nil
 	}
@@ -351,12 +363,13 @@ func (c *channel) recover(offset uint64, epoch string) (bool, [][]byte) {
 			break
 		}
 		if s.offset > offset {
-			if size += len(s.frame); size > maxHistoryPageBytes {
+			frame := s.frameFor(user, c.name, c.epoch)
+			if size += len(frame); size > maxHistoryPageBytes {
 				// More than a client's outbox should take at once: it
 				// reads the history page by page instead.
 				return false, nil
 			}
-			backlog = append(backlog, s.frame)
+			backlog = append(backlog, frame)
 		}
 	}
 	return true, backlog
@@ -388,7 +401,8 @@ func (c *channel) trimHistory() { c.history = trimStored(c.history, c.opts) }
 // page holds at least one publication.
 const maxHistoryPageBytes = 1 << 20
 
-func (c *channel) historySince(since uint64, limit uint32) *pb.History {
+// historySince answers a history request of user.
+func (c *channel) historySince(since uint64, limit uint32, user string) *pb.History {
 	c.trimHistory()
 	res := &pb.History{Offset: c.delivered, Epoch: c.epoch}
 	size := 0
@@ -399,13 +413,14 @@ func (c *channel) historySince(since uint64, limit uint32) *pb.History {
 		if s.offset > c.delivered {
 			break
 		}
+		frame := s.frameFor(user, c.name, c.epoch)
 		full := limit > 0 && len(res.Frames) == int(limit)
-		if full || (len(res.Frames) > 0 && size+len(s.frame) > maxHistoryPageBytes) {
+		if full || (len(res.Frames) > 0 && size+len(frame) > maxHistoryPageBytes) {
 			res.More = true
 			break
 		}
-		res.Frames = append(res.Frames, s.frame)
-		size += len(s.frame)
+		res.Frames = append(res.Frames, frame)
+		size += len(frame)
 	}
 	return res
 }

@@ -99,7 +99,7 @@ func (c *channel) follow(res *pb.ChannelSubscribers) *pb.FollowChannel {
 			f.Missed = nil
 			return f
 		}
-		f.Missed = append(f.Missed, &pb.Delivery{Channel: c.name, Frame: s.frame, ExcludeUser: s.excludeUser,
+		f.Missed = append(f.Missed, &pb.Delivery{Channel: c.name, Frame: s.frame, ExcludeUser: s.excluded,
 			Epoch: c.epoch, Offset: s.offset, Term: c.placement.term})
 	}
 	return f

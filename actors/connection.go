@@ -393,7 +393,7 @@ func presenceMembers(res *pb.Presence) []transport.PresenceMember {
 }
 
 func (c *connection) history(cmd *pb.ClientCommand) {
-	res, err := request[*pb.History](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.QueryHistory{Since: cmd.Since, Limit: cmd.Limit})
+	res, err := request[*pb.History](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.QueryHistory{Since: cmd.Since, Limit: cmd.Limit, User: c.out.User})
 	if err != nil {
 		c.fail(cmd, err)
 		return

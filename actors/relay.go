@@ -176,8 +176,9 @@ func (r *relay) jump(channel string, ch *relayedChannel, epoch string, offset ui
 
 // deliver queues a publication on the channel's local subscribers. It
 // keeps the stream whole: a publication the relay has (or an older
-// activation's, once a newer one took over) is dropped and counted, and a
-// jump in offsets or epochs is announced with a gap frame first.
+// activation's, once a newer one took over) is dropped and counted, a
+// jump in offsets or epochs is announced with a gap frame first, and the
+// connections of a user the publication excludes get a skip frame.
 func (r *relay) deliver(d *pb.Delivery) {
 	ch := r.channels[d.Channel]
 	if ch == nil {
@@ -196,9 +197,17 @@ func (r *relay) deliver(d *pb.Delivery) {
 		ch.term, ch.last = max(ch.term, d.Term), d.Offset
 	}
 	n := 0
+	var skip []byte // what the excluded user gets instead: encoded once, if they are here
 	for i := range ch.subs {
 		sub := &ch.subs[i]
-		if (d.PresenceOnly && !sub.presence) || (d.ExcludeUser != "" && sub.out.User == d.ExcludeUser) {
+		if d.PresenceOnly && !sub.presence {
+			continue
+		}
+		if d.ExcludeUser != "" && sub.out.User == d.ExcludeUser {
+			if skip == nil {
+				skip = transport.SkipFrame(d.Channel, d.Epoch, d.Offset)
+			}
+			sub.out.Push(skip)
 			continue
 		}
 		if sub.out.Push(d.Frame) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sort"
 	"testing"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
@@ -129,5 +130,53 @@ func TestRelayFollowsTheNewestActivation(t *testing.T) {
 	publish(7, "e2", 2)
 	if gaps() != 2 || delivered() != 5 {
 		t.Fatalf("the new activation's stream: %v gaps, %v delivered; want 2 and 5", gaps(), delivered())
+	}
+}
+
+// A publication that excludes a user reaches every other subscriber,
+// while each of that user's connections gets a skip frame for its offset
+// in the message's place, so their stream has no hole.
+func TestRelaySkipsExcludedUser(t *testing.T) {
+	b := NewBroker(Options{}, transport.NewMetrics(), nil)
+	r := newRelay(b)
+	read := map[string]func() string{}
+	for _, conn := range []struct{ id, user string }{{"c0", "alice"}, {"c1", "bob"}, {"c2", "bob"}} {
+		server, client := net.Pipe()
+		t.Cleanup(func() { server.Close(); client.Close() })
+		frames := make(chan string, 16)
+		go func() {
+			for {
+				header := make([]byte, 2)
+				if _, err := io.ReadFull(client, header); err != nil {
+					return
+				}
+				payload := make([]byte, header[1]&0x7f) // small frames only
+				if _, err := io.ReadFull(client, payload); err != nil {
+					return
+				}
+				frames <- string(payload)
+			}
+		}()
+		read[conn.id] = func() string {
+			select {
+			case f := <-frames:
+				return f
+			case <-time.After(5 * time.Second):
+				return "nothing"
+			}
+		}
+		out := transport.NewOutbox(server, conn.id, conn.user, transport.OutboxLimits{MaxFrames: 64, MaxBytes: 1 << 20}, nil, nil, nil)
+		b.local.add(out, nil, true)
+		r.add(&pb.SubscriberAdded{Channel: "ch", ConnectionId: conn.id, Term: 1, Epoch: "e1", Offset: 10})
+	}
+	message := transport.MessageFrame("ch", "", []byte(`"hi"`), 11, "e1", 1)
+	r.deliver(&pb.Delivery{Channel: "ch", Frame: message, ExcludeUser: "bob", Term: 1, Epoch: "e1", Offset: 11})
+	if got := read["c0"](); got != string(transport.FramePayload(message)) {
+		t.Fatalf("alice got %s", got)
+	}
+	for _, id := range []string{"c1", "c2"} {
+		if got := read[id](); got != `{"type":"skip","channel":"ch","epoch":"e1","offset":11}` {
+			t.Fatalf("bob's %s got %s", id, got)
+		}
 	}
 }

@@ -171,7 +171,7 @@ func (r *replica) answer(ctx actor.Context, ack *pb.ReplicaAck) {
 func storedState(history []stored) []*pb.ChannelState_Stored {
 	out := make([]*pb.ChannelState_Stored, 0, len(history))
 	for _, s := range history {
-		out = append(out, &pb.ChannelState_Stored{Offset: s.offset, AtUnixNano: s.at.UnixNano(), Frame: s.frame, ExcludeUser: s.excludeUser})
+		out = append(out, &pb.ChannelState_Stored{Offset: s.offset, AtUnixNano: s.at.UnixNano(), Frame: s.frame, ExcludedUser: s.excluded})
 	}
 	return out
 }
@@ -179,7 +179,7 @@ func storedState(history []stored) []*pb.ChannelState_Stored {
 func storedFrom(history []*pb.ChannelState_Stored) []stored {
 	out := make([]stored, 0, len(history))
 	for _, s := range history {
-		out = append(out, stored{offset: s.Offset, at: time.Unix(0, s.AtUnixNano), frame: s.Frame, excludeUser: s.ExcludeUser})
+		out = append(out, stored{offset: s.Offset, at: time.Unix(0, s.AtUnixNano), frame: s.Frame, excluded: s.ExcludedUser})
 	}
 	return out
 }

@@ -96,6 +96,11 @@ func TestHTTPAPI(t *testing.T) {
 		if m := alice.expect("message"); m["data"] != "secret" {
 			t.Fatalf("alice got %v", m)
 		}
+		for _, bob := range []*client{bob1, bob2} {
+			if s := bob.expect("skip"); s["offset"] != float64(2) {
+				t.Fatalf("bob got %v, want a skip of offset 2", s)
+			}
+		}
 		bob1.expectNothing(100 * time.Millisecond)
 		bob2.expectNothing(0)
 	})

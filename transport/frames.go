@@ -253,6 +253,17 @@ func GapFrame(channel, epoch string, offset uint64) []byte {
 	return f.done()
 }
 
+// SkipFrame stands in for a publication that excluded the receiving user:
+// offset of epoch is taken, so the subscriber's stream goes on without a
+// gap, but its data is not for them.
+func SkipFrame(channel, epoch string, offset uint64) []byte {
+	f := newFrame("skip", len(channel)+len(epoch)+48)
+	f.str("channel", channel)
+	f.str("epoch", epoch)
+	f.uint("offset", offset)
+	return f.done()
+}
+
 // PublishedFrame acknowledges a publication that carried an id.
 func PublishedFrame(channel string, offset uint64, id []byte) []byte {
 	f := newFrame("published", len(channel)+len(id)+32)

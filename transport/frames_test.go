@@ -19,6 +19,7 @@ func TestFramesAreValidJSONBehindATextHeader(t *testing.T) {
 		"pong":         PongFrame(nil),
 		"welcome":      WelcomeFrame("bob", "n-1"),
 		"error":        ErrorFrame("invalid_json", "Invalid JSON", []byte(`"q"`)),
+		"skip":         SkipFrame("c", "e1", 4),
 	}
 	for typ, frame := range frames {
 		if frame[0] != 0x81 {

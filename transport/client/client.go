@@ -53,8 +53,11 @@ type Options struct {
 	OnEvent func(Event)
 }
 
-// Message is one publication.
+// Message is one publication. In a History page, Type "skip" marks a
+// publication that excluded this user: its offset, without data (the
+// client consumes those itself and never hands them to OnMessage).
 type Message struct {
+	Type      string          `json:"type"`
 	Channel   string          `json:"channel"`
 	From      string          `json:"from"`
 	Data      json.RawMessage `json:"data"`
@@ -348,19 +351,12 @@ func (c *Client) receive(raw []byte) {
 		if welcome != nil {
 			welcome <- nil
 		}
-	case "message":
+	case "message", "skip":
 		var m Message
 		if json.Unmarshal(raw, &m) != nil {
 			return
 		}
-		c.mu.Lock()
-		if s := c.channels[m.Channel]; s != nil && s.filling {
-			s.waiting = append(s.waiting, m) // handed on once the missed ones are
-			c.mu.Unlock()
-			return
-		}
-		c.mu.Unlock()
-		c.deliver(m)
+		c.live(m)
 	case "gap":
 		c.gap(raw)
 	case "unsubscribed":
@@ -382,7 +378,27 @@ func (c *Client) receive(raw []byte) {
 	}
 }
 
-// deliver hands a live or recovered message on, in order, once.
+// live takes a live (or recovered) message or skip. While a gap is being
+// filled it waits its turn; an offset jump the server did not announce is
+// filled like a gap, before it is handed on.
+func (c *Client) live(m Message) {
+	c.mu.Lock()
+	s := c.channels[m.Channel]
+	if s != nil && !s.filling && s.epoch == m.Epoch && m.Offset > s.offset+1 {
+		s.filling = true
+		go c.fill(s, m.Channel, m.Epoch, s.offset, m.Offset-1)
+	}
+	if s != nil && s.filling {
+		s.waiting = append(s.waiting, m) // handed on once the missed ones are
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.deliver(m)
+}
+
+// deliver hands a live or recovered message on, in order, once. A skip (a
+// publication that excluded this user) only moves the offset on.
 func (c *Client) deliver(m Message) {
 	c.mu.Lock()
 	newEpoch := false
@@ -399,7 +415,7 @@ func (c *Client) deliver(m Message) {
 	if newEpoch {
 		c.recoveryFailed(m.Channel, m.Offset-1, m.Epoch)
 	}
-	if c.opts.OnMessage != nil {
+	if m.Type != "skip" && c.opts.OnMessage != nil {
 		c.opts.OnMessage(m)
 	}
 }
@@ -442,7 +458,37 @@ func (c *Client) gap(raw []byte) {
 	go c.fill(s, g.Channel, g.Epoch, since, g.Offset)
 }
 
+// fill fetches the messages after since up to upTo from history, then
+// hands on the live ones that waited meanwhile, and fills again if one of
+// those jumps.
 func (c *Client) fill(s *subscription, channel, epoch string, since, upTo uint64) {
+	for {
+		c.fetchMissed(s, channel, epoch, since, upTo)
+		// Hand on what arrived meanwhile, and what arrives while doing so.
+		for jumped := false; !jumped; {
+			c.mu.Lock()
+			if len(s.waiting) == 0 {
+				s.filling = false
+				c.mu.Unlock()
+				return
+			}
+			m := s.waiting[0]
+			if jumped = c.channels[channel] == s && m.Epoch == s.epoch && m.Offset > s.offset+1; jumped {
+				since, upTo, epoch = s.offset, m.Offset-1, m.Epoch
+			} else {
+				s.waiting = s.waiting[1:]
+			}
+			c.mu.Unlock()
+			if !jumped {
+				c.deliver(m)
+			}
+		}
+	}
+}
+
+// fetchMissed hands on the messages after since up to upTo from history,
+// or says with recovery_failed that history no longer holds them.
+func (c *Client) fetchMissed(s *subscription, channel, epoch string, since, upTo uint64) {
 	for since < upTo {
 		ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
 		h, err := c.History(ctx, channel, since, int(upTo-since))
@@ -458,27 +504,12 @@ func (c *Client) fill(s *subscription, channel, epoch string, since, upTo uint64
 			s.offset, s.epoch = upTo, epoch
 			c.mu.Unlock()
 			c.recoveryFailed(channel, upTo, epoch)
-			break
+			return
 		}
 		for _, m := range missed {
 			c.deliver(m)
 		}
 		since = missed[len(missed)-1].Offset
-	}
-	// Hand on what arrived meanwhile, and what arrives while doing so.
-	for {
-		c.mu.Lock()
-		waiting := s.waiting
-		s.waiting = nil
-		if len(waiting) == 0 {
-			s.filling = false
-			c.mu.Unlock()
-			return
-		}
-		c.mu.Unlock()
-		for _, m := range waiting {
-			c.deliver(m)
-		}
 	}
 }
 

@@ -44,7 +44,11 @@ export interface Published extends Frame { type: "published"; channel: string; o
 export interface PresenceReply extends Frame {
   type: "presence"; channel: string; users: { user: string; connections: number; info?: unknown }[];
 }
-export interface HistoryReply extends Frame { type: "history"; channel: string; publications: Message[]; offset: number; epoch: string }
+/** A publication that excluded this user: its offset is taken, its data is not for them. The client consumes it; no event. */
+export interface Skip extends Frame { type: "skip"; channel: string; offset: number; epoch: string }
+export interface HistoryReply extends Frame {
+  type: "history"; channel: string; publications: (Message | Skip)[]; offset: number; epoch: string; more?: boolean;
+}
 export interface Join extends Frame { type: "join"; channel: string; user: string; info?: unknown }
 export interface Leave extends Frame { type: "leave"; channel: string; user: string }
 /** A subscription the server ended; code says why (forbidden: a refreshed token no longer allows it). */

@@ -151,8 +151,12 @@ export class Switchboard {
       const waiter = this.pending.get(frame.id);
       this.pending.delete(frame.id);
       clearTimeout(waiter.timer);
-      if (frame.type === "error") waiter.reject(new SwitchboardError(frame.error, frame.code, frame));
-      else waiter.resolve(frame);
+      if (frame.type === "error") {
+        waiter.reject(new SwitchboardError(frame.error, frame.code, frame));
+        return;
+      }
+      if (frame.type === "subscribed") this.subscribed(frame);
+      waiter.resolve(frame);
       return;
     }
     switch (frame.type) {
@@ -163,15 +167,10 @@ export class Switchboard {
         this.user = frame.user_id;
         this.scheduleRefresh();
         break;
-      case "message": {
-        const ch = this.channels.get(frame.channel);
-        if (ch?.catchingUp) {
-          ch.catchingUp.push(frame); // handed on once the missed ones are
-          return;
-        }
-        this.deliver(frame.channel, ch, frame);
+      case "message":
+      case "skip":
+        this.live(frame);
         break;
-      }
       case "gap":
         this.gap(frame);
         break;
@@ -190,7 +189,26 @@ export class Switchboard {
     }
   }
 
-  /** Hands a live or recovered message on, in order, once. */
+  /**
+   * A live (or recovered) message or skip. An offset jump the server did
+   * not announce is taken as a gap: the missed ones are fetched first.
+   */
+  live(frame) {
+    const ch = this.channels.get(frame.channel);
+    if (ch && !ch.catchingUp && ch.epoch === frame.epoch && ch.offset !== undefined && frame.offset > ch.offset + 1) {
+      this.gap({ channel: frame.channel, epoch: frame.epoch, offset: frame.offset - 1 });
+    }
+    if (ch?.catchingUp) {
+      ch.catchingUp.push(frame); // handed on once the missed ones are
+      return;
+    }
+    this.deliver(frame.channel, ch, frame);
+  }
+
+  /**
+   * Hands a live or recovered message on, in order, once. A skip (a
+   * publication that excluded this user) only moves the offset on.
+   */
   deliver(channel, ch, frame) {
     if (ch) {
       // After a recovery, drop anything already seen.
@@ -202,14 +220,15 @@ export class Switchboard {
       ch.offset = frame.offset;
       ch.epoch = frame.epoch;
     }
-    this.emit("message", frame);
+    if (frame.type !== "skip") this.emit("message", frame);
   }
 
   /**
-   * The server says the channel's stream jumps: the next message follows
-   * frame.offset of frame.epoch. In the same epoch the missed messages are
-   * fetched from history and handed on first; otherwise (or if history no
-   * longer has them) "recovery_failed" says the application must reload.
+   * The server says the channel's stream jumps (or a live message jumped
+   * unannounced): the next message follows frame.offset of frame.epoch. In
+   * the same epoch the missed messages are fetched from history and handed
+   * on first; otherwise (or if history no longer has them)
+   * "recovery_failed" says the application must reload.
    */
   async gap(frame) {
     const channel = frame.channel;
@@ -239,7 +258,7 @@ export class Switchboard {
     } finally {
       const live = ch.catchingUp;
       ch.catchingUp = undefined;
-      for (const m of live) this.deliver(channel, ch, m);
+      for (const m of live) this.live(m); // a jump among them starts another catch-up
     }
   }
 
@@ -277,11 +296,20 @@ export class Switchboard {
     if (frame.recover && !reply.recovered) {
       this.emit("recovery_failed", { channel, offset: reply.offset, epoch: reply.epoch });
     }
-    if (!frame.recover || !reply.recovered) {
-      ch.offset = reply.offset;
-      ch.epoch = reply.epoch;
-    }
     return reply;
+  }
+
+  /**
+   * Takes a channel's place from a subscribe reply as it arrives, before
+   * any frame that follows it: unless the subscription recovered from
+   * where it stood, its stream starts there.
+   */
+  subscribed(frame) {
+    const ch = this.channels.get(frame.channel);
+    if (ch && !frame.recovered) {
+      ch.offset = frame.offset;
+      ch.epoch = frame.epoch;
+    }
   }
 
   closed(socket, event) {

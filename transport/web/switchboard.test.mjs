@@ -338,3 +338,131 @@ test("a subscription the server ends is not subscribed again after a reconnect",
   assert.deepEqual(second.sent.filter((f) => f.type === "subscribe").map((f) => f.channel), ["chat:a"]);
   c.close();
 });
+
+test("a skip moves the offset on silently: live, in a history page and in a recovery backlog", async () => {
+  const c = client();
+  const connected = c.connect();
+  const m = (channel, o) => ({ type: "message", channel, data: o, offset: o, epoch: "e1" });
+  const skip = (channel, o) => ({ type: "skip", channel, offset: o, epoch: "e1" });
+  autoReply(latest(), (f) =>
+    f.type === "subscribe"
+      ? { type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }
+      : { type: "history", channel: f.channel, offset: 9, epoch: "e1", publications: [skip(f.channel, 7), m(f.channel, 8)] });
+  latest().accept();
+  await connected;
+  await c.subscribe("doc:1");
+  const got = [];
+  const other = [];
+  c.on("message", (msg) => got.push(msg.offset));
+  c.on("recovery_failed", (e) => other.push(["recovery_failed", e]));
+  c.on("skip", (e) => other.push(["skip", e]));
+  latest().push(m("doc:1", 4));
+  latest().push(skip("doc:1", 5));
+  latest().push(m("doc:1", 6));
+  assert.equal(latest().sent.filter((f) => f.type === "history").length, 0, "a skip is not a gap");
+  // A gap filled from a page holding a skip.
+  latest().push({ type: "gap", channel: "doc:1", epoch: "e1", offset: 8 });
+  latest().push(m("doc:1", 9));
+  await tick(10);
+  assert.deepEqual(got, [4, 6, 8, 9]);
+  assert.equal(c.channels.get("doc:1").offset, 9);
+
+  // A recovery backlog with a skip in it.
+  latest().drop();
+  await tick(20);
+  const second = latest();
+  autoReply(second, (f) => ({ type: "subscribed", channel: f.channel, offset: 11, epoch: "e1", recovered: true }));
+  second.accept();
+  await tick(10);
+  assert.deepEqual(second.sent.find((f) => f.type === "subscribe").recover, { offset: 9, epoch: "e1" });
+  second.push(skip("doc:1", 10));
+  second.push(m("doc:1", 11));
+  second.push(m("doc:1", 12));
+  await tick(10);
+  assert.deepEqual(got, [4, 6, 8, 9, 11, 12]);
+  assert.deepEqual(other, []);
+  assert.equal(second.sent.filter((f) => f.type === "history").length, 0);
+  c.close();
+});
+
+test("an unannounced offset jump on a live stream is filled from history before later messages", async () => {
+  const c = client();
+  const connected = c.connect();
+  autoReply(latest(), (f) =>
+    f.type === "subscribe"
+      ? { type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }
+      : { type: "history", channel: f.channel, offset: 7, epoch: "e1", publications: [
+          { type: "message", channel: f.channel, data: 4, offset: 4, epoch: "e1" },
+          { type: "skip", channel: f.channel, offset: 5, epoch: "e1" },
+        ] });
+  latest().accept();
+  await connected;
+  await c.subscribe("doc:1");
+  const got = [];
+  const failed = [];
+  c.on("message", (m) => got.push(m.offset));
+  c.on("recovery_failed", (e) => failed.push(e));
+  latest().push({ type: "message", channel: "doc:1", data: 6, offset: 6, epoch: "e1" });
+  latest().push({ type: "message", channel: "doc:1", data: 7, offset: 7, epoch: "e1" });
+  await tick(10);
+  assert.deepEqual(got, [4, 6, 7]);
+  assert.deepEqual(failed, []);
+  const asked = latest().sent.filter((f) => f.type === "history");
+  assert.deepEqual(asked.map((f) => [f.since, f.limit]), [[3, 2]]);
+  c.close();
+});
+
+test("an unannounced jump that history cannot fill is a failed recovery", async () => {
+  const c = client();
+  const connected = c.connect();
+  autoReply(latest(), (f) =>
+    f.type === "subscribe"
+      ? { type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }
+      : { type: "history", channel: f.channel, offset: 6, epoch: "e1", publications: [] });
+  latest().accept();
+  await connected;
+  await c.subscribe("doc:1");
+  const got = [];
+  const failed = [];
+  c.on("message", (m) => got.push(m.offset));
+  c.on("recovery_failed", (e) => failed.push(e));
+  latest().push({ type: "message", channel: "doc:1", data: 6, offset: 6, epoch: "e1" });
+  await tick(10);
+  assert.deepEqual(failed, [{ channel: "doc:1", offset: 5, epoch: "e1" }]);
+  assert.deepEqual(got, [6]);
+  c.close();
+});
+
+test("a subscribe reply sets the channel's place before the frames that follow it in the same tick", async () => {
+  const c = client();
+  const connected = c.connect();
+  autoReply(latest(), (f) => ({ type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }));
+  latest().accept();
+  await connected;
+  await c.subscribe("doc:1");
+  latest().drop();
+  await tick(20);
+  const second = latest();
+  const send = second.send.bind(second);
+  second.send = (text) => {
+    send(text);
+    const f = JSON.parse(text);
+    if (f.type !== "subscribe") return;
+    // Recovery refused (history too long to replay), and a live message right behind the reply.
+    setTimeout(() => {
+      second.push({ type: "subscribed", channel: f.channel, offset: 20, epoch: "e1", recovered: false, id: f.id });
+      second.push({ type: "message", channel: f.channel, data: 21, offset: 21, epoch: "e1" });
+    }, 0);
+  };
+  const got = [];
+  const failed = [];
+  c.on("message", (m) => got.push(m.offset));
+  c.on("recovery_failed", (e) => failed.push(e.offset));
+  second.accept();
+  await tick(20);
+  assert.deepEqual(got, [21]);
+  assert.deepEqual(failed, [20]);
+  assert.equal(second.sent.filter((f) => f.type === "history").length, 0, "no jump from 3 to 21");
+  assert.equal(c.channels.get("doc:1").offset, 21);
+  c.close();
+});

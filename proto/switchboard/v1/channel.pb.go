@@ -658,9 +658,12 @@ func (x *Presence) GetMore() bool {
 
 // Stored publications after `since`, at most `limit` (0: all).
 type QueryHistory struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Since         uint64                 `protobuf:"varint,1,opt,name=since,proto3" json:"since,omitempty"`
-	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Since uint64                 `protobuf:"varint,1,opt,name=since,proto3" json:"since,omitempty"`
+	Limit uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Who asks: a publication that excluded this user is answered with a
+	// skip frame in its place.
+	User          string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -709,9 +712,16 @@ func (x *QueryHistory) GetLimit() uint32 {
 	return 0
 }
 
+func (x *QueryHistory) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
 type History struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Encoded message frames, oldest first.
+	// Encoded message frames (or skip frames), oldest first.
 	Frames [][]byte `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
 	Offset uint64   `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	Epoch  string   `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
@@ -1179,10 +1189,11 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\x06Member\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12 \n" +
 	"\vconnections\x18\x02 \x01(\rR\vconnections\x12\x12\n" +
-	"\x04info\x18\x03 \x01(\fR\x04info\":\n" +
+	"\x04info\x18\x03 \x01(\fR\x04info\"N\n" +
 	"\fQueryHistory\x12\x14\n" +
 	"\x05since\x18\x01 \x01(\x04R\x05since\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"c\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\"c\n" +
 	"\aHistory\x12\x16\n" +
 	"\x06frames\x18\x01 \x03(\fR\x06frames\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +

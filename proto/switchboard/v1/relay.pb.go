@@ -1155,11 +1155,12 @@ func (x *ChannelSubscribers_Subscriber) GetInfo() []byte {
 }
 
 type ChannelState_Stored struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
-	AtUnixNano    int64                  `protobuf:"varint,2,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
-	Frame         []byte                 `protobuf:"bytes,3,opt,name=frame,proto3" json:"frame,omitempty"`
-	ExcludeUser   string                 `protobuf:"bytes,4,opt,name=exclude_user,json=excludeUser,proto3" json:"exclude_user,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Offset     uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	AtUnixNano int64                  `protobuf:"varint,2,opt,name=at_unix_nano,json=atUnixNano,proto3" json:"at_unix_nano,omitempty"`
+	Frame      []byte                 `protobuf:"bytes,3,opt,name=frame,proto3" json:"frame,omitempty"`
+	// The user the publication excluded (HTTP API exclude_user).
+	ExcludedUser  string `protobuf:"bytes,4,opt,name=excluded_user,json=excludedUser,proto3" json:"excluded_user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1215,9 +1216,9 @@ func (x *ChannelState_Stored) GetFrame() []byte {
 	return nil
 }
 
-func (x *ChannelState_Stored) GetExcludeUser() string {
+func (x *ChannelState_Stored) GetExcludedUser() string {
 	if x != nil {
-		return x.ExcludeUser
+		return x.ExcludedUser
 	}
 	return ""
 }
@@ -1422,7 +1423,7 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\bHandOver\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12!\n" +
-	"\ffrom_replica\x18\x03 \x01(\bR\vfromReplica\"\xc0\x04\n" +
+	"\ffrom_replica\x18\x03 \x01(\bR\vfromReplica\"\xc2\x04\n" +
 	"\fChannelState\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x16\n" +
@@ -1430,13 +1431,13 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\ahistory\x18\x04 \x03(\v2#.switchboard.v1.ChannelState.StoredR\ahistory\x12/\n" +
 	"\x13configured_capacity\x18\x05 \x01(\rR\x12configuredCapacity\x12A\n" +
 	"\banswered\x18\x06 \x03(\v2%.switchboard.v1.ChannelState.AnsweredR\banswered\x12\x18\n" +
-	"\alineage\x18\a \x03(\tR\alineage\x1a{\n" +
+	"\alineage\x18\a \x03(\tR\alineage\x1a}\n" +
 	"\x06Stored\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12 \n" +
 	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +
 	"atUnixNano\x12\x14\n" +
-	"\x05frame\x18\x03 \x01(\fR\x05frame\x12!\n" +
-	"\fexclude_user\x18\x04 \x01(\tR\vexcludeUser\x1a\xa1\x01\n" +
+	"\x05frame\x18\x03 \x01(\fR\x05frame\x12#\n" +
+	"\rexcluded_user\x18\x04 \x01(\tR\fexcludedUser\x1a\xa1\x01\n" +
 	"\bAnswered\x12\x1c\n" +
 	"\tpublisher\x18\x01 \x01(\tR\tpublisher\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x16\n" +
