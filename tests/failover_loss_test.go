@@ -528,3 +528,63 @@ func TestCompareAndPublishAcrossFailover(t *testing.T) {
 	t.Logf("edit6 published at %d; answers %q", last, answers)
 	probs.report(t)
 }
+
+// The JavaScript client, run by Node.js on the survivor, emits
+// recovery_failed before the new epoch's first message for each channel
+// whose owner and replica died together, and for no channel whose replica
+// survived.
+func TestJSClientReportsLostChannelState(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes, nodeAddrs := startPinnedCluster(t, etcd, 3, lossArgs...)
+	prober := join(t, nodes[0], "prober")
+	lost, kept := channelsByFate(t, nodes, nodeAddrs, prober, "jsfate", 2, 1)
+	all := append(append([]string{}, lost...), kept...)
+	js := startJSClient(t, nodes[0].wsURL(""), "node-js", all...)
+
+	arrived := func(data string) bool {
+		for _, ch := range all {
+			seq := js.sequence(ch)
+			if len(seq) == 0 || seq[len(seq)-1] != data {
+				return false
+			}
+		}
+		return true
+	}
+	publishAll(t, prober, all, "before")
+	if !within(waitTimeout, func() bool { return arrived("before") }) {
+		t.Fatalf("the js client did not receive the first messages: %v", js.all())
+	}
+	nodes[1].kill()
+	nodes[2].kill()
+	waitForMembers(t, nodes[:1], 1)
+	publishAll(t, prober, all, "after")
+	if !within(waitTimeout, func() bool { return arrived("after") }) {
+		t.Fatalf("the js client did not receive the messages after the kill: %v", js.all())
+	}
+
+	var probs problems
+	for _, ch := range lost {
+		if seq := js.sequence(ch); fmt.Sprint(seq) != "[before recovery_failed after]" {
+			probs.add("recovery_failed not emitted once, before the new epoch's first message", "%s: %v", ch, seq)
+		}
+		var failed, messages []map[string]any
+		for _, e := range js.all() {
+			if e.Payload["channel"] == ch && e.Event == "recovery_failed" {
+				failed = append(failed, e.Payload)
+			}
+			if e.Payload["channel"] == ch && e.Event == "message" {
+				messages = append(messages, e.Payload)
+			}
+		}
+		if len(failed) == 1 && len(messages) == 2 && (failed[0]["epoch"] != messages[1]["epoch"] || failed[0]["epoch"] == messages[0]["epoch"]) {
+			probs.add("recovery_failed does not name the new epoch", "%s: %v, messages %v", ch, failed[0], messages)
+		}
+	}
+	for _, ch := range kept {
+		if seq := js.sequence(ch); fmt.Sprint(seq) != "[before after]" {
+			probs.add("a kept channel's stream was not whole", "%s: %v", ch, seq)
+		}
+	}
+	probs.report(t)
+}
