@@ -224,7 +224,8 @@ func TestGoClientRefreshesItsToken(t *testing.T) {
 func TestGoClientToldOfANewEpoch(t *testing.T) {
 	t.Parallel()
 	etcd := startEtcd(t)
-	nodes := startCluster(t, etcd, 2)
+	// No replicas: with one, the survivor would keep the channel's epoch.
+	nodes := startCluster(t, etcd, 2, "--channel-replicas", "0")
 	stays, dies := nodes[0], nodes[1]
 	// A channel that lives on the node that will die.
 	probe := stays.connect(t, "probe")
