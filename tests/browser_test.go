@@ -204,3 +204,51 @@ func TestBrowserReportsReconnectFailed(t *testing.T) {
 	waitUntil(t, page, "reconnect_failed", `document.querySelector('#status').innerText.includes('server unreachable')`)
 	waitUntil(t, page, "the log line", logContains("gave up reconnecting"))
 }
+
+// A page on the surviving node is in a room whose channel's owner and
+// replica die together: the page says that messages could not be
+// recovered, once, before the room's next message. A page in a room whose
+// replica survived says nothing of the kind.
+func TestBrowserReportsLostChannelState(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes, nodeAddrs := startPinnedCluster(t, etcd, 3, lossArgs...)
+	prober := join(t, nodes[0], "narrator")
+	lost, kept := channelsByFate(t, nodes, nodeAddrs, prober, "room:fate", 1, 1)
+	b := browser(t)
+	pages := map[string]context.Context{}
+	for _, channel := range []string{lost[0], kept[0]} {
+		room := strings.TrimPrefix(channel, "room:")
+		pages[channel] = tab(t, b, lobbyURL(nodes[0].addr, map[string]string{"name": "fay-" + room, "room": room}))
+		waitUntil(t, pages[channel], "joining "+room, `document.querySelectorAll('#people li').length === 1`)
+	}
+	say := func(channel, text string) {
+		prober.publishBy(t, channel, map[string]string{"text": text}, time.Now().Add(20*time.Second))
+	}
+	for channel, page := range pages {
+		say(channel, "before the loss")
+		waitUntil(t, page, "the first message", logContains("before the loss"))
+	}
+	nodes[1].kill()
+	nodes[2].kill()
+	waitForMembers(t, nodes[:1], 1)
+	for channel, page := range pages {
+		say(channel, "after the loss")
+		waitUntil(t, page, "the message after the loss", logContains("after the loss"))
+	}
+	text := func(channel string) string {
+		s, err := chromedp.Run(pages[channel], chromedp.Evaluate[string](`document.querySelector('#log').innerText`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	const notice = "some messages could not be recovered"
+	lostLog, keptLog := text(lost[0]), text(kept[0])
+	if strings.Count(lostLog, notice) != 1 || strings.Index(lostLog, notice) > strings.Index(lostLog, "after the loss") {
+		t.Errorf("the page in %s, whose state was lost, did not say so once before the next message:\n%s", lost[0], lostLog)
+	}
+	if strings.Contains(keptLog, notice) {
+		t.Errorf("the page in %s, whose replica survived, reported a loss:\n%s", kept[0], keptLog)
+	}
+}

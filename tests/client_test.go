@@ -218,13 +218,13 @@ func TestGoClientRefreshesItsToken(t *testing.T) {
 	}
 }
 
-// A client that stays connected while its channel's node dies, with no
-// replica to keep the channel's state, is told that the channel started a
-// new epoch: it must not take the new epoch's first message for a
-// continuation of what it had.
+// A client that stays connected while its channel's node dies is told that
+// the channel started a new epoch: it must not take the new epoch's first
+// message for a continuation of what it had.
 func TestGoClientToldOfANewEpoch(t *testing.T) {
 	t.Parallel()
 	etcd := startEtcd(t)
+	// No replicas: with one, the survivor would keep the channel's epoch.
 	nodes := startCluster(t, etcd, 2, "--channel-replicas", "0")
 	stays, dies := nodes[0], nodes[1]
 	// A channel that lives on the node that will die.
