@@ -41,6 +41,10 @@ type channel struct {
 	idle        passivation
 	retries     retries
 	rep         replication
+	// subscribers that want join and leave events, and those events
+	// waiting to go out together
+	presenceSubscribers int
+	presenceEvents      presenceEvents
 }
 
 type subscriber struct {
@@ -108,6 +112,9 @@ func (c *channel) Receive(ctx actor.Context) {
 	case replicaCheck:
 		c.checkReplicas(ctx)
 		return
+	case flushPresence:
+		c.flushPresence(ctx)
+		return
 	case membersChanged:
 		if c.placement.served.Load() && !c.placement.moved.Load() {
 			c.retarget(ctx)
@@ -115,6 +122,7 @@ func (c *channel) Receive(ctx actor.Context) {
 		return
 	case *actor.Stopped:
 		c.idle.cancel()
+		c.flushPresence(ctx)
 		c.stopped(ctx)
 		c.b.unplace(c.placement)
 		c.b.metrics.Actors.WithLabelValues(ChannelKind).Dec()
@@ -188,6 +196,9 @@ func (c *channel) add(connectionID, user, relayAddress, relayMember string, pres
 	r.subscribers++
 	sub := &subscriber{user: user, relay: r, presence: presence || c.opts.Presence, info: info}
 	c.subscribers[connectionID] = sub
+	if sub.presence {
+		c.presenceSubscribers++
+	}
 	c.b.metrics.Subscriptions.Inc()
 	m := c.users[user]
 	arrived := m == nil
@@ -210,6 +221,9 @@ func (c *channel) remove(connectionID string) (*subscriber, bool, bool) {
 	}
 	delete(c.subscribers, connectionID)
 	c.b.metrics.Subscriptions.Dec()
+	if sub.presence {
+		c.presenceSubscribers--
+	}
 	if sub.relay.subscribers--; sub.relay.subscribers == 0 {
 		delete(c.relays, sub.relay.member)
 	}
@@ -241,23 +255,6 @@ func (c *channel) forgetMembers(ctx actor.Context, members []string) {
 	c.idleWhenUnused(ctx)
 }
 
-// announce sends a join or leave event to the subscribers that want them.
-func (c *channel) announce(ctx actor.Context, frame []byte) {
-	wanted := false
-	for _, s := range c.subscribers {
-		if s.presence {
-			wanted = true
-			break
-		}
-	}
-	if !wanted {
-		return
-	}
-	event := &pb.Delivery{Channel: c.name, Frame: frame, PresenceOnly: true}
-	for _, r := range c.relays {
-		ctx.Send(r.pid, event)
-	}
-}
 
 func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 	if answer, done := c.retries.answered(msg.Publisher, msg.Sequence); done {

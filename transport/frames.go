@@ -125,6 +125,27 @@ func LeaveFrame(channel, user string) []byte {
 	return f.done()
 }
 
+// PresenceBatchFrame carries join and leave events that happened close
+// together, in order, each as its own join or leave frame would be.
+func PresenceBatchFrame(channel string, events [][]byte) []byte {
+	size := len(channel) + 48
+	for _, e := range events {
+		size += len(e)
+	}
+	f := newFrame("presence_batch", size)
+	f.str("channel", channel)
+	f.key("events")
+	f.buf = append(f.buf, '[')
+	for i, e := range events {
+		if i > 0 {
+			f.buf = append(f.buf, ',')
+		}
+		f.buf = append(f.buf, FramePayload(e)...)
+	}
+	f.buf = append(f.buf, ']')
+	return f.done()
+}
+
 // PresenceMember is one user in a presence reply.
 type PresenceMember struct {
 	User        string

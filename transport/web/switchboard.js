@@ -174,6 +174,10 @@ export class Switchboard {
       case "gap":
         this.gap(frame);
         break;
+      case "presence_batch":
+        // Joins and leaves that happened together: handed on one by one.
+        for (const event of frame.events) this.emit(event.type, event);
+        break;
       case "unsubscribed":
         // The server ended it (a refreshed token no longer allows it): not
         // to be subscribed again after a reconnect.

@@ -466,3 +466,26 @@ test("a subscribe reply sets the channel's place before the frames that follow i
   assert.equal(c.channels.get("doc:1").offset, 21);
   c.close();
 });
+
+test("joins and leaves that came together are handed on one by one, in order", async () => {
+  const c = client();
+  const events = [];
+  c.on("join", (e) => events.push("join " + e.user));
+  c.on("leave", (e) => events.push("leave " + e.user));
+  c.on("presence_batch", () => events.push("a batch leaked through"));
+  const connected = c.connect();
+  latest().accept();
+  await connected;
+  latest().push({ type: "join", channel: "lobby", user: "a" });
+  latest().push({
+    type: "presence_batch",
+    channel: "lobby",
+    events: [
+      { type: "join", channel: "lobby", user: "b", info: { name: "B" } },
+      { type: "leave", channel: "lobby", user: "a" },
+      { type: "join", channel: "lobby", user: "c" },
+    ],
+  });
+  assert.deepEqual(events, ["join a", "join b", "leave a", "join c"]);
+  c.close();
+});
