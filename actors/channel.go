@@ -255,7 +255,6 @@ func (c *channel) forgetMembers(ctx actor.Context, members []string) {
 	c.idleWhenUnused(ctx)
 }
 
-
 func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 	if answer, done := c.retries.answered(msg.Publisher, msg.Sequence); done {
 		if p, ok := answer.(*pb.Published); !ok || !c.awaitReplicas(ctx, p.Offset) {
