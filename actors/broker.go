@@ -48,6 +48,11 @@ type Options struct {
 	// ChannelReplicas is how many other members keep a copy of each
 	// channel's state (when that many others serve); 0: none.
 	ChannelReplicas int
+	// LookupRate bounds, per second, the grains this node looks up without
+	// knowing where they are (each may be activated, asking every node),
+	// with bursts of LookupBurst; 0: no bound.
+	LookupRate  float64
+	LookupBurst int
 }
 
 // Close codes the actors use; see docs/protocol.md.
@@ -72,13 +77,15 @@ type Broker struct {
 	replicas    replicas
 	pids        atomic.Pointer[pidCache]
 	activations atomic.Uint64
+	lookups     *transport.RateBudget
 }
 
 var _ transport.Connector = (*Broker)(nil)
 var _ transport.Backend = (*Broker)(nil)
 
 func NewBroker(opts Options, metrics *transport.Metrics, log *slog.Logger) *Broker {
-	return &Broker{opts: opts, metrics: metrics, log: log, local: newLocalConnections()}
+	return &Broker{opts: opts, metrics: metrics, log: log, local: newLocalConnections(),
+		lookups: transport.NewRateBudget(opts.LookupRate, opts.LookupBurst)}
 }
 
 // Kinds are the grain kinds this broker hosts; register them with the
@@ -264,7 +271,12 @@ func request[T proto.Message](ctx context.Context, b *Broker, kind, identity str
 		if remaining <= 0 {
 			return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrUnavailable, lastErr)
 		}
-		if pid := b.grainPID(kind, identity); pid != nil {
+		pid, err := b.grainPID(kind, identity)
+		if errors.Is(err, errTooManyLookups) {
+			b.metrics.GrainLookups.WithLabelValues("refused").Inc()
+			return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrUnavailable, err)
+		}
+		if pid != nil {
 			res, err := b.system.Root.RequestFuture(pid, msg, min(remaining, attemptTimeout)).Result()
 			if err == nil {
 				if _, moved := res.(*pb.Moved); moved {
@@ -300,12 +312,30 @@ const (
 
 var errMoved = errors.New("the grain moved")
 
-// grainPID finds (activating if need be) the grain, through the cache.
-func (b *Broker) grainPID(kind, identity string) *actor.PID {
-	if pid := b.cachedPID(kind, identity); pid != nil {
-		return pid
+// queryHistory asks the channel's owner for its history without
+// activating the channel where it can: a channel nobody uses has none,
+// and a flood of made-up names must not activate a grain each.
+func (b *Broker) queryHistory(ctx context.Context, channel string, q *pb.QueryHistory) (*pb.History, error) {
+	if b.cachedPID(ChannelKind, channel) == nil {
+		if owner := b.view.Load().owner(ChannelKind, channel); owner != "" {
+			res, err := b.system.Root.RequestFuture(actor.NewPID(owner, relayName), q, attemptTimeout).Result()
+			if history, ok := res.(*pb.History); err == nil && ok {
+				return history, nil
+			}
+		}
 	}
-	return b.lookup(kind, identity)
+	return request[*pb.History](ctx, b, ChannelKind, channel, q)
+}
+
+// errTooManyLookups: this node is over its lookup budget (LookupRate).
+var errTooManyLookups = errors.New("this node is looking up too many new channels at once; retry shortly")
+
+// grainPID finds (activating if need be) the grain, through the cache.
+func (b *Broker) grainPID(kind, identity string) (*actor.PID, error) {
+	if pid := b.cachedPID(kind, identity); pid != nil {
+		return pid, nil
+	}
+	return b.lookup(kind, identity, true)
 }
 
 // pendingLookup is one lookup in flight, shared by everyone who asks for
@@ -322,17 +352,24 @@ type pendingLookup struct {
 // A member that died but has not yet left the cluster does not answer;
 // callers wait at most attemptTimeout and try again, so they find the new
 // owner as soon as the dead member's lease expires. The lookup left
-// behind ends on its own after lookupTimeout.
-func (b *Broker) lookup(kind, identity string) *actor.PID {
+// behind ends on its own after lookupTimeout. A budgeted lookup is
+// refused (errTooManyLookups) past the node's LookupRate.
+func (b *Broker) lookup(kind, identity string, budgeted bool) (*actor.PID, error) {
 	key := kind + "/" + identity
 	cache := b.pids.Load()
 	if cache.view == nil {
-		return nil
+		return nil, nil
 	}
 	fresh := &pendingLookup{done: make(chan struct{})}
 	existing, inFlight := cache.lookups.LoadOrStore(key, fresh)
 	pending := existing.(*pendingLookup)
 	if !inFlight {
+		if budgeted && !b.lookups.Take() {
+			cache.lookups.Delete(key)
+			close(pending.done)
+			return nil, errTooManyLookups
+		}
+		b.metrics.GrainLookups.WithLabelValues("started").Inc()
 		go func() {
 			pending.pid = b.activate(cache.view, kind, identity)
 			if pending.pid != nil {
@@ -346,9 +383,9 @@ func (b *Broker) lookup(kind, identity string) *actor.PID {
 	defer timeout.Stop()
 	select {
 	case <-pending.done:
-		return pending.pid
+		return pending.pid, nil
 	case <-timeout.C:
-		return nil
+		return nil, nil
 	}
 }
 
@@ -378,7 +415,9 @@ func (b *Broker) activate(v *view, kind, identity string) *actor.PID {
 
 // tell sends to a grain without waiting; used where the sender must not block.
 func (b *Broker) tell(ctx actor.SenderContext, kind, identity string, msg proto.Message) {
-	if pid := b.lookup(kind, identity); pid != nil {
+	// Not budgeted: what it sends (a closed connection's unsubscribes)
+	// must arrive, or the channel keeps a ghost.
+	if pid, _ := b.lookup(kind, identity, false); pid != nil {
 		ctx.Send(pid, msg)
 	}
 }

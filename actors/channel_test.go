@@ -24,7 +24,8 @@ func TestRetryAfterAnUnansweredAttempt(t *testing.T) {
 		return res
 	}
 	first := publish(1, "")
-	here := activationName(b.grainPID(ChannelKind, "doc:1"))
+	pid, _ := b.grainPID(ChannelKind, "doc:1")
+	here := activationName(pid)
 	if again := publish(1, here); again.Offset != first.Offset || again.OutcomeUnknown {
 		t.Fatalf("a retry of an answered publication to the same activation: %v, want offset %d", again, first.Offset)
 	}
@@ -60,7 +61,8 @@ func TestChannelPassivationKeepsAnswersAndOffsets(t *testing.T) {
 		return res
 	}
 	first := publish(1, "")
-	before := activationName(b.grainPID(ChannelKind, "idle:1"))
+	pid, _ := b.grainPID(ChannelKind, "idle:1")
+	before := activationName(pid)
 	deadline := time.Now().Add(5 * time.Second)
 	for b.activeHere(ChannelKind, "idle:1") != nil {
 		if time.Now().After(deadline) {

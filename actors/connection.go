@@ -272,7 +272,7 @@ func (c *connection) publish(ctx actor.Context, cmd *pb.ClientCommand) {
 		Publisher: c.out.ID, Sequence: c.next(),
 		HasExpectOffset: cmd.HasExpectOffset, ExpectOffset: cmd.ExpectOffset,
 	}
-	pid := c.b.grainPID(ChannelKind, cmd.Channel)
+	pid, _ := c.b.grainPID(ChannelKind, cmd.Channel) // refused: publishAndWait says so
 	if pid == nil || len(c.pending) >= maxPipelined {
 		c.publishAndWait(cmd, msg)
 		return
@@ -393,7 +393,7 @@ func presenceMembers(res *pb.Presence) []transport.PresenceMember {
 }
 
 func (c *connection) history(cmd *pb.ClientCommand) {
-	res, err := request[*pb.History](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.QueryHistory{Since: cmd.Since, Limit: cmd.Limit, User: c.out.User})
+	res, err := c.b.queryHistory(context.Background(), cmd.Channel, &pb.QueryHistory{Channel: cmd.Channel, Since: cmd.Since, Limit: cmd.Limit, User: c.out.User})
 	if err != nil {
 		c.fail(cmd, err)
 		return

@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"math"
+
 	"github.com/asynkron/protoactor-go/actor"
 
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
@@ -58,6 +60,8 @@ func (r *relay) Receive(ctx actor.Context) {
 				out.Push(msg.Reply)
 			}
 		}
+	case *pb.QueryHistory:
+		r.history(ctx, msg)
 	case *pb.QueryChannelSubscribers:
 		ctx.Respond(r.announced(msg))
 	case *pb.HandOver:
@@ -120,6 +124,25 @@ func (r *relay) announced(q *pb.QueryChannelSubscribers) *pb.ChannelSubscribers 
 			ConnectionId: sub.id, User: sub.out.User, PresenceEvents: sub.presence, Info: sub.info})
 	}
 	return res
+}
+
+// history answers a history request for a channel this node owns
+// without activating it: the active channel answers, and a channel that
+// is not active here and left no state here has no history. Otherwise
+// (its state waits here, or it belongs elsewhere) the asker asks the
+// channel itself.
+func (r *relay) history(ctx actor.Context, q *pb.QueryHistory) {
+	if p := r.b.activeHere(ChannelKind, q.Channel); p != nil && !p.moved.Load() {
+		ctx.Forward(p.pid)
+		return
+	}
+	_, _, replica := r.b.replicas.standing(q.Channel)
+	_, stashed := r.b.handoffs.holds(q.Channel, math.MaxUint64)
+	if replica || stashed || !r.b.view.Load().owns(ChannelKind, q.Channel) || !r.b.membership.Certain() {
+		ctx.Respond(&pb.Moved{})
+		return
+	}
+	ctx.Respond(&pb.History{})
 }
 
 // handOver passes a new activation's request for the channel's state on

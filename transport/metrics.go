@@ -25,6 +25,7 @@ type Metrics struct {
 	DeliveryGaps       prometheus.Counter
 	StaleDeliveries    prometheus.Counter
 	HandOvers          prometheus.Counter
+	GrainLookups       *prometheus.CounterVec
 }
 
 func NewMetrics() *Metrics {
@@ -62,6 +63,9 @@ func NewMetrics() *Metrics {
 			Name: "switchboard_stale_deliveries_total", Help: "Publications dropped by this node's relay because a newer activation of their channel had announced itself."}),
 		HandOvers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_channel_handovers_total", Help: "Channels activated on this node that took over the state (epoch, offset, history) of their previous activation."}),
+		GrainLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_grain_lookups_total", Help: "Lookups of channels and sessions this node had no address for (each may activate the grain), by result: started, or refused over --lookup-rate-limit."},
+			[]string{"result"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -69,6 +73,7 @@ func NewMetrics() *Metrics {
 		m.Connections, m.Actors, m.Subscriptions, m.MessagesIn, m.FramesOut,
 		m.Publications, m.Deliveries, m.SlowConsumerCloses, m.ProtocolErrors,
 		m.ClusterMembers, m.RemoteDeliveries, m.SocketWrites, m.DeliveryGaps, m.StaleDeliveries, m.HandOvers,
+		m.GrainLookups,
 	)
 	return m
 }

@@ -115,3 +115,28 @@ func (c *ipCounter) release(ip string) {
 		delete(c.open, ip)
 	}
 }
+
+// RateBudget is a token bucket that many goroutines may spend from.
+type RateBudget struct {
+	mu     sync.Mutex
+	bucket *tokenBucket
+}
+
+// NewRateBudget allows rate a second with bursts of burst; a rate of 0
+// allows everything.
+func NewRateBudget(rate float64, burst int) *RateBudget {
+	if rate <= 0 {
+		return nil
+	}
+	return &RateBudget{bucket: newTokenBucket(rate, max(burst, 1))}
+}
+
+// Take spends one token if there is one (always, for a nil budget).
+func (r *RateBudget) Take() bool {
+	if r == nil {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bucket.take(time.Now())
+}

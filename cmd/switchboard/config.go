@@ -36,6 +36,8 @@ type config struct {
 	GrainIdleTimeout time.Duration
 	ShutdownTimeout  time.Duration
 	ChannelReplicas  int
+	LookupRate       float64
+	LookupBurst      int
 
 	JWTSecret        string
 	JWTPublicKeys    string
@@ -93,6 +95,8 @@ func defaultConfig() config {
 		GrainIdleTimeout: 30 * time.Second,
 		ShutdownTimeout:  10 * time.Second,
 		ChannelReplicas:  1,
+		LookupRate:       2000,
+		LookupBurst:      20000,
 
 		JWTLeeway:        5 * time.Second,
 		JWTUserClaim:     "sub",
@@ -140,6 +144,8 @@ func (c *config) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "longest a socket write may block before the connection is dropped")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "longest wait for a channel or session to answer")
 	fs.DurationVar(&c.GrainIdleTimeout, "grain-idle-timeout", c.GrainIdleTimeout, "how long an unused channel or session stays in memory")
+	fs.Float64Var(&c.LookupRate, "lookup-rate-limit", c.LookupRate, "channels and users a second this node may look up without knowing where they live (each may be activated); more are answered unavailable (0: unlimited)")
+	fs.IntVar(&c.LookupBurst, "lookup-rate-burst", c.LookupBurst, "bursts allowed above --lookup-rate-limit")
 	fs.IntVar(&c.ChannelReplicas, "channel-replicas", c.ChannelReplicas, "other cluster members that keep a copy of each channel's state, so it survives its node (0: none)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "longest a graceful shutdown may take")
 
@@ -233,6 +239,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("--outbox-messages must be positive and --outbox-bytes at least 1024")
 	case c.RequestTimeout <= 0 || c.GrainIdleTimeout <= 0:
 		return fmt.Errorf("--request-timeout and --grain-idle-timeout must be positive")
+	case c.LookupRate < 0 || c.LookupBurst < 0:
+		return fmt.Errorf("--lookup-rate-limit and --lookup-rate-burst must not be negative")
 	case c.ChannelReplicas < 0 || c.ChannelReplicas > 8:
 		return fmt.Errorf("--channel-replicas must be between 0 and 8")
 	}

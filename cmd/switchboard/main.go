@@ -79,6 +79,8 @@ func run(cfg config) error {
 		MaxConnectionsPerUser: cfg.MaxConnsPerUser,
 		Namespaces:            namespaces,
 		ChannelReplicas:       cfg.ChannelReplicas,
+		LookupRate:            cfg.LookupRate,
+		LookupBurst:           cfg.LookupBurst,
 	}, metrics, log)
 	node, err := cluster.Start(cluster.Config{
 		Name:           cfg.ClusterName,

@@ -663,7 +663,9 @@ type QueryHistory struct {
 	Limit uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Who asks: a publication that excluded this user is answered with a
 	// skip frame in its place.
-	User          string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	User string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// Set when the question goes to the owner's relay rather than the grain.
+	Channel       string `protobuf:"bytes,4,opt,name=channel,proto3" json:"channel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -715,6 +717,13 @@ func (x *QueryHistory) GetLimit() uint32 {
 func (x *QueryHistory) GetUser() string {
 	if x != nil {
 		return x.User
+	}
+	return ""
+}
+
+func (x *QueryHistory) GetChannel() string {
+	if x != nil {
+		return x.Channel
 	}
 	return ""
 }
@@ -1189,11 +1198,12 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\x06Member\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12 \n" +
 	"\vconnections\x18\x02 \x01(\rR\vconnections\x12\x12\n" +
-	"\x04info\x18\x03 \x01(\fR\x04info\"N\n" +
+	"\x04info\x18\x03 \x01(\fR\x04info\"h\n" +
 	"\fQueryHistory\x12\x14\n" +
 	"\x05since\x18\x01 \x01(\x04R\x05since\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x12\n" +
-	"\x04user\x18\x03 \x01(\tR\x04user\"c\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x18\n" +
+	"\achannel\x18\x04 \x01(\tR\achannel\"c\n" +
 	"\aHistory\x12\x16\n" +
 	"\x06frames\x18\x01 \x03(\fR\x06frames\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +
