@@ -554,7 +554,9 @@ func (b *Broker) HandOverChannels(ctx context.Context) {
 		}
 		return true
 	})
+	start := time.Now()
 	b.wakeAll(ctx, channels)
+	b.log.Info("channels handed over", "channels", len(channels), "took", time.Since(start).Round(time.Millisecond), "cut_short", ctx.Err() != nil)
 }
 
 // wakeAll activates channels at their owners, a few at a time.

@@ -65,6 +65,9 @@ type placement struct {
 	pid            *actor.PID
 	moved          atomic.Bool
 	served         atomic.Bool // took over and sequenced as the channel's activation; one moved at birth never did
+	// Placed where the member list in force says it does not belong (a
+	// lookup made under a newer or older list than this node's).
+	bornMoved bool
 }
 
 // place registers a new activation under the member list in force.
@@ -73,6 +76,7 @@ func (b *Broker) place(kind, identity string, pid *actor.PID) *placement {
 	p := &placement{kind: kind, identity: identity, term: v.term, pid: pid}
 	if !v.owns(kind, identity) {
 		p.moved.Store(true)
+		p.bornMoved = true
 	}
 	b.placements.Store(kind+"/"+identity, p)
 	return p
@@ -94,7 +98,12 @@ func standDown(ctx actor.Context, p *placement, idle *passivation) {
 		}
 		ctx.Respond(moved)
 	}
-	if p.moved.Load() {
+	if p.bornMoved {
+		// It never served: stop at once, so that once this node's list
+		// catches up, the next lookup here activates the grain afresh
+		// rather than finding this one.
+		idle.stopSoon(ctx, 0)
+	} else if p.moved.Load() {
 		idle.stopSoon(ctx, movedLinger)
 	}
 }
