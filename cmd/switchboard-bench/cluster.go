@@ -18,8 +18,9 @@ import (
 
 // runW4 is W2 spread over a three-node cluster sharing the server core:
 // clients go evenly to the nodes, and the nodes' metrics show how often a
-// publication crossed the network.
-func runW4(cpu, brokerBin string, cfg fanoutConfig) (fanoutResult, float64, error) {
+// publication crossed the network. replicas ≥ 0 is passed to every node as
+// --channel-replicas; -1 passes nothing (the broker's default).
+func runW4(cpu, brokerBin string, replicas int, cfg fanoutConfig) (fanoutResult, float64, error) {
 	dir, err := os.MkdirTemp("", "bench-etcd")
 	if err != nil {
 		return fanoutResult{}, 0, err
@@ -38,10 +39,13 @@ func runW4(cpu, brokerBin string, cfg fanoutConfig) (fanoutResult, float64, erro
 			_ = n.Wait()
 		}
 	}()
+	args := []string{"--cluster-etcd", etcd.Endpoint, "--node-addr", "127.0.0.1:0", "--rate-limit", "0", "--log-level", "warn"}
+	if replicas >= 0 {
+		args = append(args, fmt.Sprintf("--channel-replicas=%d", replicas))
+	}
 	for range 3 {
 		addr := freeAddr()
-		cmd, err := startServer(cpu, brokerBin, "--addr", addr, "--cluster-etcd", etcd.Endpoint, "--node-addr", "127.0.0.1:0",
-			"--rate-limit", "0", "--log-level", "warn")
+		cmd, err := startServer(cpu, brokerBin, append([]string{"--addr", addr}, args...)...)
 		if err != nil {
 			return fanoutResult{}, 0, err
 		}
