@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,7 +21,8 @@ import (
 // clients go evenly to the nodes, and the nodes' metrics show how often a
 // publication crossed the network. replicas ≥ 0 is passed to every node as
 // --channel-replicas; -1 passes nothing (the broker's default).
-func runW4(cpu, brokerBin string, replicas int, cfg fanoutConfig) (fanoutResult, float64, error) {
+// logDir, when set, keeps each node's stderr as logDir/W4-node<i>.log.
+func runW4(cpu, brokerBin string, replicas int, logDir string, cfg fanoutConfig) (fanoutResult, float64, error) {
 	dir, err := os.MkdirTemp("", "bench-etcd")
 	if err != nil {
 		return fanoutResult{}, 0, err
@@ -43,10 +45,18 @@ func runW4(cpu, brokerBin string, replicas int, cfg fanoutConfig) (fanoutResult,
 	if replicas >= 0 {
 		args = append(args, fmt.Sprintf("--channel-replicas=%d", replicas))
 	}
-	for range 3 {
+	for i := range 3 {
 		addr := freeAddr()
-		cmd, err := startServer(cpu, brokerBin, append([]string{"--addr", addr}, args...)...)
-		if err != nil {
+		cmd := serverCommand(cpu, brokerBin, append([]string{"--addr", addr}, args...)...)
+		if logDir != "" {
+			f, err := os.Create(filepath.Join(logDir, fmt.Sprintf("W4-node%d.log", i+1)))
+			if err != nil {
+				return fanoutResult{}, 0, err
+			}
+			defer f.Close()
+			cmd.Stderr = f
+		}
+		if err := cmd.Start(); err != nil {
 			return fanoutResult{}, 0, err
 		}
 		nodes = append(nodes, cmd)

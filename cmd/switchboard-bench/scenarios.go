@@ -24,7 +24,7 @@ func runScenarios(args []string) error {
 	only := fs.String("only", "", "comma-separated scenarios to run (W1-20, W1, W2, W3, W4, W5-base, W5-slow, failover, rolling-restart); empty: all W scenarios")
 	replicas := fs.Int("replicas", -1, "W4, failover, rolling-restart: pass --channel-replicas=N to every node; -1: do not pass the flag (the broker's default)")
 	failoverAfter := fs.Duration("failover-after", 10*time.Second, "failover: load after the kill; rolling-restart: after the last restart (a quarter of it)")
-	nodeLogs := fs.String("node-logs", "", "failover, rolling-restart: directory for the nodes' logs (default: discarded)")
+	nodeLogs := fs.String("node-logs", "", "W4, failover, rolling-restart: directory for the nodes' logs (default: discarded)")
 	_ = fs.Parse(args)
 	// The failover scenarios kill and restart processes and take a minute:
 	// they run only when named.
@@ -118,7 +118,7 @@ func runScenarios(args []string) error {
 	}
 	if selected("W4") {
 		cfg := scenarios[2].cfg // W2
-		res, crossings, err := runW4(*serverCPU, *brokerBin, *replicas, cfg)
+		res, crossings, err := runW4(*serverCPU, *brokerBin, *replicas, *nodeLogs, cfg)
 		if err != nil {
 			return fmt.Errorf("W4: %w", err)
 		}
