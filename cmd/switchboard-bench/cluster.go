@@ -22,9 +22,9 @@ import (
 // publication crossed the network. replicas ≥ 0 is passed to every node as
 // --channel-replicas; -1 passes nothing (the broker's default).
 // logDir, when set, keeps each node's stderr as logDir/W4-node<i>.log.
-// It also returns the CPU time the three nodes used while the clients ran
-// (connecting, publishing, draining), less sensitive than throughput to
-// other work on the machine.
+// It also returns the CPU time the three nodes used from the start of
+// publishing until the deliveries drained, less sensitive than throughput
+// to other work on the machine.
 func runW4(cpu, brokerBin string, replicas int, logDir string, cfg fanoutConfig) (fanoutResult, float64, time.Duration, error) {
 	dir, err := os.MkdirTemp("", "bench-etcd")
 	if err != nil {
@@ -81,12 +81,19 @@ func runW4(cpu, brokerBin string, replicas int, logDir string, cfg fanoutConfig)
 		}
 		return total
 	}
-	cpuBefore := nodesCPU()
+	var cpuBefore, used time.Duration
+	cfg.Mark = func(phase string) {
+		switch phase {
+		case "publishing":
+			cpuBefore = nodesCPU()
+		case "drained":
+			used = nodesCPU() - cpuBefore
+		}
+	}
 	res, err := runFanout(context.Background(), cfg)
 	if err != nil {
 		return res, 0, 0, err
 	}
-	used := nodesCPU() - cpuBefore
 	crossings := 0.0
 	for _, addr := range addrs {
 		v, _ := metric(addr, "switchboard_remote_deliveries_total")

@@ -32,6 +32,9 @@ type fanoutConfig struct {
 	Stalled int
 	// ServerPID, when set, has the server's resident memory sampled.
 	ServerPID int
+	// Mark, when set, is called as publishing begins ("publishing") and
+	// once the deliveries have drained ("drained").
+	Mark func(phase string)
 }
 
 type fanoutResult struct {
@@ -260,6 +263,9 @@ func runFanout(ctx context.Context, cfg fanoutConfig) (fanoutResult, error) {
 	var published atomic.Int64
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
+	if cfg.Mark != nil {
+		cfg.Mark("publishing")
+	}
 	began := time.Now()
 	var pw sync.WaitGroup
 	for p, pc := range pubs {
@@ -312,6 +318,9 @@ func runFanout(ctx context.Context, cfg fanoutConfig) (fanoutResult, error) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if cfg.Mark != nil {
+		cfg.Mark("drained")
 	}
 	res.Published = published.Load()
 	res.RSSPeak = rssPeak.Load()

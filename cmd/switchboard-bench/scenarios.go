@@ -129,7 +129,7 @@ func runScenarios(args []string) error {
 		} else {
 			fmt.Printf("| W4 | deliveries/s, 3 nodes (W2 not run) | %.0f | | |\n", res.DeliveriesPerSecond())
 		}
-		fmt.Printf("| W4 | nodes' CPU time while the clients ran, per publication | %s, %.1f µs | | |\n",
+		fmt.Printf("| W4 | nodes' CPU time from publishing to drained, per publication | %s, %.1f µs | | |\n",
 			nodesCPU.Round(10*time.Millisecond), float64(nodesCPU.Microseconds())/float64(max(res.Published, 1)))
 		fmt.Printf("| W4 | network crossings per publication (2 other nodes with subscribers) | %.2f | | |\n", crossings/float64(res.Published))
 		fmt.Printf("| W4 | lost / dup / reordered | %d / %d / %d | | |\n", res.Lost, res.Duplicated, res.Reorders)
