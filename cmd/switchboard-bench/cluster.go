@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,16 +19,21 @@ import (
 
 // runW4 is W2 spread over a three-node cluster sharing the server core:
 // clients go evenly to the nodes, and the nodes' metrics show how often a
-// publication crossed the network.
-func runW4(cpu, brokerBin string, cfg fanoutConfig) (fanoutResult, float64, error) {
+// publication crossed the network. replicas ≥ 0 is passed to every node as
+// --channel-replicas; -1 passes nothing (the broker's default).
+// logDir, when set, keeps each node's stderr as logDir/W4-node<i>.log.
+// It also returns the CPU time the three nodes used from the start of
+// publishing until the deliveries drained, less sensitive than throughput
+// to other work on the machine.
+func runW4(cpu, brokerBin string, replicas int, logDir string, cfg fanoutConfig) (fanoutResult, float64, time.Duration, error) {
 	dir, err := os.MkdirTemp("", "bench-etcd")
 	if err != nil {
-		return fanoutResult{}, 0, err
+		return fanoutResult{}, 0, 0, err
 	}
 	defer os.RemoveAll(dir)
 	etcd, err := cluster.StartEmbeddedEtcd(dir, freeAddr(), freeAddr())
 	if err != nil {
-		return fanoutResult{}, 0, err
+		return fanoutResult{}, 0, 0, err
 	}
 	defer etcd.Stop()
 	var addrs []string
@@ -38,34 +44,83 @@ func runW4(cpu, brokerBin string, cfg fanoutConfig) (fanoutResult, float64, erro
 			_ = n.Wait()
 		}
 	}()
-	for range 3 {
+	args := []string{"--cluster-etcd", etcd.Endpoint, "--node-addr", "127.0.0.1:0", "--rate-limit", "0", "--log-level", "warn"}
+	if replicas >= 0 {
+		args = append(args, fmt.Sprintf("--channel-replicas=%d", replicas))
+	}
+	for i := range 3 {
 		addr := freeAddr()
-		cmd, err := startServer(cpu, brokerBin, "--addr", addr, "--cluster-etcd", etcd.Endpoint, "--node-addr", "127.0.0.1:0",
-			"--rate-limit", "0", "--log-level", "warn")
-		if err != nil {
-			return fanoutResult{}, 0, err
+		cmd := serverCommand(cpu, brokerBin, append([]string{"--addr", addr}, args...)...)
+		if logDir != "" {
+			f, err := os.Create(filepath.Join(logDir, fmt.Sprintf("W4-node%d.log", i+1)))
+			if err != nil {
+				return fanoutResult{}, 0, 0, err
+			}
+			defer f.Close()
+			cmd.Stderr = f
+		}
+		if err := cmd.Start(); err != nil {
+			return fanoutResult{}, 0, 0, err
 		}
 		nodes = append(nodes, cmd)
 		addrs = append(addrs, addr)
 	}
 	for _, addr := range addrs {
 		if err := waitForMetric(addr, "switchboard_cluster_members", 3); err != nil {
-			return fanoutResult{}, 0, err
+			return fanoutResult{}, 0, 0, err
 		}
 	}
 	for _, addr := range addrs {
 		cfg.URLs = append(cfg.URLs, "ws://"+addr+"/ws")
 	}
+	nodesCPU := func() time.Duration {
+		var total time.Duration
+		for _, n := range nodes {
+			c, _ := processCPU(n.Process.Pid)
+			total += c
+		}
+		return total
+	}
+	var cpuBefore, used time.Duration
+	cfg.Mark = func(phase string) {
+		switch phase {
+		case "publishing":
+			cpuBefore = nodesCPU()
+		case "drained":
+			used = nodesCPU() - cpuBefore
+		}
+	}
 	res, err := runFanout(context.Background(), cfg)
 	if err != nil {
-		return res, 0, err
+		return res, 0, 0, err
 	}
 	crossings := 0.0
 	for _, addr := range addrs {
 		v, _ := metric(addr, "switchboard_remote_deliveries_total")
 		crossings += v
 	}
-	return res, crossings, nil
+	return res, crossings, used, nil
+}
+
+// processCPU is the user and system CPU time a process has used, from
+// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+func processCPU(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces: count from after it.
+	rest := string(stat[strings.LastIndexByte(string(stat), ')')+2:])
+	fields := strings.Fields(rest)
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
 func freeAddr() string {

@@ -32,6 +32,9 @@ type fanoutConfig struct {
 	Stalled int
 	// ServerPID, when set, has the server's resident memory sampled.
 	ServerPID int
+	// Mark, when set, is called as publishing begins ("publishing") and
+	// once the deliveries have drained ("drained").
+	Mark func(phase string)
 }
 
 type fanoutResult struct {
@@ -42,6 +45,12 @@ type fanoutResult struct {
 	P50, P90, P99, Max         time.Duration
 	// Server resident memory before publishing and at its peak after.
 	RSSBefore, RSSPeak int64
+	// Publications answered with an error (counted as acknowledged by the
+	// loss count, which has no way to tell), its first such frame, and
+	// connections the server closed before the end of the run.
+	Refused     int64
+	FirstError  string
+	ClosedEarly int
 }
 
 func (cfg fanoutConfig) url(i int) string {
@@ -68,12 +77,13 @@ type subscriberConn struct {
 	lost, dups int64
 	reorders   int64
 	lastSeen   atomic.Int64
+	closed     atomic.Bool
 }
 
 var dataPrefix = []byte(`"data":"`)
 
 func (s *subscriberConn) OnOpen(*gws.Conn)         {}
-func (s *subscriberConn) OnClose(*gws.Conn, error) {}
+func (s *subscriberConn) OnClose(*gws.Conn, error) { s.closed.Store(true) }
 func (s *subscriberConn) OnPing(*gws.Conn, []byte) {}
 func (s *subscriberConn) OnPong(*gws.Conn, []byte) {}
 
@@ -124,12 +134,15 @@ type publisherConn struct {
 	conn     *gws.Conn
 	inflight chan struct{}
 	acked    atomic.Int64
+	refused  atomic.Int64
+	firstErr atomic.Pointer[string]
+	closed   atomic.Bool
 	ready    chan struct{}
 	once     sync.Once
 }
 
 func (p *publisherConn) OnOpen(*gws.Conn)         {}
-func (p *publisherConn) OnClose(*gws.Conn, error) {}
+func (p *publisherConn) OnClose(*gws.Conn, error) { p.closed.Store(true) }
 func (p *publisherConn) OnPing(*gws.Conn, []byte) {}
 func (p *publisherConn) OnPong(*gws.Conn, []byte) {}
 func (p *publisherConn) OnMessage(_ *gws.Conn, m *gws.Message) {
@@ -139,6 +152,11 @@ func (p *publisherConn) OnMessage(_ *gws.Conn, m *gws.Message) {
 	case bytes.HasPrefix(b, []byte(`{"type":"welcome"`)):
 		p.once.Do(func() { close(p.ready) })
 	case bytes.HasPrefix(b, []byte(`{"type":"published"`)), bytes.HasPrefix(b, []byte(`{"type":"error"`)):
+		if bytes.HasPrefix(b, []byte(`{"type":"error"`)) {
+			p.refused.Add(1)
+			frame := string(b)
+			p.firstErr.CompareAndSwap(nil, &frame)
+		}
 		p.acked.Add(1)
 		select {
 		case <-p.inflight:
@@ -245,6 +263,9 @@ func runFanout(ctx context.Context, cfg fanoutConfig) (fanoutResult, error) {
 	var published atomic.Int64
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
+	if cfg.Mark != nil {
+		cfg.Mark("publishing")
+	}
 	began := time.Now()
 	var pw sync.WaitGroup
 	for p, pc := range pubs {
@@ -298,6 +319,9 @@ func runFanout(ctx context.Context, cfg fanoutConfig) (fanoutResult, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	if cfg.Mark != nil {
+		cfg.Mark("drained")
+	}
 	res.Published = published.Load()
 	res.RSSPeak = rssPeak.Load()
 	var lastDelivery int64
@@ -312,6 +336,20 @@ func runFanout(ctx context.Context, cfg fanoutConfig) (fanoutResult, error) {
 	}
 	// Publications never seen at all by a subscriber count as lost too.
 	res.Lost += missingTail(cfg, subs, pubs)
+	for _, s := range subs {
+		if s.closed.Load() {
+			res.ClosedEarly++
+		}
+	}
+	for _, p := range pubs {
+		res.Refused += p.refused.Load()
+		if f := p.firstErr.Load(); f != nil && res.FirstError == "" {
+			res.FirstError = *f
+		}
+		if p.closed.Load() {
+			res.ClosedEarly++
+		}
+	}
 	res.Elapsed = time.Unix(0, lastDelivery).Sub(began)
 	slices.Sort(all)
 	if n := len(all); n > 0 {

@@ -78,6 +78,10 @@ func printFanout(name string, r fanoutResult) {
 		name, r.Setup.Round(time.Millisecond), r.Published, r.Delivered, r.DeliveriesPerSecond(),
 		r.P50.Round(time.Microsecond), r.P90.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond),
 		r.Lost, r.Duplicated, r.Reorders)
+	if r.Refused > 0 || r.ClosedEarly > 0 {
+		fmt.Printf("%s: %d publications answered with an error (first: %s), %d connections closed by the server before the end\n",
+			name, r.Refused, r.FirstError, r.ClosedEarly)
+	}
 }
 
 // raiseFileLimit lifts the open-file limit to its hard maximum: 10,000

@@ -22,9 +22,9 @@ func runScenarios(args []string) error {
 	serverCPU := fs.String("server-cpu", "1", "CPU the servers are pinned to (taskset); empty: not pinned")
 	duration := fs.Duration("duration", 10*time.Second, "publishing time of each fan-out scenario")
 	only := fs.String("only", "", "comma-separated scenarios to run (W1-20, W1, W2, W3, W4, W5-base, W5-slow, failover, rolling-restart); empty: all W scenarios")
-	replicas := fs.Int("replicas", -1, "failover, rolling-restart: pass --channel-replicas=N to every node; -1: do not pass the flag")
+	replicas := fs.Int("replicas", -1, "W4, failover, rolling-restart: pass --channel-replicas=N to every node; -1: do not pass the flag (the broker's default)")
 	failoverAfter := fs.Duration("failover-after", 10*time.Second, "failover: load after the kill; rolling-restart: after the last restart (a quarter of it)")
-	nodeLogs := fs.String("node-logs", "", "failover, rolling-restart: directory for the nodes' logs (default: discarded)")
+	nodeLogs := fs.String("node-logs", "", "W4, failover, rolling-restart: directory for the nodes' logs (default: discarded)")
 	_ = fs.Parse(args)
 	// The failover scenarios kill and restart processes and take a minute:
 	// they run only when named.
@@ -118,14 +118,19 @@ func runScenarios(args []string) error {
 	}
 	if selected("W4") {
 		cfg := scenarios[2].cfg // W2
-		res, crossings, err := runW4(*serverCPU, *brokerBin, cfg)
+		res, crossings, nodesCPU, err := runW4(*serverCPU, *brokerBin, *replicas, *nodeLogs, cfg)
 		if err != nil {
 			return fmt.Errorf("W4: %w", err)
 		}
-		printFanout("W4 broker (3 nodes)", res)
-		single := results["broker"]["W2"]
-		fmt.Printf("| W4 | deliveries/s, 3 nodes vs 1 | %.0f | %.0f (W2) | %.2f |\n", res.DeliveriesPerSecond(), single.DeliveriesPerSecond(),
-			res.DeliveriesPerSecond()/single.DeliveriesPerSecond())
+		printFanout(fmt.Sprintf("W4 broker (3 nodes, replicas: %s)", replicasLabel(*replicas)), res)
+		if single, ok := results["broker"]["W2"]; ok {
+			fmt.Printf("| W4 | deliveries/s, 3 nodes vs 1 | %.0f | %.0f (W2) | %.2f |\n", res.DeliveriesPerSecond(), single.DeliveriesPerSecond(),
+				res.DeliveriesPerSecond()/single.DeliveriesPerSecond())
+		} else {
+			fmt.Printf("| W4 | deliveries/s, 3 nodes (W2 not run) | %.0f | | |\n", res.DeliveriesPerSecond())
+		}
+		fmt.Printf("| W4 | nodes' CPU time from publishing to drained, per publication | %s, %.1f µs | | |\n",
+			nodesCPU.Round(10*time.Millisecond), float64(nodesCPU.Microseconds())/float64(max(res.Published, 1)))
 		fmt.Printf("| W4 | network crossings per publication (2 other nodes with subscribers) | %.2f | | |\n", crossings/float64(res.Published))
 		fmt.Printf("| W4 | lost / dup / reordered | %d / %d / %d | | |\n", res.Lost, res.Duplicated, res.Reorders)
 	}
