@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -33,6 +32,7 @@ type channel struct {
 	subscribers map[string]*subscriber // connection id → subscriber
 	relays      map[string]*relayRef   // member id → that member's relay
 	users       map[string]*member     // user → their connections here
+	userOrder   []string               // the keys of users, sorted: presence pages read from it
 	history     []stored               // oldest first
 	configured  bool                   // settings from the HTTP API keep it loaded
 	unanswered  map[string]bool        // relays (by address) yet to say who subscribes here
@@ -205,6 +205,8 @@ func (c *channel) add(connectionID, user, relayAddress, relayMember string, pres
 	if arrived {
 		m = &member{}
 		c.users[user] = m
+		at, _ := slices.BinarySearch(c.userOrder, user)
+		c.userOrder = slices.Insert(c.userOrder, at, user)
 	}
 	m.connections++
 	if len(info) > 0 {
@@ -231,6 +233,9 @@ func (c *channel) remove(connectionID string) (*subscriber, bool, bool) {
 	if m := c.users[sub.user]; m != nil {
 		if m.connections--; m.connections == 0 {
 			delete(c.users, sub.user)
+			if at, found := slices.BinarySearch(c.userOrder, sub.user); found {
+				c.userOrder = slices.Delete(c.userOrder, at, at+1)
+			}
 			left = true
 		}
 	}
@@ -434,27 +439,19 @@ func (c *channel) idleWhenUnused(ctx actor.Context) {
 }
 
 func (c *channel) list() *pb.SubscriberList {
-	users := make([]string, 0, len(c.users))
-	for u := range c.users {
-		users = append(users, u)
-	}
-	sort.Strings(users)
-	return &pb.SubscriberList{Users: users, Subscriptions: uint32(len(c.subscribers))}
+	return &pb.SubscriberList{Users: slices.Clone(c.userOrder), Subscriptions: uint32(len(c.subscribers))}
 }
 
 // presence lists the users after `after` in user order, at most limit
 // (0: all); a limited page also stops at maxHistoryPageBytes of info.
 func (c *channel) presence(after string, limit uint32) *pb.Presence {
-	users := make([]string, 0, len(c.users))
-	for u := range c.users {
-		if u > after {
-			users = append(users, u)
-		}
+	from, found := slices.BinarySearch(c.userOrder, after)
+	if found {
+		from++
 	}
-	sort.Strings(users)
 	res := &pb.Presence{}
 	size := 0
-	for _, u := range users {
+	for _, u := range c.userOrder[from:] {
 		m := c.users[u]
 		size += len(u) + len(m.info) + 32
 		if limit > 0 && (len(res.Members) == int(limit) || (len(res.Members) > 0 && size > maxHistoryPageBytes)) {
