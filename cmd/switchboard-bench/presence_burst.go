@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +31,8 @@ type presenceBurstConfig struct {
 	// Quiet: once every view is complete, frames are still counted until
 	// none arrived for this long (pages asked for before completion).
 	Quiet time.Duration
+	// ServerPID, when set, has the server's CPU time measured over the run.
+	ServerPID int
 }
 
 func defaultPresenceBurstConfig(url string) presenceBurstConfig {
@@ -328,10 +331,14 @@ type presenceBurstResult struct {
 	TimedOut           bool
 	// LastFrame: the newest frame any member received, since the first dial.
 	LastFrame time.Duration
+	// ServerCPU: CPU time (user and system) the server used during the
+	// run; less moved by other processes on the core than wall time.
+	ServerCPU time.Duration
 }
 
 func runPresenceBurst(cfg presenceBurstConfig) (presenceBurstResult, error) {
 	res := presenceBurstResult{Users: cfg.Users, Closes: map[string]int{}}
+	cpuBefore, _ := cpuTime(cfg.ServerPID)
 	members := make([]*presenceMember, cfg.Users)
 	start := time.Now()
 	for i := range members {
@@ -399,6 +406,9 @@ func runPresenceBurst(cfg presenceBurstConfig) (presenceBurstResult, error) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
+	if cpuAfter, err := cpuTime(cfg.ServerPID); err == nil {
+		res.ServerCPU = cpuAfter - cpuBefore
+	}
 	var completes []time.Duration
 	var lastSubscribed time.Duration
 	for i, p := range members {
@@ -483,6 +493,9 @@ func printPresenceBurst(name string, cfg presenceBurstConfig, r presenceBurstRes
 		fmt.Printf("| %s | events naming non-members / unrecognised frames | %d / %d |\n", name, r.Strangers, c.other)
 	}
 	fmt.Printf("| %s | last frame received | %s after the first dial |\n", name, ms(r.LastFrame))
+	if r.ServerCPU > 0 {
+		fmt.Printf("| %s | server CPU time (user+system) | %s |\n", name, ms(r.ServerCPU))
+	}
 	if r.Incomplete > 0 {
 		fmt.Printf("%s: INCOMPLETE after %s: %d views (sizes %d–%d of %d), e.g. %s\n", name, cfg.Timeout, r.Incomplete,
 			r.IncompleteMin, r.IncompleteMax, r.Users, strings.Join(r.IncompleteExamples, "; "))
@@ -494,4 +507,31 @@ func printPresenceBurst(name string, cfg presenceBurstConfig, r presenceBurstRes
 		}
 		fmt.Printf("%s: dial error %s\n", name, e)
 	}
+}
+
+// cpuTime is the user and system CPU time a process has used so far.
+func cpuTime(pid int) (time.Duration, error) {
+	if pid == 0 {
+		return 0, fmt.Errorf("no pid")
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command (which may hold spaces) start at state (3rd);
+	// utime and stime are the 14th and 15th, in clock ticks (100 a second).
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("unreadable /proc/%d/stat", pid)
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("unreadable /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }

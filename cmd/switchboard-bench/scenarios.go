@@ -147,9 +147,9 @@ func runScenarios(args []string) error {
 		// Default broker flags: the default limits (control frames 50/s,
 		// burst 500; no per-IP limit) let every well-behaved member in.
 		args := func(addr string) []string { return []string{"--addr", addr, "--log-level", "warn"} }
-		res, err := withServer(*serverCPU, *brokerBin, args, func(url string, _ int) (presenceBurstResult, error) {
+		res, err := withServer(*serverCPU, *brokerBin, args, func(url string, pid int) (presenceBurstResult, error) {
 			cfg := burst
-			cfg.URL = url
+			cfg.URL, cfg.ServerPID = url, pid
 			return runPresenceBurst(cfg)
 		})
 		if err != nil {
