@@ -4,6 +4,7 @@
 //
 //	switchboard-bench scenarios [--broker-bin PATH]   # W1–W3, broker and raw hub, as a table
 //	switchboard-bench scenarios --only failover,rolling-restart [--replicas N]   # issue #14: a node killed, nodes restarted
+//	switchboard-bench scenarios --only presence-burst [--presence-limit L]   # issue #13: 1,000 users join one presence channel
 //	switchboard-bench fanout --url ws://… [--subscribers N …]
 //	switchboard-bench idle --url ws://… --server-pid PID --connections N
 //	switchboard-bench hub --addr 127.0.0.1:9000        # the reference hub alone

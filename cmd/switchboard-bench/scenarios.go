@@ -21,14 +21,20 @@ func runScenarios(args []string) error {
 	brokerBin := fs.String("broker-bin", "", "switchboard binary (default: beside this one)")
 	serverCPU := fs.String("server-cpu", "1", "CPU the servers are pinned to (taskset); empty: not pinned")
 	duration := fs.Duration("duration", 10*time.Second, "publishing time of each fan-out scenario")
-	only := fs.String("only", "", "comma-separated scenarios to run (W1-20, W1, W2, W3, W4, W5-base, W5-slow, failover, rolling-restart); empty: all W scenarios")
+	only := fs.String("only", "", "comma-separated scenarios to run (W1-20, W1, W2, W3, W4, W5-base, W5-slow, failover, rolling-restart, presence-burst); empty: all W scenarios")
 	replicas := fs.Int("replicas", -1, "W4, failover, rolling-restart: pass --channel-replicas=N to every node; -1: do not pass the flag (the broker's default)")
 	failoverAfter := fs.Duration("failover-after", 10*time.Second, "failover: load after the kill; rolling-restart: after the last restart (a quarter of it)")
 	nodeLogs := fs.String("node-logs", "", "W4, failover, rolling-restart: directory for the nodes' logs (default: discarded)")
+	burst := defaultPresenceBurstConfig("")
+	fs.IntVar(&burst.Users, "presence-users", burst.Users, "presence-burst: users joining the one presence channel")
+	fs.DurationVar(&burst.Spread, "presence-spread", burst.Spread, "presence-burst: time over which the users connect")
+	fs.IntVar(&burst.Limit, "presence-limit", burst.Limit, "presence-burst: limit of each presence page")
+	fs.DurationVar(&burst.Timeout, "presence-timeout", burst.Timeout, "presence-burst: give up this long after the first dial")
 	_ = fs.Parse(args)
 	// The failover scenarios kill and restart processes and take a minute:
-	// they run only when named.
-	namedOnly := map[string]bool{"failover": true, "rolling-restart": true}
+	// they run only when named; so does presence-burst, which has no raw
+	// hub to compare with.
+	namedOnly := map[string]bool{"failover": true, "rolling-restart": true, "presence-burst": true}
 	selected := func(name string) bool {
 		return (*only == "" && !namedOnly[name]) || slices.Contains(strings.Split(*only, ","), name)
 	}
@@ -141,6 +147,20 @@ func runScenarios(args []string) error {
 	}
 	if b, ok := idle["broker"]; ok {
 		fmt.Printf("| W3 | KiB per idle connection | %.1f | %.1f | %.2f |\n", b/1024, idle["raw"]/1024, b/idle["raw"])
+	}
+	if selected("presence-burst") {
+		// Default broker flags: the default limits (control frames 50/s,
+		// burst 500; no per-IP limit) let every well-behaved member in.
+		args := func(addr string) []string { return []string{"--addr", addr, "--log-level", "warn"} }
+		res, err := withServer(*serverCPU, *brokerBin, args, func(url string, pid int) (presenceBurstResult, error) {
+			cfg := burst
+			cfg.URL, cfg.ServerPID = url, pid
+			return runPresenceBurst(cfg)
+		})
+		if err != nil {
+			return fmt.Errorf("presence-burst: %w", err)
+		}
+		printPresenceBurst("presence-burst", burst, res)
 	}
 	if selected("failover") {
 		if err := runFailover(defaultFailoverConfig(*brokerBin, *serverCPU, *replicas, *failoverAfter, *nodeLogs)); err != nil {
