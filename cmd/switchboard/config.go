@@ -4,129 +4,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/switchboard/switchboard/actors"
-	"github.com/switchboard/switchboard/transport"
 )
 
-// config is every setting of the broker, with its defaults, filled from
-// flags and from SWITCHBOARD_* environment variables (flags win).
-type config struct {
-	Addr             string
-	NodeAddr         string
-	NodeAdvertise    string
-	ClusterEtcd      string
-	ClusterName      string
-	ClusterLeaseTTL  time.Duration
-	APIKey           string
-	LogLevel         string
-	LogFormat        string
-	ClusterLogLevel  string
-	MaxFrameBytes    int
-	MaxDataBytes     int
-	OutboxMessages   int
-	OutboxBytes      int
-	WriteTimeout     time.Duration
-	RequestTimeout   time.Duration
-	GrainIdleTimeout time.Duration
-	ShutdownTimeout  time.Duration
-	ChannelReplicas  int
-	LookupRate       float64
-	LookupBurst      int
+// The broker's settings, their defaults and their checks are
+// actors.Config's; this file gives each one a flag and a SWITCHBOARD_*
+// variable.
 
-	JWTSecret        string
-	JWTPublicKeys    string
-	JWTJWKS          string
-	JWTIssuer        string
-	JWTAudience      string
-	JWTLeeway        time.Duration
-	JWTUserClaim     string
-	AuthTimeout      time.Duration
-	SubscribeDefault string
-	PublishDefault   string
-	SubscribeDeny    string
-	PublishDeny      string
-	SendDefault      string
-	SendDeny         string
-
-	RateLimit         float64
-	RateBurst         int
-	ControlRateLimit  float64
-	ControlRateBurst  int
-	RateLimitPolicy   string
-	UserRateLimit     float64
-	UserRateBurst     int
-	MaxConnsPerUser   int
-	MaxConnsPerIP     int
-	MaxSubscriptions  int
-	MaxChannelBytes   int
-	AllowedOrigins    string
-	TrustedProxies    string
-	HistorySize       int
-	HistoryTTL        time.Duration
-	Namespaces        string
-	MaxInfoBytes      int
-	Pprof             bool
-	PingInterval      time.Duration
-	IdleTimeout       time.Duration
-	ReadHeaderTimeout time.Duration
-}
-
-func defaultConfig() config {
-	return config{
-		Addr:             "127.0.0.1:8765",
-		NodeAddr:         "127.0.0.1:0",
-		ClusterName:      "switchboard",
-		ClusterLeaseTTL:  3 * time.Second,
-		LogLevel:         "info",
-		LogFormat:        "text",
-		ClusterLogLevel:  "warn",
-		MaxFrameBytes:    64 << 10,
-		MaxDataBytes:     60 << 10,
-		OutboxMessages:   4096,
-		OutboxBytes:      4 << 20,
-		WriteTimeout:     10 * time.Second,
-		RequestTimeout:   5 * time.Second,
-		GrainIdleTimeout: 30 * time.Second,
-		ShutdownTimeout:  10 * time.Second,
-		ChannelReplicas:  1,
-		LookupRate:       2000,
-		LookupBurst:      20000,
-
-		JWTLeeway:        5 * time.Second,
-		JWTUserClaim:     "sub",
-		AuthTimeout:      5 * time.Second,
-		SubscribeDefault: "*",
-		PublishDefault:   "*",
-		SendDefault:      "*",
-
-		// A game sends inputs at 20-60 Hz and an editor keystrokes in
-		// bursts; a page joins hundreds of channels at once after every
-		// reconnect. Abuse stays bounded: 100 publications a second is
-		// far below what one core fans out, and the control budget refills
-		// 50 a second after a burst of 500.
-		RateLimit:         100,
-		RateBurst:         300,
-		ControlRateLimit:  50,
-		ControlRateBurst:  500,
-		RateLimitPolicy:   "drop",
-		UserRateBurst:     50,
-		MaxSubscriptions:  1000,
-		MaxChannelBytes:   255,
-		PingInterval:      25 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		ReadHeaderTimeout: 10 * time.Second,
-		HistoryTTL:        5 * time.Minute,
-		MaxInfoBytes:      1024,
-	}
-}
-
-func (c *config) flags(fs *flag.FlagSet) {
+// flags binds every setting of cfg, its current value as the default, to
+// a flag of fs.
+func flags(fs *flag.FlagSet, c *actors.Config) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address for WebSocket clients (/ws) and HTTP (/api/, /healthz, /metrics)")
 	fs.StringVar(&c.NodeAddr, "node-addr", c.NodeAddr, "listen address for traffic between cluster nodes (port 0: any free port)")
 	fs.StringVar(&c.NodeAdvertise, "node-advertise", c.NodeAdvertise, "host other nodes reach this one at, when --node-addr binds all interfaces")
@@ -193,12 +83,12 @@ func envName(name string) string {
 }
 
 // parseConfig reads flags, then fills every flag not given from its
-// environment variable.
-func parseConfig(args []string, stderr io.Writer) (config, error) {
-	cfg := defaultConfig()
+// environment variable, and checks the result.
+func parseConfig(args []string, stderr io.Writer) (actors.Config, error) {
+	cfg := actors.NewConfig()
 	fs := flag.NewFlagSet("switchboard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfg.flags(fs)
+	flags(fs, &cfg)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: switchboard [flags]\n       switchboard token --user U --secret S [--ttl 1h] [--channels P,...] [--publish P,...]\n       switchboard dev-cluster [--nodes 3] [-- broker flags]\n\nRuns the Switchboard broker. Every flag --foo-bar may also be set as SWITCHBOARD_FOO_BAR.\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
@@ -226,94 +116,39 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if envErr != nil {
 		return cfg, envErr
 	}
-	return cfg, cfg.validate()
-}
-
-func (c *config) validate() error {
-	switch {
-	case c.MaxFrameBytes < 1024:
-		return fmt.Errorf("--max-frame-bytes must be at least 1024")
-	case c.MaxDataBytes < 1 || c.MaxDataBytes > c.MaxFrameBytes:
-		return fmt.Errorf("--max-data-bytes must be between 1 and --max-frame-bytes")
-	case c.OutboxMessages < 1 || c.OutboxBytes < 1024:
-		return fmt.Errorf("--outbox-messages must be positive and --outbox-bytes at least 1024")
-	case c.RequestTimeout <= 0 || c.GrainIdleTimeout <= 0:
-		return fmt.Errorf("--request-timeout and --grain-idle-timeout must be positive")
-	case c.LookupRate < 0 || c.LookupBurst < 0:
-		return fmt.Errorf("--lookup-rate-limit and --lookup-rate-burst must not be negative")
-	case c.ChannelReplicas < 0 || c.ChannelReplicas > 8:
-		return fmt.Errorf("--channel-replicas must be between 0 and 8")
+	if err := refuseReplacedZeros(cfg, given); err != nil {
+		return cfg, err
 	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
-		return err
-	}
-	if _, err := parseLevel(c.ClusterLogLevel); err != nil {
-		return err
-	}
-	if c.RateLimitPolicy != "drop" && c.RateLimitPolicy != "disconnect" {
-		return fmt.Errorf("--rate-limit-policy must be drop or disconnect")
-	}
-	if c.MaxChannelBytes < 1 || c.MaxChannelBytes > 255 {
-		return fmt.Errorf("--max-channel-bytes must be between 1 and 255")
-	}
-	if c.RateLimit < 0 || c.UserRateLimit < 0 || c.ControlRateLimit < 0 || c.RateBurst < 1 || c.UserRateBurst < 1 || c.ControlRateBurst < 1 {
-		return fmt.Errorf("rate limits must not be negative and bursts must be at least 1")
-	}
-	if c.HistorySize < 0 || c.HistoryTTL <= 0 {
-		return fmt.Errorf("--history-size must not be negative and --history-ttl must be positive")
-	}
-	if _, err := c.namespaces(); err != nil {
-		return fmt.Errorf("--namespaces: %w", err)
-	}
-	if _, err := c.trustedProxies(); err != nil {
-		return err
-	}
-	if c.AuthTimeout <= 0 {
-		return fmt.Errorf("--auth-timeout must be positive")
-	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		return fmt.Errorf("--log-format must be text or json")
-	}
-	return nil
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return l, fmt.Errorf("log level %q: want debug, info, warn or error", s)
-	}
-	return l, nil
-}
-
-// authConfig reads the configured keys.
-func (c *config) authConfig() (transport.AuthConfig, error) {
-	ac := transport.AuthConfig{
-		HMACSecret: []byte(c.JWTSecret),
-		Issuer:     c.JWTIssuer,
-		Audience:   c.JWTAudience,
-		Leeway:     c.JWTLeeway,
-		UserClaim:  c.JWTUserClaim,
-	}
-	for _, path := range strings.Split(c.JWTPublicKeys, ",") {
-		if path = strings.TrimSpace(path); path == "" {
-			continue
+	// An empty pattern list given on the command line allows nobody, as
+	// it always has; in a Config, empty takes the default.
+	for _, patterns := range []*string{&cfg.SubscribeDefault, &cfg.PublishDefault, &cfg.SendDefault} {
+		if *patterns == "" {
+			*patterns = actors.Nobody
 		}
-		pem, err := os.ReadFile(path)
-		if err != nil {
-			return ac, fmt.Errorf("--jwt-public-key: %w", err)
-		}
-		ac.PublicKeyPEMs = append(ac.PublicKeyPEMs, pem)
 	}
-	if c.JWTJWKS != "" {
-		jwks, err := os.ReadFile(c.JWTJWKS)
-		if err != nil {
-			return ac, fmt.Errorf("--jwt-jwks: %w", err)
-		}
-		ac.JWKS = jwks
-	}
-	return ac, nil
+	return cfg, cfg.Validate()
 }
 
+// refuseReplacedZeros refuses a flag given as zero or empty where a Config
+// takes zero for "the default": on the command line that is a mistake to
+// report, not to paper over. The pattern lists are exempt (empty allows
+// nobody there).
+func refuseReplacedZeros(cfg actors.Config, given map[string]bool) error {
+	filled := cfg.WithDefaults()
+	asGiven, asFilled := flag.NewFlagSet("given", flag.ContinueOnError), flag.NewFlagSet("filled", flag.ContinueOnError)
+	flags(asGiven, &cfg)
+	flags(asFilled, &filled)
+	var err error
+	asGiven.VisitAll(func(f *flag.Flag) {
+		exempt := strings.HasSuffix(f.Name, "-default")
+		if err == nil && given[f.Name] && !exempt && f.Value.String() != asFilled.Lookup(f.Name).Value.String() {
+			err = fmt.Errorf("--%s %q is not allowed (leave it out for the default, %s)", f.Name, f.Value.String(), asFilled.Lookup(f.Name).Value.String())
+		}
+	})
+	return err
+}
+
+// splitList splits a comma-separated flag, dropping empty entries.
 func splitList(s string) []string {
 	var out []string
 	for _, v := range strings.Split(s, ",") {
@@ -322,22 +157,4 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-func (c *config) trustedProxies() ([]*net.IPNet, error) {
-	var nets []*net.IPNet
-	for _, cidr := range splitList(c.TrustedProxies) {
-		_, n, err := net.ParseCIDR(cidr)
-		if err != nil {
-			return nil, fmt.Errorf("--trusted-proxies: %w", err)
-		}
-		nets = append(nets, n)
-	}
-	return nets, nil
-}
-
-func (c *config) namespaces() (actors.Namespaces, error) {
-	base := actors.ChannelOptions{HistorySize: c.HistorySize, HistoryTTL: c.HistoryTTL}
-	byName, err := actors.ParseNamespaces(c.Namespaces, base)
-	return actors.Namespaces{Default: base, ByName: byName}, err
 }
