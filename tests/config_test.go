@@ -30,6 +30,10 @@ func TestBadConfigurationExitsWithAClearError(t *testing.T) {
 		{"--log-level", "loud"},
 		{"--no-such-flag"},
 		{"--addr", "256.0.0.1:99999"},
+		{"--max-frame-bytes", "0"},
+		{"--write-timeout", "0s"},
+		{"--channel-replicas", "-1"},
+		{"--lookup-rate-limit", "-5"},
 	} {
 		out, err := exec.Command(brokerBinary, args...).CombinedOutput()
 		var exit *exec.ExitError
