@@ -525,12 +525,16 @@ func (b *Broker) SetChannelCapacity(ctx context.Context, channel string, capacit
 
 // CloseAll closes every connection on this node with code and waits,
 // until ctx ends, for them to be gone. Each closes once its publications
-// in flight are answered; those still waiting at half the time left are
-// closed regardless.
+// in flight are answered; those still waiting forceClosing before ctx ends
+// are closed regardless.
+// forceClosing is the time CloseAll keeps to close the connections still
+// waiting for answers.
+const forceClosing = 250 * time.Millisecond
+
 func (b *Broker) CloseAll(ctx context.Context, code uint16, reason string) {
 	gentle := &closeWhenAnswered{code: code, reason: reason}
 	b.local.eachActor(func(pid *actor.PID) { b.system.Root.Send(pid, gentle) })
-	answered, cancel := context.WithTimeout(ctx, time.Until(b.deadline(ctx))/2)
+	answered, cancel := context.WithDeadline(ctx, b.deadline(ctx).Add(-forceClosing))
 	defer cancel()
 	for b.local.count() > 0 && answered.Err() == nil {
 		time.Sleep(10 * time.Millisecond)

@@ -219,7 +219,10 @@ func (sb *Switchboard) close(ctx context.Context) error {
 			sb.broker.HandOverChannels(handOver)
 			cancelHandOver()
 		}
-		closing, cancelClosing := context.WithTimeout(ctx, sb.cfg.ShutdownTimeout/4)
+		// The rest of the time but a fifth (leaving needs little) lets the
+		// clients' publications in flight be answered.
+		deadline, _ := ctx.Deadline()
+		closing, cancelClosing := context.WithDeadline(ctx, deadline.Add(-sb.cfg.ShutdownTimeout/5))
 		sb.broker.CloseAll(closing, transport.CloseServiceRestart, "server restarting")
 		cancelClosing()
 		if err := sb.node.Leave(ctx); err != nil {

@@ -155,8 +155,12 @@ func TestBrowserSurvivesBrokerRestart(t *testing.T) {
 	room := ""
 	for i := 0; i < 40 && room == ""; i++ {
 		before := steady.metric(t, `switchboard_actors{kind="channel"}`)
-		publisher.sendJSON(map[string]any{"type": "history", "channel": fmt.Sprintf("room:r%d", i), "id": i})
-		publisher.expect("history")
+		// Subscribing activates the room's channel; leaving it again keeps
+		// the narrator out of the page's list of people.
+		publisher.sendJSON(map[string]any{"type": "subscribe", "channel": fmt.Sprintf("room:r%d", i), "id": i})
+		publisher.expect("subscribed")
+		publisher.sendJSON(map[string]any{"type": "unsubscribe", "channel": fmt.Sprintf("room:r%d", i), "id": i})
+		publisher.expect("unsubscribed")
 		if steady.metric(t, `switchboard_actors{kind="channel"}`) > before {
 			room = fmt.Sprintf("r%d", i)
 		}

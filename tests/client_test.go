@@ -233,8 +233,8 @@ func TestGoClientToldOfANewEpoch(t *testing.T) {
 	for i := 0; i < 40 && channel == ""; i++ {
 		before := dies.metric(t, `switchboard_actors{kind="channel"}`)
 		name := fmt.Sprintf("doomed:%d", i)
-		probe.sendJSON(map[string]any{"type": "history", "channel": name, "id": i})
-		probe.expect("history")
+		probe.sendJSON(map[string]any{"type": "subscribe", "channel": name, "id": i})
+		probe.expect("subscribed")
 		if dies.metric(t, `switchboard_actors{kind="channel"}`) > before {
 			channel = name
 		}
