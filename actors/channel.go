@@ -45,6 +45,9 @@ type channel struct {
 	// waiting to go out together
 	presenceSubscribers int
 	presenceEvents      presenceEvents
+	// users the predecessor had whose connections are not found yet: once
+	// every relay has answered, those still missing left
+	formerUsers map[string]bool
 }
 
 type subscriber struct {
@@ -90,6 +93,7 @@ func newChannel(b *Broker) *channel {
 }
 
 func (c *channel) Receive(ctx actor.Context) {
+	defer c.replicatePresence(ctx)
 	if _, reminder := ctx.Message().(*pb.IdleCheck); !reminder {
 		c.idle.touch()
 	}
@@ -207,6 +211,7 @@ func (c *channel) add(connectionID, user, relayAddress, relayMember string, pres
 		c.users[user] = m
 		at, _ := slices.BinarySearch(c.userOrder, user)
 		c.userOrder = slices.Insert(c.userOrder, at, user)
+		c.rep.arrived = append(c.rep.arrived, user)
 	}
 	m.connections++
 	if len(info) > 0 {
@@ -236,6 +241,7 @@ func (c *channel) remove(connectionID string) (*subscriber, bool, bool) {
 			if at, found := slices.BinarySearch(c.userOrder, sub.user); found {
 				c.userOrder = slices.Delete(c.userOrder, at, at+1)
 			}
+			c.rep.left = append(c.rep.left, sub.user)
 			left = true
 		}
 	}

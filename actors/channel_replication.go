@@ -32,6 +32,8 @@ type replication struct {
 	formerHolders map[string]uint64 // address → term of the copy there
 	dropAfter     uint64
 	checking      bool // a replicaCheck is scheduled
+	// users who arrived and left since the replicas were last told
+	arrived, left []string
 }
 
 type unconfirmed struct {
@@ -260,6 +262,19 @@ func (c *channel) abandonPending(ctx actor.SenderContext) {
 	c.rep.pending = nil
 }
 
+// replicatePresence tells the replicas who arrived and left, after the
+// message that changed it and before any later publication.
+func (c *channel) replicatePresence(ctx actor.SenderContext) {
+	if len(c.rep.arrived) == 0 && len(c.rep.left) == 0 {
+		return
+	}
+	change := &pb.ReplicaPresence{Channel: c.name, Term: c.placement.term, Arrived: c.rep.arrived, Left: c.rep.left}
+	c.rep.arrived, c.rep.left = nil, nil
+	for _, t := range c.rep.targets {
+		ctx.Send(actor.NewPID(t, replicaName), change)
+	}
+}
+
 // replicasChanged follows a settings change to the replicas.
 func (c *channel) replicasChanged(ctx actor.Context) { c.sync(ctx, c.rep.targets) }
 
@@ -272,6 +287,7 @@ func (c *channel) sync(ctx actor.Context, addresses []string) {
 		c.rep.syncedTo = map[string]uint64{}
 	}
 	state := &pb.ReplicaSync{Channel: c.name, Term: c.placement.term, State: c.state()}
+	c.rep.arrived, c.rep.left = nil, nil // the state holds who is present
 	for _, t := range addresses {
 		c.rep.syncedTo[t] = c.last
 		ctx.Request(actor.NewPID(t, replicaName), state)

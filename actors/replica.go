@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ type replicaCopy struct {
 	capacity uint32
 	lineage  []string
 	answers  retries
+	users    map[string]bool // present in the channel
 }
 
 // standing reports the term and offset of the copy of channel kept here.
@@ -60,6 +62,10 @@ func (r *replicas) state(channel string) *pb.ChannelState {
 	state := &pb.ChannelState{Found: true, Epoch: c.epoch, Offset: c.offset, Lineage: c.lineage, ConfiguredCapacity: c.capacity}
 	state.History = storedState(c.history)
 	state.Answered = answeredState(&c.answers)
+	for u := range c.users {
+		state.Users = append(state.Users, u)
+	}
+	slices.Sort(state.Users)
 	return state
 }
 
@@ -78,6 +84,10 @@ func (r *replicas) apply(b *Broker, owner string, sync *pb.ReplicaSync) *pb.Repl
 		capacity: s.ConfiguredCapacity, lineage: s.Lineage, history: storedFrom(s.History)}
 	for _, a := range s.Answered {
 		c.answers.remember(a.Publisher, a.Sequence, answerFrom(a))
+	}
+	c.users = make(map[string]bool, len(s.Users))
+	for _, u := range s.Users {
+		c.users[u] = true
 	}
 	if r.copies == nil {
 		r.copies = map[string]*replicaCopy{}
@@ -115,6 +125,23 @@ func (r *replicas) append(a *pb.ReplicaAppend) *pb.ReplicaAck {
 		ack.Offset = c.offset
 	}
 	return ack
+}
+
+// presence follows the users present in the copy kept for the
+// activation that sent it.
+func (r *replicas) presence(p *pb.ReplicaPresence) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.copies[p.Channel]
+	if c == nil || c.term != p.Term {
+		return // a whole state follows, which says who is present
+	}
+	for _, u := range p.Arrived {
+		c.users[u] = true
+	}
+	for _, u := range p.Left {
+		delete(c.users, u)
+	}
 }
 
 // orphans are the channels whose copies here were kept for activations
@@ -156,6 +183,8 @@ func (r *replica) Receive(ctx actor.Context) {
 			owner = ctx.Sender().Address
 		}
 		r.answer(ctx, r.b.replicas.apply(r.b, owner, msg))
+	case *pb.ReplicaPresence:
+		r.b.replicas.presence(msg)
 	case *pb.ReplicaDrop:
 		r.b.replicas.drop(msg.Channel, msg.Term)
 	}

@@ -104,6 +104,76 @@ func (x *ReplicaAppend) GetAnswered() *ChannelState_Answered {
 	return nil
 }
 
+// Users who arrived in or left the channel, in order with the
+// publications, so the replica knows who is present.
+type ReplicaPresence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Arrived       []string               `protobuf:"bytes,3,rep,name=arrived,proto3" json:"arrived,omitempty"`
+	Left          []string               `protobuf:"bytes,4,rep,name=left,proto3" json:"left,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaPresence) Reset() {
+	*x = ReplicaPresence{}
+	mi := &file_switchboard_v1_replica_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaPresence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaPresence) ProtoMessage() {}
+
+func (x *ReplicaPresence) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_replica_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaPresence.ProtoReflect.Descriptor instead.
+func (*ReplicaPresence) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_replica_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReplicaPresence) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *ReplicaPresence) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ReplicaPresence) GetArrived() []string {
+	if x != nil {
+		return x.Arrived
+	}
+	return nil
+}
+
+func (x *ReplicaPresence) GetLeft() []string {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
+
 // The whole state, sent when a replica is new or fell behind, and when
 // settings change.
 type ReplicaSync struct {
@@ -117,7 +187,7 @@ type ReplicaSync struct {
 
 func (x *ReplicaSync) Reset() {
 	*x = ReplicaSync{}
-	mi := &file_switchboard_v1_replica_proto_msgTypes[1]
+	mi := &file_switchboard_v1_replica_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -129,7 +199,7 @@ func (x *ReplicaSync) String() string {
 func (*ReplicaSync) ProtoMessage() {}
 
 func (x *ReplicaSync) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_replica_proto_msgTypes[1]
+	mi := &file_switchboard_v1_replica_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -142,7 +212,7 @@ func (x *ReplicaSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaSync.ProtoReflect.Descriptor instead.
 func (*ReplicaSync) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_replica_proto_rawDescGZIP(), []int{1}
+	return file_switchboard_v1_replica_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ReplicaSync) GetChannel() string {
@@ -184,7 +254,7 @@ type ReplicaAck struct {
 
 func (x *ReplicaAck) Reset() {
 	*x = ReplicaAck{}
-	mi := &file_switchboard_v1_replica_proto_msgTypes[2]
+	mi := &file_switchboard_v1_replica_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -196,7 +266,7 @@ func (x *ReplicaAck) String() string {
 func (*ReplicaAck) ProtoMessage() {}
 
 func (x *ReplicaAck) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_replica_proto_msgTypes[2]
+	mi := &file_switchboard_v1_replica_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -209,7 +279,7 @@ func (x *ReplicaAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaAck.ProtoReflect.Descriptor instead.
 func (*ReplicaAck) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_replica_proto_rawDescGZIP(), []int{2}
+	return file_switchboard_v1_replica_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ReplicaAck) GetChannel() string {
@@ -266,7 +336,7 @@ type ReplicaDrop struct {
 
 func (x *ReplicaDrop) Reset() {
 	*x = ReplicaDrop{}
-	mi := &file_switchboard_v1_replica_proto_msgTypes[3]
+	mi := &file_switchboard_v1_replica_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +348,7 @@ func (x *ReplicaDrop) String() string {
 func (*ReplicaDrop) ProtoMessage() {}
 
 func (x *ReplicaDrop) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_replica_proto_msgTypes[3]
+	mi := &file_switchboard_v1_replica_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +361,7 @@ func (x *ReplicaDrop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaDrop.ProtoReflect.Descriptor instead.
 func (*ReplicaDrop) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_replica_proto_rawDescGZIP(), []int{3}
+	return file_switchboard_v1_replica_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReplicaDrop) GetChannel() string {
@@ -318,7 +388,12 @@ const file_switchboard_v1_replica_proto_rawDesc = "" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12E\n" +
 	"\vpublication\x18\x04 \x01(\v2#.switchboard.v1.ChannelState.StoredR\vpublication\x12A\n" +
-	"\banswered\x18\x05 \x01(\v2%.switchboard.v1.ChannelState.AnsweredR\banswered\"o\n" +
+	"\banswered\x18\x05 \x01(\v2%.switchboard.v1.ChannelState.AnsweredR\banswered\"m\n" +
+	"\x0fReplicaPresence\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x18\n" +
+	"\aarrived\x18\x03 \x03(\tR\aarrived\x12\x12\n" +
+	"\x04left\x18\x04 \x03(\tR\x04left\"o\n" +
 	"\vReplicaSync\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x122\n" +
@@ -347,20 +422,21 @@ func file_switchboard_v1_replica_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_replica_proto_rawDescData
 }
 
-var file_switchboard_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_switchboard_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_switchboard_v1_replica_proto_goTypes = []any{
 	(*ReplicaAppend)(nil),         // 0: switchboard.v1.ReplicaAppend
-	(*ReplicaSync)(nil),           // 1: switchboard.v1.ReplicaSync
-	(*ReplicaAck)(nil),            // 2: switchboard.v1.ReplicaAck
-	(*ReplicaDrop)(nil),           // 3: switchboard.v1.ReplicaDrop
-	(*ChannelState_Stored)(nil),   // 4: switchboard.v1.ChannelState.Stored
-	(*ChannelState_Answered)(nil), // 5: switchboard.v1.ChannelState.Answered
-	(*ChannelState)(nil),          // 6: switchboard.v1.ChannelState
+	(*ReplicaPresence)(nil),       // 1: switchboard.v1.ReplicaPresence
+	(*ReplicaSync)(nil),           // 2: switchboard.v1.ReplicaSync
+	(*ReplicaAck)(nil),            // 3: switchboard.v1.ReplicaAck
+	(*ReplicaDrop)(nil),           // 4: switchboard.v1.ReplicaDrop
+	(*ChannelState_Stored)(nil),   // 5: switchboard.v1.ChannelState.Stored
+	(*ChannelState_Answered)(nil), // 6: switchboard.v1.ChannelState.Answered
+	(*ChannelState)(nil),          // 7: switchboard.v1.ChannelState
 }
 var file_switchboard_v1_replica_proto_depIdxs = []int32{
-	4, // 0: switchboard.v1.ReplicaAppend.publication:type_name -> switchboard.v1.ChannelState.Stored
-	5, // 1: switchboard.v1.ReplicaAppend.answered:type_name -> switchboard.v1.ChannelState.Answered
-	6, // 2: switchboard.v1.ReplicaSync.state:type_name -> switchboard.v1.ChannelState
+	5, // 0: switchboard.v1.ReplicaAppend.publication:type_name -> switchboard.v1.ChannelState.Stored
+	6, // 1: switchboard.v1.ReplicaAppend.answered:type_name -> switchboard.v1.ChannelState.Answered
+	7, // 2: switchboard.v1.ReplicaSync.state:type_name -> switchboard.v1.ChannelState
 	3, // [3:3] is the sub-list for method output_type
 	3, // [3:3] is the sub-list for method input_type
 	3, // [3:3] is the sub-list for extension type_name
@@ -380,7 +456,7 @@ func file_switchboard_v1_replica_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_replica_proto_rawDesc), len(file_switchboard_v1_replica_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
