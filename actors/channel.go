@@ -372,9 +372,10 @@ func (c *channel) recover(offset uint64, epoch, user string) (bool, [][]byte) {
 		if s.offset > offset {
 			frame := s.frameFor(user, c.name, c.epoch)
 			if size += len(frame); size > maxHistoryPageBytes {
-				// More than a client's outbox should take at once: it
-				// reads the history page by page instead.
-				return false, nil
+				// More than a client's outbox should take at once: a gap
+				// frame tells it to read them from history, page by page,
+				// before what follows.
+				return true, [][]byte{transport.GapFrame(c.name, c.epoch, c.delivered)}
 			}
 			backlog = append(backlog, frame)
 		}
