@@ -116,6 +116,9 @@ func (c *channel) Receive(ctx actor.Context) {
 	case replicaCheck:
 		c.checkReplicas(ctx)
 		return
+	case sendAppends:
+		c.sendAppends(ctx)
+		return
 	case flushPresence:
 		c.flushPresence(ctx)
 		return

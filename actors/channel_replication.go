@@ -34,7 +34,13 @@ type replication struct {
 	checking      bool // a replicaCheck is scheduled
 	// users who arrived and left since the replicas were last told
 	arrived, left []string
+	// publications sequenced since the last batch went to the replicas
+	outgoing *pb.ReplicaAppend
 }
+
+// sendAppends reminds an activation to send the publications it
+// sequenced to its replicas. It queues behind the publications already in
+// the mailbox, so under load one message carries many of them.
 
 type unconfirmed struct {
 	delivery *pb.Delivery
@@ -46,6 +52,8 @@ type unconfirmed struct {
 // replicaCheck reminds an activation to look for replicas that fell
 // behind (a message lost with a torn-down stream, a replica restarted).
 type replicaCheck struct{}
+
+type sendAppends struct{}
 
 // replicaResync is how long a publication may wait for a replica before
 // the replica is sent the whole state again.
@@ -139,12 +147,13 @@ func (c *channel) sequenced(ctx actor.Context, delivery *pb.Delivery, stored *pb
 		ctx.Respond(answer)
 		return
 	}
-	appended := &pb.ReplicaAppend{Channel: c.name, Term: c.placement.term, Epoch: c.epoch, Publication: stored}
-	if publisher != "" {
-		appended.Answered = answeredOf(publisher, answer)
+	if c.rep.outgoing == nil {
+		c.rep.outgoing = &pb.ReplicaAppend{Channel: c.name, Term: c.placement.term, Epoch: c.epoch}
+		ctx.Send(ctx.Self(), sendAppends{})
 	}
-	for _, t := range c.rep.targets {
-		ctx.Request(actor.NewPID(t, replicaName), appended)
+	c.rep.outgoing.Publications = append(c.rep.outgoing.Publications, stored)
+	if publisher != "" {
+		c.rep.outgoing.Answered = append(c.rep.outgoing.Answered, answeredOf(publisher, answer))
 	}
 	p := unconfirmed{delivery: delivery, answer: answer, at: time.Now()}
 	if ctx.Sender() != nil {
@@ -152,6 +161,18 @@ func (c *channel) sequenced(ctx actor.Context, delivery *pb.Delivery, stored *pb
 	}
 	c.rep.pending = append(c.rep.pending, p)
 	c.checkReplicasLater(ctx)
+}
+
+// sendAppends sends the publications sequenced since the last batch to
+// every replica, in one message.
+func (c *channel) sendAppends(ctx actor.Context) {
+	if c.rep.outgoing == nil {
+		return
+	}
+	for _, t := range c.rep.targets {
+		ctx.Request(actor.NewPID(t, replicaName), c.rep.outgoing)
+	}
+	c.rep.outgoing = nil
 }
 
 // awaitReplicas makes a retry of a publication not yet confirmed by the

@@ -97,33 +97,42 @@ func (r *replicas) apply(b *Broker, owner string, sync *pb.ReplicaSync) *pb.Repl
 	return ack
 }
 
-// append adds one publication to a copy that stands right before it;
-// otherwise the activation must send its state whole.
+// append adds publications, in order, to a copy that stands right before
+// the first of them; otherwise the activation must send its state whole.
 func (r *replicas) append(a *pb.ReplicaAppend) *pb.ReplicaAck {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ack := &pb.ReplicaAck{Channel: a.Channel, Term: a.Term}
 	c := r.copies[a.Channel]
-	switch {
-	case c != nil && c.term > a.Term:
+	if c != nil && c.term > a.Term {
 		ack.Stale = true
-	case a.Publication == nil:
-		ack.Resync = true
-	case c == nil || c.term != a.Term || c.epoch != a.Epoch || a.Publication.Offset > c.offset+1:
-		ack.Resync, ack.Offset = true, a.Publication.Offset
-	case a.Publication.Offset <= c.offset:
-		ack.Offset = c.offset // sent again after a resync overtook it
-	default:
-		c.offset = a.Publication.Offset
-		if c.opts.HistorySize > 0 {
-			c.history = append(c.history, storedFrom([]*pb.ChannelState_Stored{a.Publication})...)
-			c.trim()
-		}
-		if a.Answered != nil {
-			c.answers.remember(a.Answered.Publisher, a.Answered.Sequence, answerFrom(a.Answered))
-		}
-		ack.Offset = c.offset
+		return ack
 	}
+	for _, p := range a.Publications {
+		switch {
+		case p == nil:
+			ack.Resync = true
+			return ack
+		case c == nil || c.term != a.Term || c.epoch != a.Epoch || p.Offset > c.offset+1:
+			ack.Resync, ack.Offset = true, p.Offset
+			return ack
+		case p.Offset <= c.offset:
+			continue // sent again after a resync overtook it
+		}
+		c.offset = p.Offset
+		if c.opts.HistorySize > 0 {
+			c.history = append(c.history, stored{offset: p.Offset, at: time.Unix(0, p.AtUnixNano), frame: p.Frame, excluded: p.ExcludedUser})
+		}
+	}
+	if c == nil {
+		ack.Resync = true
+		return ack
+	}
+	c.trim()
+	for _, answered := range a.Answered {
+		c.answers.remember(answered.Publisher, answered.Sequence, answerFrom(answered))
+	}
+	ack.Offset = c.offset
 	return ack
 }
 

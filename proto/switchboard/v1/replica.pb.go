@@ -22,19 +22,20 @@ const (
 )
 
 // A channel activation keeps a copy of its state on the members that
-// would own the channel next. It sends each publication to their replica
-// actors before any relay delivers it.
+// would own the channel next. It sends its publications to their replica
+// actors before any relay delivers them: those sequenced while the
+// previous batch was on its way go together, in order.
 type ReplicaAppend struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Channel string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	// The placement term of the activation that sequenced it: a replica
+	// The placement term of the activation that sequenced them: a replica
 	// refuses an older activation once it holds a newer one's copy.
-	Term        uint64               `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	Epoch       string               `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Publication *ChannelState_Stored `protobuf:"bytes,4,opt,name=publication,proto3" json:"publication,omitempty"`
-	// The publisher's answer, so a retry reaching the next activation is
+	Term         uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Epoch        string                 `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Publications []*ChannelState_Stored `protobuf:"bytes,4,rep,name=publications,proto3" json:"publications,omitempty"`
+	// The publishers' answers, so a retry reaching the next activation is
 	// answered, not applied twice.
-	Answered      *ChannelState_Answered `protobuf:"bytes,5,opt,name=answered,proto3" json:"answered,omitempty"`
+	Answered      []*ChannelState_Answered `protobuf:"bytes,5,rep,name=answered,proto3" json:"answered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -90,14 +91,14 @@ func (x *ReplicaAppend) GetEpoch() string {
 	return ""
 }
 
-func (x *ReplicaAppend) GetPublication() *ChannelState_Stored {
+func (x *ReplicaAppend) GetPublications() []*ChannelState_Stored {
 	if x != nil {
-		return x.Publication
+		return x.Publications
 	}
 	return nil
 }
 
-func (x *ReplicaAppend) GetAnswered() *ChannelState_Answered {
+func (x *ReplicaAppend) GetAnswered() []*ChannelState_Answered {
 	if x != nil {
 		return x.Answered
 	}
@@ -382,13 +383,13 @@ var File_switchboard_v1_replica_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_replica_proto_rawDesc = "" +
 	"\n" +
-	"\x1cswitchboard/v1/replica.proto\x12\x0eswitchboard.v1\x1a\x1aswitchboard/v1/relay.proto\"\xdd\x01\n" +
+	"\x1cswitchboard/v1/replica.proto\x12\x0eswitchboard.v1\x1a\x1aswitchboard/v1/relay.proto\"\xdf\x01\n" +
 	"\rReplicaAppend\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12E\n" +
-	"\vpublication\x18\x04 \x01(\v2#.switchboard.v1.ChannelState.StoredR\vpublication\x12A\n" +
-	"\banswered\x18\x05 \x01(\v2%.switchboard.v1.ChannelState.AnsweredR\banswered\"m\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12G\n" +
+	"\fpublications\x18\x04 \x03(\v2#.switchboard.v1.ChannelState.StoredR\fpublications\x12A\n" +
+	"\banswered\x18\x05 \x03(\v2%.switchboard.v1.ChannelState.AnsweredR\banswered\"m\n" +
 	"\x0fReplicaPresence\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x18\n" +
@@ -434,7 +435,7 @@ var file_switchboard_v1_replica_proto_goTypes = []any{
 	(*ChannelState)(nil),          // 7: switchboard.v1.ChannelState
 }
 var file_switchboard_v1_replica_proto_depIdxs = []int32{
-	5, // 0: switchboard.v1.ReplicaAppend.publication:type_name -> switchboard.v1.ChannelState.Stored
+	5, // 0: switchboard.v1.ReplicaAppend.publications:type_name -> switchboard.v1.ChannelState.Stored
 	6, // 1: switchboard.v1.ReplicaAppend.answered:type_name -> switchboard.v1.ChannelState.Answered
 	7, // 2: switchboard.v1.ReplicaSync.state:type_name -> switchboard.v1.ChannelState
 	3, // [3:3] is the sub-list for method output_type
