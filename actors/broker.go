@@ -78,6 +78,8 @@ type Broker struct {
 	pids        atomic.Pointer[pidCache]
 	activations atomic.Uint64
 	lookups     *transport.RateBudget
+	// this node's replica actor, through which channels replicate
+	replicaRouter *actor.PID
 }
 
 var _ transport.Connector = (*Broker)(nil)
@@ -109,7 +111,7 @@ func (b *Broker) Start(c *cluster.Cluster, membership Membership) error {
 		return fmt.Errorf("spawn relay: %w", err)
 	}
 	b.relay = pid
-	if _, err := b.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &replica{b: b} }), replicaName); err != nil {
+	if b.replicaRouter, err = b.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newReplica(b) }), replicaName); err != nil {
 		return fmt.Errorf("spawn replica: %w", err)
 	}
 	b.updateMembers(membership.Term(), c.MemberList.Members().Members(), nil)

@@ -34,8 +34,8 @@ type replication struct {
 	checking      bool // a replicaCheck is scheduled
 	// users who arrived and left since the replicas were last told
 	arrived, left []string
-	// publications sequenced since the last batch went to the replicas
-	outgoing *pb.ReplicaAppend
+	// what happened since the replicas were last sent an update
+	outgoing *pb.ReplicaUpdate
 }
 
 // sendAppends reminds an activation to send the publications it
@@ -147,13 +147,10 @@ func (c *channel) sequenced(ctx actor.Context, delivery *pb.Delivery, stored *pb
 		ctx.Respond(answer)
 		return
 	}
-	if c.rep.outgoing == nil {
-		c.rep.outgoing = &pb.ReplicaAppend{Channel: c.name, Term: c.placement.term, Epoch: c.epoch}
-		ctx.Send(ctx.Self(), sendAppends{})
-	}
-	c.rep.outgoing.Publications = append(c.rep.outgoing.Publications, stored)
+	update := c.update(ctx)
+	update.Publications = append(update.Publications, stored)
 	if publisher != "" {
-		c.rep.outgoing.Answered = append(c.rep.outgoing.Answered, answeredOf(publisher, answer))
+		update.Answered = append(update.Answered, answeredOf(publisher, answer))
 	}
 	p := unconfirmed{delivery: delivery, answer: answer, at: time.Now()}
 	if ctx.Sender() != nil {
@@ -163,14 +160,24 @@ func (c *channel) sequenced(ctx actor.Context, delivery *pb.Delivery, stored *pb
 	c.checkReplicasLater(ctx)
 }
 
-// sendAppends sends the publications sequenced since the last batch to
-// every replica, in one message.
-func (c *channel) sendAppends(ctx actor.Context) {
+// update is the update under way to the replicas; a new one goes out
+// once the messages already in the mailbox are handled.
+func (c *channel) update(ctx actor.SenderContext) *pb.ReplicaUpdate {
+	if c.rep.outgoing == nil {
+		c.rep.outgoing = &pb.ReplicaUpdate{Channel: c.name, Term: c.placement.term, Epoch: c.epoch, OwnerActor: c.placement.pid.Id}
+		ctx.Send(c.placement.pid, sendAppends{})
+	}
+	return c.rep.outgoing
+}
+
+// sendAppends hands what happened since the last update to this node's
+// replica actor, for every replica.
+func (c *channel) sendAppends(ctx actor.SenderContext) {
 	if c.rep.outgoing == nil {
 		return
 	}
 	for _, t := range c.rep.targets {
-		ctx.Request(actor.NewPID(t, replicaName), c.rep.outgoing)
+		ctx.Send(c.b.replicaRouter, replicate{to: t, update: c.rep.outgoing})
 	}
 	c.rep.outgoing = nil
 }
@@ -289,11 +296,12 @@ func (c *channel) replicatePresence(ctx actor.SenderContext) {
 	if len(c.rep.arrived) == 0 && len(c.rep.left) == 0 {
 		return
 	}
-	change := &pb.ReplicaPresence{Channel: c.name, Term: c.placement.term, Arrived: c.rep.arrived, Left: c.rep.left}
-	c.rep.arrived, c.rep.left = nil, nil
-	for _, t := range c.rep.targets {
-		ctx.Send(actor.NewPID(t, replicaName), change)
+	if len(c.rep.targets) > 0 && c.placement.served.Load() {
+		update := c.update(ctx)
+		update.Arrived = append(update.Arrived, c.rep.arrived...)
+		update.Left = append(update.Left, c.rep.left...)
 	}
+	c.rep.arrived, c.rep.left = nil, nil
 }
 
 // replicasChanged follows a settings change to the replicas.
@@ -307,11 +315,12 @@ func (c *channel) sync(ctx actor.Context, addresses []string) {
 	if c.rep.syncedTo == nil {
 		c.rep.syncedTo = map[string]uint64{}
 	}
-	state := &pb.ReplicaSync{Channel: c.name, Term: c.placement.term, State: c.state()}
+	c.sendAppends(ctx) // what the whole state overtakes is then ignored, in order
+	whole := &pb.ReplicaUpdate{Channel: c.name, Term: c.placement.term, Epoch: c.epoch, Whole: c.state(), OwnerActor: c.placement.pid.Id}
 	c.rep.arrived, c.rep.left = nil, nil // the state holds who is present
 	for _, t := range addresses {
 		c.rep.syncedTo[t] = c.last
-		ctx.Request(actor.NewPID(t, replicaName), state)
+		ctx.Send(c.b.replicaRouter, replicate{to: t, update: whole})
 	}
 }
 
