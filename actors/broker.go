@@ -50,9 +50,6 @@ type Options struct {
 	ChannelReplicas int
 }
 
-// Close codes the actors use; see docs/protocol.md.
-const CloseTooManyConnections = 4029
-
 // Broker wires actors to the cluster and offers the backend operations.
 type Broker struct {
 	opts    Options
@@ -238,7 +235,7 @@ func (b *Broker) Open(out *transport.Outbox) transport.Inbound {
 	pid, err := b.system.Root.SpawnNamed(props, "conn/"+out.ID)
 	if err != nil {
 		b.log.Error("spawn connection", "connection", out.ID, "err", err)
-		out.Close(1011, "internal error")
+		out.Close(transport.CloseInternalError, "internal error")
 		return closedInbound{}
 	}
 	return &connectionInbox{root: b.system.Root, pid: pid, backlog: backlog}

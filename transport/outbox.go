@@ -7,12 +7,7 @@ import (
 	"time"
 )
 
-// Close codes the broker uses besides the RFC 6455 ones; see docs/protocol.md.
 const (
-	CloseNormal         = 1000
-	CloseServiceRestart = 1012
-	CloseSlowConsumer   = 4009
-	CloseKicked         = 4010
 	closeHandshakeGrace = 2 * time.Second
 	slowConsumerGrace   = time.Second
 )

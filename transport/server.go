@@ -97,12 +97,6 @@ type Options struct {
 	Profiling bool
 }
 
-// Close codes the transport uses; see docs/protocol.md.
-const (
-	CloseRateLimited = 4008
-	CloseIdle        = 4011
-)
-
 // Server is the HTTP listener: WebSocket clients at /ws, the backend API
 // under /api/, health and metrics.
 type Server struct {
