@@ -101,4 +101,7 @@ const (
 	// CodeOutcomeUnknown: the channel's node failed while the publication
 	// was in flight. Look in history before publishing it again.
 	CodeOutcomeUnknown = "outcome_unknown"
+	// CodeInternal: the HTTP API failed in a way nobody foresaw (a bug;
+	// status 500). Retrying may not help.
+	CodeInternal = "internal_error"
 )
