@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -78,16 +77,6 @@ func printFanout(name string, r fanoutResult) {
 		name, r.Setup.Round(time.Millisecond), r.Published, r.Delivered, r.DeliveriesPerSecond(),
 		r.P50.Round(time.Microsecond), r.P90.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond),
 		r.Lost, r.Duplicated, r.Reorders)
-}
-
-// raiseFileLimit lifts the open-file limit to its hard maximum: 10,000
-// connections need 10,000 descriptors (and a server started from here inherits it).
-func raiseFileLimit() {
-	var lim syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
 }
 
 // residentBytes reads VmRSS of a process.
