@@ -55,9 +55,6 @@ type Options struct {
 	LookupBurst int
 }
 
-// Close codes the actors use; see docs/protocol.md.
-const CloseTooManyConnections = 4029
-
 // Broker wires actors to the cluster and offers the backend operations.
 type Broker struct {
 	opts    Options
@@ -247,7 +244,7 @@ func (b *Broker) Open(out *transport.Outbox) transport.Inbound {
 	pid, err := b.system.Root.SpawnNamed(props, "conn/"+out.ID)
 	if err != nil {
 		b.log.Error("spawn connection", "connection", out.ID, "err", err)
-		out.Close(1011, "internal error")
+		out.Close(transport.CloseInternalError, "internal error")
 		return closedInbound{}
 	}
 	return &connectionInbox{root: b.system.Root, pid: pid, backlog: backlog}
@@ -442,7 +439,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte, exclu
 // SendToUser delivers data to every connection of user.
 func (b *Broker) SendToUser(ctx context.Context, user string, data []byte) (int, error) {
 	if !transport.ValidJSON(data) {
-		return 0, fmt.Errorf("send to %s: data is not valid JSON", user)
+		return 0, fmt.Errorf("send to %s: %w", user, transport.ErrInvalidData)
 	}
 	res, err := request[*pb.SentToUser](ctx, b, SessionKind, user, &pb.SendToUser{Frame: transport.DirectFrame("", data, nowMillis()),
 		Sender: "api-" + newEpoch() + newEpoch(), Sequence: 1})
@@ -455,7 +452,7 @@ func (b *Broker) SendToUser(ctx context.Context, user string, data []byte) (int,
 // Broadcast delivers data to every connection on every node.
 func (b *Broker) Broadcast(ctx context.Context, data []byte) (int, error) {
 	if !transport.ValidJSON(data) {
-		return 0, fmt.Errorf("broadcast: data is not valid JSON")
+		return 0, fmt.Errorf("broadcast: %w", transport.ErrInvalidData)
 	}
 	msg := &pb.Broadcast{Frame: transport.DirectFrame("", data, nowMillis())}
 	total := 0
@@ -475,7 +472,7 @@ func (b *Broker) Broadcast(ctx context.Context, data []byte) (int, error) {
 // Subscribers lists the user ids subscribed to channel, one per user.
 func (b *Broker) Subscribers(ctx context.Context, channel string) ([]string, error) {
 	if !transport.ValidChannel(channel) {
-		return nil, fmt.Errorf("invalid channel name %q", channel)
+		return nil, fmt.Errorf("subscribers of %q: %w", channel, transport.ErrInvalidChannel)
 	}
 	res, err := request[*pb.SubscriberList](ctx, b, ChannelKind, channel, &pb.ListSubscribers{})
 	if err != nil {
@@ -506,7 +503,7 @@ func (b *Broker) DisconnectUser(ctx context.Context, user string) (int, error) {
 // Presence lists the users in channel with their connection counts.
 func (b *Broker) Presence(ctx context.Context, channel string) ([]transport.PresenceMember, error) {
 	if !transport.ValidChannel(channel) {
-		return nil, fmt.Errorf("invalid channel name %q", channel)
+		return nil, fmt.Errorf("presence in %q: %w", channel, transport.ErrInvalidChannel)
 	}
 	res, err := request[*pb.Presence](ctx, b, ChannelKind, channel, &pb.QueryPresence{})
 	if err != nil {
@@ -519,7 +516,7 @@ func (b *Broker) Presence(ctx context.Context, channel string) ([]transport.Pres
 // default) for as long as the channel stays loaded.
 func (b *Broker) SetChannelCapacity(ctx context.Context, channel string, capacity int) error {
 	if !transport.ValidChannel(channel) {
-		return fmt.Errorf("invalid channel name %q", channel)
+		return fmt.Errorf("configure %q: %w", channel, transport.ErrInvalidChannel)
 	}
 	_, err := request[*pb.ChannelConfigured](ctx, b, ChannelKind, channel, &pb.ConfigureChannel{Capacity: uint32(capacity)})
 	return err
@@ -624,10 +621,10 @@ func (b *Broker) deadline(ctx context.Context) time.Time {
 
 func checkChannelAndData(channel string, data []byte) error {
 	if !transport.ValidChannel(channel) {
-		return fmt.Errorf("invalid channel name %q", channel)
+		return fmt.Errorf("publish to %q: %w", channel, transport.ErrInvalidChannel)
 	}
 	if !transport.ValidJSON(data) {
-		return fmt.Errorf("publish to %s: data is not valid JSON", channel)
+		return fmt.Errorf("publish to %q: %w", channel, transport.ErrInvalidData)
 	}
 	return nil
 }
