@@ -309,6 +309,18 @@ func (c *Client) receive(raw []byte) {
 		c.live(m)
 	case "gap":
 		c.gap(raw)
+	case "presence_batch":
+		// Joins and leaves that happened together: handed on one by one.
+		var batch struct{ Events []json.RawMessage }
+		if json.Unmarshal(raw, &batch) != nil {
+			return
+		}
+		for _, e := range batch.Events {
+			var event struct{ Type string }
+			if json.Unmarshal(e, &event) == nil {
+				c.event(Event{Type: event.Type, Frame: e})
+			}
+		}
 	case "unsubscribed":
 		// The server ended it (a refreshed token no longer allows it): not
 		// to be subscribed again after a reconnect.
