@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 )
 
 // Recovery: each channel's stream handed on in order and once, with what
@@ -94,7 +95,14 @@ func (c *Client) gap(raw []byte) {
 // those jumps.
 func (c *Client) fill(s *subscription, channel, epoch string, since, upTo uint64) {
 	for {
-		c.fetchMissed(s, channel, epoch, since, upTo)
+		if !c.fetchMissed(s, channel, epoch, since, upTo) {
+			// The connection dropped: the re-subscription recovers from the
+			// last message handed on, the held-back ones included.
+			c.mu.Lock()
+			s.waiting, s.filling = nil, false
+			c.mu.Unlock()
+			return
+		}
 		// Hand on what arrived meanwhile, and what arrives while doing so.
 		for jumped := false; !jumped; {
 			c.mu.Lock()
@@ -118,12 +126,16 @@ func (c *Client) fill(s *subscription, channel, epoch string, since, upTo uint64
 }
 
 // fetchMissed hands on the messages after since up to upTo from history,
-// or says with recovery_failed that history no longer holds them.
-func (c *Client) fetchMissed(s *subscription, channel, epoch string, since, upTo uint64) {
+// or says with recovery_failed that history no longer holds them. It
+// reports false, saying nothing, when the connection dropped meanwhile.
+func (c *Client) fetchMissed(s *subscription, channel, epoch string, since, upTo uint64) bool {
 	for since < upTo {
 		ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
 		h, err := c.History(ctx, channel, since, int(upTo-since))
 		cancel()
+		if errors.Is(err, ErrDisconnected) {
+			return false
+		}
 		var missed []Message
 		for _, m := range h.Publications {
 			if m.Epoch == epoch && m.Offset > since && m.Offset <= upTo {
@@ -135,11 +147,12 @@ func (c *Client) fetchMissed(s *subscription, channel, epoch string, since, upTo
 			s.offset, s.epoch = upTo, epoch
 			c.mu.Unlock()
 			c.recoveryFailed(channel, upTo, epoch)
-			return
+			return true
 		}
 		for _, m := range missed {
 			c.deliver(m)
 		}
 		since = missed[len(missed)-1].Offset
 	}
+	return true
 }

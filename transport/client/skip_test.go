@@ -237,3 +237,47 @@ func TestRecoveryAnsweredWithAGapIsReadFromHistoryPages(t *testing.T) {
 		t.Fatalf("asked %s, want %s", got, want)
 	}
 }
+
+// A catch-up cut short by a dropped connection is not a lost recovery:
+// the re-subscription recovers from the last message handed on, and the
+// live message held back meanwhile comes with it.
+func TestCatchUpCutShortIsResumedByTheResubscription(t *testing.T) {
+	var mu sync.Mutex
+	var recovers []string
+	url := startScripted(t, func(socket *gws.Conn, f map[string]any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case f["type"] == "subscribe" && f["recover"] == nil:
+			send(socket, map[string]any{"type": "subscribed", "channel": "doc:1", "offset": 3, "epoch": "e1", "id": f["id"]})
+			send(socket, map[string]any{"type": "gap", "channel": "doc:1", "epoch": "e1", "offset": 9})
+			send(socket, message(10, "e1"))
+		case f["type"] == "history":
+			_ = socket.WriteClose(1012, nil) // the broker restarts before answering
+		case f["type"] == "subscribe":
+			recovers = append(recovers, fmt.Sprint(f["recover"]))
+			send(socket, map[string]any{"type": "subscribed", "channel": "doc:1", "offset": 10, "epoch": "e1", "recovered": true, "id": f["id"]})
+			for offset := 4; offset <= 10; offset++ {
+				send(socket, message(offset, "e1"))
+			}
+		}
+	})
+	var r recorder
+	c, err := Dial(context.Background(), r.options(url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Subscribe(context.Background(), "doc:1", SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, failures := r.waitFor(t, "4 5 6 7 8 9 10")
+	if failures != "" {
+		t.Fatalf("recovery_failed %s for a catch-up the reconnect resumed", failures)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(recovers) != 1 || recovers[0] != "map[epoch:e1 offset:3]" {
+		t.Fatalf("re-subscribed with recover %v, want from offset 3 of e1", recovers)
+	}
+}

@@ -253,6 +253,7 @@ export class Switchboard {
       return;
     }
     ch.catchingUp = [];
+    let interrupted = false;
     try {
       let since = ch.offset;
       while (since < frame.offset) {
@@ -262,12 +263,15 @@ export class Switchboard {
         for (const m of missed) this.deliver(channel, ch, m);
         since = ch.offset;
       }
-    } catch {
-      failed();
+    } catch (e) {
+      // A dropped connection is no reason to give up: the re-subscription
+      // recovers from the last message handed on, the held-back ones too.
+      if (e?.code === "disconnected") interrupted = true;
+      else failed();
     } finally {
       const live = ch.catchingUp;
       ch.catchingUp = undefined;
-      for (const m of live) this.live(m); // a jump among them starts another catch-up
+      if (!interrupted) for (const m of live) this.live(m); // a jump among them starts another catch-up
     }
   }
 

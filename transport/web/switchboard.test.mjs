@@ -558,3 +558,39 @@ test("joins and leaves that came together are handed on one by one, in order", a
   assert.deepEqual(events, ["join a", "join b", "leave a", "join c"]);
   c.close();
 });
+
+test("a catch-up cut short by a dropped connection is resumed by the re-subscription, not reported as lost", async () => {
+  const c = client();
+  const connected = c.connect();
+  const first = latest();
+  const send = first.send.bind(first);
+  first.send = (text) => {
+    send(text);
+    const f = JSON.parse(text);
+    // Subscribes are answered; history requests never are.
+    if (f.type === "subscribe") setTimeout(() => first.push({ type: "subscribed", channel: f.channel, offset: 3, epoch: "e1", id: f.id }), 0);
+  };
+  first.accept();
+  await connected;
+  await c.subscribe("doc:1");
+  const got = [];
+  const failed = [];
+  c.on("message", (m) => got.push(m.offset));
+  c.on("recovery_failed", (e) => failed.push(e));
+  // A gap: the client asks history, holding back live messages.
+  latest().push({ type: "gap", channel: "doc:1", epoch: "e1", offset: 9 });
+  latest().push({ type: "message", channel: "doc:1", data: 10, offset: 10, epoch: "e1" });
+  await tick(5);
+  assert.equal(latest().sent.filter((f) => f.type === "history").length, 1);
+  latest().drop();
+  await tick(20);
+  const second = latest();
+  autoReply(second, (f) => ({ type: "subscribed", channel: f.channel, offset: 10, epoch: "e1", recovered: true }));
+  second.accept();
+  await tick(20);
+  const resubscribe = second.sent.find((f) => f.type === "subscribe");
+  assert.deepEqual(resubscribe.recover, { offset: 3, epoch: "e1" }, "recovers from the last message handed on");
+  assert.deepEqual(failed, [], "no recovery_failed for a catch-up the reconnect resumes");
+  assert.deepEqual(got, [], "the held-back live message waits for the recovery");
+  c.close();
+});
