@@ -240,8 +240,13 @@ func (b *Broker) askRelaysAt(ctx actor.Context, addresses []string, msg proto.Me
 
 // Open starts the actor of a new client connection.
 func (b *Broker) Open(out *transport.Outbox) transport.Inbound {
+	return b.open(&client{ID: out.ID, User: out.User, Outbox: out}, out.Info)
+}
+
+// open starts the actor of connection out, whose token says info.
+func (b *Broker) open(out *client, info transport.TokenInfo) transport.Inbound {
 	backlog := &commandBacklog{}
-	props := actor.PropsFromProducer(func() actor.Actor { return newConnection(b, out, backlog) })
+	props := actor.PropsFromProducer(func() actor.Actor { return newConnection(b, out, info, backlog) })
 	pid, err := b.system.Root.SpawnNamed(props, "conn/"+out.ID)
 	if err != nil {
 		b.log.Error("spawn connection", "connection", out.ID, "err", err)
@@ -539,7 +544,7 @@ func (b *Broker) CloseAll(ctx context.Context, code uint16, reason string) {
 	for b.local.count() > 0 && answered.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
-	b.local.each(func(out *transport.Outbox) { out.Close(code, reason) })
+	b.local.each(func(out *client) { out.Close(code, reason) })
 	for b.local.count() > 0 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -608,7 +613,7 @@ func (b *Broker) CloseClientsWhileUncertain(ctx context.Context, grace time.Dura
 		case uncertainSince.IsZero():
 			uncertainSince = time.Now()
 		case time.Since(uncertainSince) > grace:
-			b.local.each(func(out *transport.Outbox) { out.Close(code, reason) })
+			b.local.each(func(out *client) { out.Close(code, reason) })
 		}
 	}
 }

@@ -20,7 +20,7 @@ import (
 // relays also write to directly.
 type connection struct {
 	b             *Broker
-	out           *transport.Outbox
+	out           *client
 	subscriptions map[string]struct{}
 	sequence      uint64 // numbers this connection's grain requests
 	pending       map[uint64]pendingPublication
@@ -50,9 +50,9 @@ type pendingPublication struct {
 // checkPending reminds a connection to look for unanswered publications.
 type checkPending struct{}
 
-func newConnection(b *Broker, out *transport.Outbox, backlog *commandBacklog) *connection {
+func newConnection(b *Broker, out *client, info transport.TokenInfo, backlog *commandBacklog) *connection {
 	return &connection{b: b, out: out, subscriptions: make(map[string]struct{}),
-		pending: make(map[uint64]pendingPublication), backlog: backlog, info: out.Info}
+		pending: make(map[uint64]pendingPublication), backlog: backlog, info: info}
 }
 
 func (c *connection) Receive(ctx actor.Context) {

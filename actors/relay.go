@@ -35,7 +35,7 @@ type relayedChannel struct {
 // needs to know of it.
 type relayed struct {
 	id       string
-	out      *transport.Outbox
+	out      *client
 	presence bool
 	info     []byte
 }
@@ -86,7 +86,7 @@ func (r *relay) Receive(ctx actor.Context) {
 		}
 	case *pb.Broadcast:
 		n := 0
-		r.b.local.each(func(out *transport.Outbox) {
+		r.b.local.each(func(out *client) {
 			if out.Push(msg.Frame) {
 				n++
 			}
