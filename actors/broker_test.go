@@ -17,7 +17,7 @@ import (
 	"github.com/switchboard/switchboard/transport"
 )
 
-func startBroker(t *testing.T) *Broker {
+func startBroker(t testing.TB) *Broker {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b := NewBroker(Options{RequestTimeout: 2 * time.Second, GrainIdleTimeout: 100 * time.Millisecond}, transport.NewMetrics(), log)
