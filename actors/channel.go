@@ -31,7 +31,7 @@ type channel struct {
 	placement   *placement
 	subscribers map[string]*subscriber // connection id → subscriber
 	relays      map[string]*relayRef   // member id → that member's relay
-	users       map[string]*member     // user → their connections here
+	users       map[string]*occupant   // user → their connections here
 	userOrder   []string               // the keys of users, sorted: presence pages read from it
 	history     []stored               // oldest first
 	configured  bool                   // settings from the HTTP API keep it loaded
@@ -61,7 +61,10 @@ type relayRef struct {
 	subscribers int
 }
 
-type member struct {
+// occupant is one user present in the channel: how many of their
+// connections subscribe, and what presence shows of them. (A member is a
+// cluster member.)
+type occupant struct {
 	connections int
 	info        []byte
 }
@@ -86,7 +89,7 @@ func (s stored) frameFor(user, channel, epoch string) []byte {
 
 func newChannel(b *Broker) *channel {
 	return &channel{b: b, subscribers: map[string]*subscriber{}, relays: map[string]*relayRef{}, unanswered: map[string]bool{},
-		users: map[string]*member{}, idle: passivation{idle: b.opts.GrainIdleTimeout}}
+		users: map[string]*occupant{}, idle: passivation{idle: b.opts.GrainIdleTimeout}}
 }
 
 func (c *channel) Receive(ctx actor.Context) {
@@ -203,7 +206,7 @@ func (c *channel) add(connectionID, user, relayAddress, relayMember string, pres
 	m := c.users[user]
 	arrived := m == nil
 	if arrived {
-		m = &member{}
+		m = &occupant{}
 		c.users[user] = m
 		at, _ := slices.BinarySearch(c.userOrder, user)
 		c.userOrder = slices.Insert(c.userOrder, at, user)
