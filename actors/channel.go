@@ -313,17 +313,17 @@ func (c *channel) deliver(ctx actor.Context, delivery *pb.Delivery) {
 
 func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 	if sub, known := c.subscribers[msg.ConnectionId]; known && msg.Sequence != 0 && sub.sequence == msg.Sequence {
-		ctx.Respond(&pb.Subscribed{Offset: c.delivered, Epoch: c.epoch}) // a retry: the reply frame went out already
+		ctx.Respond(&pb.Subscribed{}) // a retry: the reply frame went out already
 		return
 	}
 	_, known := c.subscribers[msg.ConnectionId]
 	if !known && !c.b.isMember(msg.RelayMember) {
 		// Sent from a node that has left since: nobody there to deliver to.
-		ctx.Respond(&pb.Subscribed{Offset: c.delivered, Epoch: c.epoch})
+		ctx.Respond(&pb.Subscribed{})
 		return
 	}
 	if !known && c.opts.Capacity > 0 && c.users[msg.User] == nil && len(c.users) >= c.opts.Capacity {
-		ctx.Respond(&pb.Subscribed{Offset: c.delivered, Epoch: c.epoch, RefusedCode: transport.CodeChannelFull,
+		ctx.Respond(&pb.Subscribed{RefusedCode: transport.CodeChannelFull,
 			RefusedText: fmt.Sprintf("Channel %s is full: at most %d users", c.name, c.opts.Capacity)})
 		return
 	}
@@ -343,7 +343,7 @@ func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 	if arrived {
 		c.announce(ctx, transport.JoinFrame(c.name, msg.User, sub.info))
 	}
-	ctx.Respond(&pb.Subscribed{Offset: c.delivered, Epoch: c.epoch, Recovered: recovered != nil && *recovered})
+	ctx.Respond(&pb.Subscribed{})
 }
 
 // recover returns the stored publications after offset in epoch, as user
@@ -442,7 +442,7 @@ func (c *channel) idleWhenUnused(ctx actor.Context) {
 }
 
 func (c *channel) list() *pb.SubscriberList {
-	return &pb.SubscriberList{Users: slices.Clone(c.userOrder), Subscriptions: uint32(len(c.subscribers))}
+	return &pb.SubscriberList{Users: slices.Clone(c.userOrder)}
 }
 
 // presence lists the users after `after` in user order, at most limit

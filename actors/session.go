@@ -141,20 +141,20 @@ func (s *session) attach(ctx actor.Context, msg *pb.Attach) {
 	if msg.MaxConnections > 0 && !msg.Admitted && !(known && !unadmitted) && admitted >= int(msg.MaxConnections) {
 		delete(s.connections, msg.ConnectionId)
 		delete(s.unadmitted, msg.ConnectionId)
-		ctx.Respond(&pb.Attached{Connections: uint32(admitted), Refused: true, Activation: s.activation})
+		ctx.Respond(&pb.Attached{Refused: true, Activation: s.activation})
 		return
 	}
 	if !s.b.isMember(msg.Member) {
 		// Its node has left: the connection is gone with it.
 		if ctx.Sender() != nil {
-			ctx.Respond(&pb.Attached{Connections: uint32(admitted), Refused: true, Activation: s.activation})
+			ctx.Respond(&pb.Attached{Refused: true, Activation: s.activation})
 		}
 		return
 	}
 	s.connections[msg.ConnectionId] = userConnection{pid: actor.NewPID(msg.Address, msg.ActorId), member: msg.Member}
 	delete(s.unadmitted, msg.ConnectionId)
 	if ctx.Sender() != nil {
-		ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections) - len(s.unadmitted)), Activation: s.activation})
+		ctx.Respond(&pb.Attached{Activation: s.activation})
 	}
 }
 

@@ -164,11 +164,10 @@ func (x *Subscribe) GetRecoverEpoch() string {
 	return ""
 }
 
+// The answer to Subscribe; the client's subscribed frame goes through the
+// relay (SubscriberAdded.reply), ahead of the channel's later publications.
 type Subscribed struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Offset    uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
-	Epoch     string                 `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Recovered bool                   `protobuf:"varint,3,opt,name=recovered,proto3" json:"recovered,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
 	// Set when the subscription was refused (e.g. channel_full).
 	RefusedCode   string `protobuf:"bytes,4,opt,name=refused_code,json=refusedCode,proto3" json:"refused_code,omitempty"`
 	RefusedText   string `protobuf:"bytes,5,opt,name=refused_text,json=refusedText,proto3" json:"refused_text,omitempty"`
@@ -204,27 +203,6 @@ func (x *Subscribed) ProtoReflect() protoreflect.Message {
 // Deprecated: Use Subscribed.ProtoReflect.Descriptor instead.
 func (*Subscribed) Descriptor() ([]byte, []int) {
 	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *Subscribed) GetOffset() uint64 {
-	if x != nil {
-		return x.Offset
-	}
-	return 0
-}
-
-func (x *Subscribed) GetEpoch() string {
-	if x != nil {
-		return x.Epoch
-	}
-	return ""
-}
-
-func (x *Subscribed) GetRecovered() bool {
-	if x != nil {
-		return x.Recovered
-	}
-	return false
 }
 
 func (x *Subscribed) GetRefusedCode() string {
@@ -920,7 +898,6 @@ func (*ListSubscribers) Descriptor() ([]byte, []int) {
 type SubscriberList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Users         []string               `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
-	Subscriptions uint32                 `protobuf:"varint,2,opt,name=subscriptions,proto3" json:"subscriptions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -960,13 +937,6 @@ func (x *SubscriberList) GetUsers() []string {
 		return x.Users
 	}
 	return nil
-}
-
-func (x *SubscriberList) GetSubscriptions() uint32 {
-	if x != nil {
-		return x.Subscriptions
-	}
-	return 0
 }
 
 // A grain's own reminder to check whether it has been unused long enough
@@ -1159,14 +1129,11 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\arecover\x18\t \x01(\bR\arecover\x12%\n" +
 	"\x0erecover_offset\x18\n" +
 	" \x01(\x04R\rrecoverOffset\x12#\n" +
-	"\rrecover_epoch\x18\v \x01(\tR\frecoverEpoch\"\x9e\x01\n" +
+	"\rrecover_epoch\x18\v \x01(\tR\frecoverEpoch\"~\n" +
 	"\n" +
-	"Subscribed\x12\x16\n" +
-	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x1c\n" +
-	"\trecovered\x18\x03 \x01(\bR\trecovered\x12!\n" +
+	"Subscribed\x12!\n" +
 	"\frefused_code\x18\x04 \x01(\tR\vrefusedCode\x12!\n" +
-	"\frefused_text\x18\x05 \x01(\tR\vrefusedText\"}\n" +
+	"\frefused_text\x18\x05 \x01(\tR\vrefusedTextJ\x04\b\x01\x10\x02J\x04\b\x02\x10\x03J\x04\b\x03\x10\x04R\x06offsetR\x05epochR\trecovered\"}\n" +
 	"\vUnsubscribe\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x19\n" +
@@ -1212,10 +1179,9 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\x10ConfigureChannel\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\rR\bcapacity\"\x13\n" +
 	"\x11ChannelConfigured\"\x11\n" +
-	"\x0fListSubscribers\"L\n" +
+	"\x0fListSubscribers\";\n" +
 	"\x0eSubscriberList\x12\x14\n" +
-	"\x05users\x18\x01 \x03(\tR\x05users\x12$\n" +
-	"\rsubscriptions\x18\x02 \x01(\rR\rsubscriptions\"\v\n" +
+	"\x05users\x18\x01 \x03(\tR\x05usersJ\x04\b\x02\x10\x03R\rsubscriptions\"\v\n" +
 	"\tIdleCheck\"\n" +
 	"\n" +
 	"\bActivate\"\v\n" +
