@@ -50,7 +50,7 @@ func (b *Broker) Broadcast(ctx context.Context, data []byte) (int, error) {
 		if err != nil {
 			return total, fmt.Errorf("broadcast via %s: %w: %v", member.Address(), transport.ErrUnavailable, err)
 		}
-		if sent, ok := res.(*pb.SentToUser); ok {
+		if sent, ok := res.(*pb.Broadcasted); ok {
 			total += int(sent.Connections)
 		}
 	}
@@ -62,7 +62,7 @@ func (b *Broker) Subscribers(ctx context.Context, channel string) ([]string, err
 	if !transport.ValidChannel(channel) {
 		return nil, fmt.Errorf("invalid channel name %q", channel)
 	}
-	res, err := request[*pb.SubscriberList](ctx, b, ChannelKind, channel, &pb.ListSubscribers{})
+	res, err := request[*pb.SubscriberList](ctx, b, ChannelKind, channel, &pb.QuerySubscribers{})
 	if err != nil {
 		return nil, err
 	}

@@ -166,7 +166,7 @@ func (c *channel) Receive(ctx actor.Context) {
 		c.subscribe(ctx, msg)
 	case *pb.Unsubscribe:
 		c.unsubscribe(ctx, msg)
-	case *pb.ListSubscribers:
+	case *pb.QuerySubscribers:
 		ctx.Respond(c.list())
 	case *pb.QueryPresence:
 		ctx.Respond(c.presence(msg.After, msg.Limit))

@@ -92,7 +92,7 @@ func (r *relay) Receive(ctx actor.Context) {
 			}
 		})
 		r.b.metrics.Deliveries.Add(float64(n))
-		ctx.Respond(&pb.SentToUser{Connections: uint32(n)})
+		ctx.Respond(&pb.Broadcasted{Connections: uint32(n)})
 	}
 }
 

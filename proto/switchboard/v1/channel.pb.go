@@ -859,26 +859,27 @@ func (*ChannelConfigured) Descriptor() ([]byte, []int) {
 	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{11}
 }
 
-type ListSubscribers struct {
+// Which users subscribe to the channel (the HTTP API's subscribers).
+type QuerySubscribers struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ListSubscribers) Reset() {
-	*x = ListSubscribers{}
+func (x *QuerySubscribers) Reset() {
+	*x = QuerySubscribers{}
 	mi := &file_switchboard_v1_channel_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ListSubscribers) String() string {
+func (x *QuerySubscribers) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ListSubscribers) ProtoMessage() {}
+func (*QuerySubscribers) ProtoMessage() {}
 
-func (x *ListSubscribers) ProtoReflect() protoreflect.Message {
+func (x *QuerySubscribers) ProtoReflect() protoreflect.Message {
 	mi := &file_switchboard_v1_channel_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -890,8 +891,8 @@ func (x *ListSubscribers) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ListSubscribers.ProtoReflect.Descriptor instead.
-func (*ListSubscribers) Descriptor() ([]byte, []int) {
+// Deprecated: Use QuerySubscribers.ProtoReflect.Descriptor instead.
+func (*QuerySubscribers) Descriptor() ([]byte, []int) {
 	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{12}
 }
 
@@ -1178,8 +1179,8 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\x04more\x18\x04 \x01(\bR\x04more\".\n" +
 	"\x10ConfigureChannel\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\rR\bcapacity\"\x13\n" +
-	"\x11ChannelConfigured\"\x11\n" +
-	"\x0fListSubscribers\";\n" +
+	"\x11ChannelConfigured\"\x12\n" +
+	"\x10QuerySubscribers\";\n" +
 	"\x0eSubscriberList\x12\x14\n" +
 	"\x05users\x18\x01 \x03(\tR\x05usersJ\x04\b\x02\x10\x03R\rsubscriptions\"\v\n" +
 	"\tIdleCheck\"\n" +
@@ -1213,7 +1214,7 @@ var file_switchboard_v1_channel_proto_goTypes = []any{
 	(*History)(nil),           // 9: switchboard.v1.History
 	(*ConfigureChannel)(nil),  // 10: switchboard.v1.ConfigureChannel
 	(*ChannelConfigured)(nil), // 11: switchboard.v1.ChannelConfigured
-	(*ListSubscribers)(nil),   // 12: switchboard.v1.ListSubscribers
+	(*QuerySubscribers)(nil),  // 12: switchboard.v1.QuerySubscribers
 	(*SubscriberList)(nil),    // 13: switchboard.v1.SubscriberList
 	(*IdleCheck)(nil),         // 14: switchboard.v1.IdleCheck
 	(*Activate)(nil),          // 15: switchboard.v1.Activate
