@@ -177,7 +177,10 @@ func (b *Broker) activate(v *view, kind, identity string) *actor.PID {
 	return nil
 }
 
-// tell sends to a grain without waiting; used where the sender must not block.
+// tell sends msg to a grain without waiting for an answer. Finding the
+// grain does wait: a lookup at its owner (activating it if need be, and
+// not through the cache) for at most attemptTimeout; a grain not found by
+// then is not told.
 func (b *Broker) tell(ctx actor.SenderContext, kind, identity string, msg proto.Message) {
 	// Not budgeted: what it sends (a closed connection's unsubscribes)
 	// must arrive, or the channel keeps a ghost.
