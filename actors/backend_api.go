@@ -27,7 +27,7 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte, exclu
 // SendToUser delivers data to every connection of user.
 func (b *Broker) SendToUser(ctx context.Context, user string, data []byte) (int, error) {
 	if !transport.ValidJSON(data) {
-		return 0, fmt.Errorf("send to %s: data is not valid JSON", user)
+		return 0, fmt.Errorf("send to %s: %w", user, transport.ErrInvalidData)
 	}
 	res, err := request[*pb.SentToUser](ctx, b, SessionKind, user, &pb.SendToUser{Frame: transport.DirectFrame("", data, nowMillis()),
 		Sender: "api-" + newEpoch() + newEpoch(), Sequence: 1})
@@ -40,7 +40,7 @@ func (b *Broker) SendToUser(ctx context.Context, user string, data []byte) (int,
 // Broadcast delivers data to every connection on every node.
 func (b *Broker) Broadcast(ctx context.Context, data []byte) (int, error) {
 	if !transport.ValidJSON(data) {
-		return 0, fmt.Errorf("broadcast: data is not valid JSON")
+		return 0, fmt.Errorf("broadcast: %w", transport.ErrInvalidData)
 	}
 	msg := &pb.Broadcast{Frame: transport.DirectFrame("", data, nowMillis())}
 	total := 0
@@ -60,7 +60,7 @@ func (b *Broker) Broadcast(ctx context.Context, data []byte) (int, error) {
 // Subscribers lists the user ids subscribed to channel, one per user.
 func (b *Broker) Subscribers(ctx context.Context, channel string) ([]string, error) {
 	if !transport.ValidChannel(channel) {
-		return nil, fmt.Errorf("invalid channel name %q", channel)
+		return nil, fmt.Errorf("subscribers of %q: %w", channel, transport.ErrInvalidChannel)
 	}
 	res, err := request[*pb.SubscriberList](ctx, b, ChannelKind, channel, &pb.QuerySubscribers{})
 	if err != nil {
@@ -91,7 +91,7 @@ func (b *Broker) DisconnectUser(ctx context.Context, user string) (int, error) {
 // Presence lists the users in channel with their connection counts.
 func (b *Broker) Presence(ctx context.Context, channel string) ([]transport.PresenceMember, error) {
 	if !transport.ValidChannel(channel) {
-		return nil, fmt.Errorf("invalid channel name %q", channel)
+		return nil, fmt.Errorf("presence in %q: %w", channel, transport.ErrInvalidChannel)
 	}
 	res, err := request[*pb.Presence](ctx, b, ChannelKind, channel, &pb.QueryPresence{})
 	if err != nil {
@@ -104,7 +104,7 @@ func (b *Broker) Presence(ctx context.Context, channel string) ([]transport.Pres
 // default) for as long as the channel stays loaded.
 func (b *Broker) SetChannelCapacity(ctx context.Context, channel string, capacity int) error {
 	if !transport.ValidChannel(channel) {
-		return fmt.Errorf("invalid channel name %q", channel)
+		return fmt.Errorf("configure %q: %w", channel, transport.ErrInvalidChannel)
 	}
 	_, err := request[*pb.ChannelConfigured](ctx, b, ChannelKind, channel, &pb.ConfigureChannel{Capacity: uint32(capacity)})
 	return err
@@ -112,10 +112,10 @@ func (b *Broker) SetChannelCapacity(ctx context.Context, channel string, capacit
 
 func checkChannelAndData(channel string, data []byte) error {
 	if !transport.ValidChannel(channel) {
-		return fmt.Errorf("invalid channel name %q", channel)
+		return fmt.Errorf("publish to %q: %w", channel, transport.ErrInvalidChannel)
 	}
 	if !transport.ValidJSON(data) {
-		return fmt.Errorf("publish to %s: data is not valid JSON", channel)
+		return fmt.Errorf("publish to %q: %w", channel, transport.ErrInvalidData)
 	}
 	return nil
 }

@@ -49,9 +49,6 @@ type Options struct {
 	LookupBurst int
 }
 
-// Close codes the actors use; see docs/protocol.md.
-const CloseTooManyConnections = 4029
-
 // Broker wires actors to the cluster and offers the backend operations.
 type Broker struct {
 	opts    Options
@@ -72,6 +69,8 @@ type Broker struct {
 	pids        atomic.Pointer[pidCache]
 	activations atomic.Uint64
 	lookups     *transport.RateBudget
+	// this node's replica actor, through which channels replicate
+	replicaRouter *actor.PID
 }
 
 var _ transport.Connector = (*Broker)(nil)
@@ -103,7 +102,7 @@ func (b *Broker) Start(c *cluster.Cluster, membership Membership) error {
 		return fmt.Errorf("spawn relay: %w", err)
 	}
 	b.relay = pid
-	if _, err := b.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &replica{b: b} }), replicaName); err != nil {
+	if b.replicaRouter, err = b.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newReplica(b) }), replicaName); err != nil {
 		return fmt.Errorf("spawn replica: %w", err)
 	}
 	b.updateMembers(membership.Term(), c.MemberList.Members().Members(), nil)

@@ -45,6 +45,9 @@ type channel struct {
 	// waiting to go out together
 	presenceSubscribers int
 	presenceEvents      presenceEvents
+	// users the predecessor had whose connections are not found yet: once
+	// every relay has answered, those still missing left
+	formerUsers map[string]bool
 }
 
 type subscriber struct {
@@ -93,6 +96,7 @@ func newChannel(b *Broker) *channel {
 }
 
 func (c *channel) Receive(ctx actor.Context) {
+	defer c.replicatePresence(ctx)
 	if _, reminder := ctx.Message().(*pb.IdleCheck); !reminder {
 		c.idle.touch()
 	}
@@ -114,6 +118,9 @@ func (c *channel) Receive(ctx actor.Context) {
 		return
 	case replicaCheck:
 		c.checkReplicas(ctx)
+		return
+	case sendAppends:
+		c.sendAppends(ctx)
 		return
 	case flushPresence:
 		c.flushPresence(ctx)
@@ -210,6 +217,7 @@ func (c *channel) add(connectionID, user, relayAddress, relayMember string, pres
 		c.users[user] = m
 		at, _ := slices.BinarySearch(c.userOrder, user)
 		c.userOrder = slices.Insert(c.userOrder, at, user)
+		c.rep.arrived = append(c.rep.arrived, user)
 	}
 	m.connections++
 	if len(info) > 0 {
@@ -239,6 +247,7 @@ func (c *channel) remove(connectionID string) (*subscriber, bool, bool) {
 			if at, found := slices.BinarySearch(c.userOrder, sub.user); found {
 				c.userOrder = slices.Delete(c.userOrder, at, at+1)
 			}
+			c.rep.left = append(c.rep.left, sub.user)
 			left = true
 		}
 	}
@@ -369,9 +378,10 @@ func (c *channel) recover(offset uint64, epoch, user string) (bool, [][]byte) {
 		if s.offset > offset {
 			frame := s.frameFor(user, c.name, c.epoch)
 			if size += len(frame); size > maxHistoryPageBytes {
-				// More than a client's outbox should take at once: it
-				// reads the history page by page instead.
-				return false, nil
+				// More than a client's outbox should take at once: a gap
+				// frame tells it to read them from history, page by page,
+				// before what follows.
+				return true, [][]byte{transport.GapFrame(c.name, c.epoch, c.delivered)}
 			}
 			backlog = append(backlog, frame)
 		}

@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -77,7 +78,29 @@ func (c *channel) activate(ctx actor.Context) {
 	}
 	c.placement.served.Store(true)
 	c.retarget(ctx)
+	c.settleFormerUsers(ctx)
 	c.askUnansweredRelaysLater(ctx)
+}
+
+// settleFormerUsers announces, once every relay has answered (or left),
+// that the predecessor's users whose connections none of them holds have
+// left: their node died with the predecessor's, or they left meanwhile.
+// Users still connected see no leave and no join.
+func (c *channel) settleFormerUsers(ctx actor.Context) {
+	if c.formerUsers == nil || len(c.unanswered) > 0 {
+		return
+	}
+	gone := make([]string, 0, len(c.formerUsers))
+	for u := range c.formerUsers {
+		if c.users[u] == nil {
+			gone = append(gone, u)
+		}
+	}
+	slices.Sort(gone)
+	for _, u := range gone {
+		c.announce(ctx, transport.LeaveFrame(c.name, u))
+	}
+	c.formerUsers = nil
 }
 
 // follow tells the relay that answered res where the stream continues,
@@ -124,6 +147,10 @@ func (c *channel) takeOver(ctx actor.Context, address string, fromReplica bool) 
 		c.retries.remember(a.Publisher, a.Sequence, &pb.Published{Offset: a.Offset, Mismatch: a.Mismatch, OutcomeUnknown: a.OutcomeUnknown, Sequence: a.Sequence})
 	}
 	c.lineage = append(c.lineage, state.Lineage[max(0, len(state.Lineage)-maxLineage+1):]...)
+	c.formerUsers = make(map[string]bool, len(state.Users))
+	for _, u := range state.Users {
+		c.formerUsers[u] = true
+	}
 	c.b.metrics.HandOvers.Inc()
 	return true
 }
@@ -192,7 +219,7 @@ func (c *channel) stopped(ctx actor.SenderContext) {
 func (c *channel) state() *pb.ChannelState {
 	c.trimHistory()
 	state := &pb.ChannelState{Found: true, Epoch: c.epoch, Offset: c.last, Lineage: c.lineage,
-		History: storedState(c.history), Answered: answeredState(&c.retries)}
+		History: storedState(c.history), Answered: answeredState(&c.retries), Users: slices.Clone(c.userOrder)}
 	if c.configured {
 		state.ConfiguredCapacity = uint32(c.opts.Capacity)
 	}
@@ -232,6 +259,7 @@ func (c *channel) askUnansweredRelays(ctx actor.Context) {
 		}
 		ctx.Request(actor.NewPID(address, relayName), query)
 	}
+	c.settleFormerUsers(ctx)
 	c.askUnansweredRelaysLater(ctx)
 }
 
@@ -250,10 +278,11 @@ func (c *channel) lateAnswer(ctx actor.Context, res *pb.ChannelSubscribers) {
 			return
 		}
 		for _, s := range res.Subscribers {
-			if _, arrived := c.add(s.ConnectionId, s.User, address, res.Member, s.PresenceEvents, s.Info); arrived {
+			if _, arrived := c.add(s.ConnectionId, s.User, address, res.Member, s.PresenceEvents, s.Info); arrived && !c.formerUsers[s.User] {
 				c.announce(ctx, transport.JoinFrame(c.name, s.User, s.Info))
 			}
 		}
 		ctx.Send(actor.NewPID(address, relayName), c.follow(res))
 	}
+	c.settleFormerUsers(ctx)
 }

@@ -32,7 +32,15 @@ type replication struct {
 	formerHolders map[string]uint64 // address → term of the copy there
 	dropAfter     uint64
 	checking      bool // a replicaCheck is scheduled
+	// users who arrived and left since the replicas were last told
+	arrived, left []string
+	// what happened since the replicas were last sent an update
+	outgoing *pb.ReplicaUpdate
 }
+
+// sendAppends reminds an activation to send the publications it
+// sequenced to its replicas. It queues behind the publications already in
+// the mailbox, so under load one message carries many of them.
 
 type unconfirmed struct {
 	delivery *pb.Delivery
@@ -44,6 +52,8 @@ type unconfirmed struct {
 // replicaCheck reminds an activation to look for replicas that fell
 // behind (a message lost with a torn-down stream, a replica restarted).
 type replicaCheck struct{}
+
+type sendAppends struct{}
 
 // replicaResync is how long a publication may wait for a replica before
 // the replica is sent the whole state again.
@@ -137,12 +147,10 @@ func (c *channel) sequenced(ctx actor.Context, delivery *pb.Delivery, stored *pb
 		ctx.Respond(answer)
 		return
 	}
-	appended := &pb.ReplicaAppend{Channel: c.name, Term: c.placement.term, Epoch: c.epoch, Publication: stored}
+	update := c.update(ctx)
+	update.Publications = append(update.Publications, stored)
 	if publisher != "" {
-		appended.Answered = answeredOf(publisher, answer)
-	}
-	for _, t := range c.rep.targets {
-		ctx.Request(actor.NewPID(t, replicaName), appended)
+		update.Answered = append(update.Answered, answeredOf(publisher, answer))
 	}
 	p := unconfirmed{delivery: delivery, answer: answer, at: time.Now()}
 	if ctx.Sender() != nil {
@@ -150,6 +158,28 @@ func (c *channel) sequenced(ctx actor.Context, delivery *pb.Delivery, stored *pb
 	}
 	c.rep.pending = append(c.rep.pending, p)
 	c.checkReplicasLater(ctx)
+}
+
+// update is the update under way to the replicas; a new one goes out
+// once the messages already in the mailbox are handled.
+func (c *channel) update(ctx actor.SenderContext) *pb.ReplicaUpdate {
+	if c.rep.outgoing == nil {
+		c.rep.outgoing = &pb.ReplicaUpdate{Channel: c.name, Term: c.placement.term, Epoch: c.epoch, OwnerActor: c.placement.pid.Id}
+		ctx.Send(c.placement.pid, sendAppends{})
+	}
+	return c.rep.outgoing
+}
+
+// sendAppends hands what happened since the last update to this node's
+// replica actor, for every replica.
+func (c *channel) sendAppends(ctx actor.SenderContext) {
+	if c.rep.outgoing == nil {
+		return
+	}
+	for _, t := range c.rep.targets {
+		ctx.Send(c.b.replicaRouter, replicate{to: t, update: c.rep.outgoing})
+	}
+	c.rep.outgoing = nil
 }
 
 // awaitReplicas makes a retry of a publication not yet confirmed by the
@@ -260,6 +290,20 @@ func (c *channel) abandonPending(ctx actor.SenderContext) {
 	c.rep.pending = nil
 }
 
+// replicatePresence tells the replicas who arrived and left, after the
+// message that changed it and before any later publication.
+func (c *channel) replicatePresence(ctx actor.SenderContext) {
+	if len(c.rep.arrived) == 0 && len(c.rep.left) == 0 {
+		return
+	}
+	if len(c.rep.targets) > 0 && c.placement.served.Load() {
+		update := c.update(ctx)
+		update.Arrived = append(update.Arrived, c.rep.arrived...)
+		update.Left = append(update.Left, c.rep.left...)
+	}
+	c.rep.arrived, c.rep.left = nil, nil
+}
+
 // replicasChanged follows a settings change to the replicas.
 func (c *channel) replicasChanged(ctx actor.Context) { c.sync(ctx, c.rep.targets) }
 
@@ -271,10 +315,12 @@ func (c *channel) sync(ctx actor.Context, addresses []string) {
 	if c.rep.syncedTo == nil {
 		c.rep.syncedTo = map[string]uint64{}
 	}
-	state := &pb.ReplicaSync{Channel: c.name, Term: c.placement.term, State: c.state()}
+	c.sendAppends(ctx) // what the whole state overtakes is then ignored, in order
+	whole := &pb.ReplicaUpdate{Channel: c.name, Term: c.placement.term, Epoch: c.epoch, Whole: c.state(), OwnerActor: c.placement.pid.Id}
+	c.rep.arrived, c.rep.left = nil, nil // the state holds who is present
 	for _, t := range addresses {
 		c.rep.syncedTo[t] = c.last
-		ctx.Request(actor.NewPID(t, replicaName), state)
+		ctx.Send(c.b.replicaRouter, replicate{to: t, update: whole})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,13 +16,13 @@ import (
 )
 
 // startMember starts a broker as a member of the cluster in etcd, inside
-// this process.
-func startMember(t *testing.T, etcd string) *Broker {
+// this process, keeping replicas of its channels on that many others.
+func startMember(t testing.TB, etcd string, replicas int) *Broker {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	history := ChannelOptions{HistorySize: 100, HistoryTTL: time.Minute}
-	b := NewBroker(Options{RequestTimeout: 2 * time.Second, GrainIdleTimeout: time.Minute, Namespaces: Namespaces{Default: history}},
-		transport.NewMetrics(), log)
+	b := NewBroker(Options{RequestTimeout: 2 * time.Second, GrainIdleTimeout: time.Minute, Namespaces: Namespaces{Default: history},
+		ChannelReplicas: replicas}, transport.NewMetrics(), log)
 	node, err := cluster.Start(cluster.Config{Name: "test", NodeAddr: "127.0.0.1:0", EtcdEndpoints: []string{etcd},
 		LeaseTTL: 2 * time.Second, RequestTimeout: 2 * time.Second, Log: log, LogLevel: slog.LevelError,
 		BeforeJoin: func(n *cluster.Node) error { return b.Start(n.Cluster, n) }}, b.Kinds())
@@ -32,7 +33,7 @@ func startMember(t *testing.T, etcd string) *Broker {
 	return b
 }
 
-func loopbackAddr(t *testing.T) string {
+func loopbackAddr(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +60,7 @@ func TestChannelsMoveToAJoiningMemberWithTheirState(t *testing.T) {
 	}
 	t.Cleanup(etcd.Stop)
 	ctx := context.Background()
-	a := startMember(t, etcd.Endpoint)
+	a := startMember(t, etcd.Endpoint, 0)
 	const channels = 12
 	epochs := map[string]string{}
 	for i := range channels {
@@ -76,7 +77,7 @@ func TestChannelsMoveToAJoiningMemberWithTheirState(t *testing.T) {
 		epochs[name] = res.Epoch
 	}
 
-	b := startMember(t, etcd.Endpoint)
+	b := startMember(t, etcd.Endpoint, 0)
 	deadline := time.Now().Add(10 * time.Second)
 	for len(a.view.Load().members) != 2 || len(b.view.Load().members) != 2 {
 		if time.Now().After(deadline) {
@@ -113,4 +114,46 @@ func TestChannelsMoveToAJoiningMemberWithTheirState(t *testing.T) {
 		t.Fatalf("none of %d channels moved to the new member; the test proves nothing", channels)
 	}
 	t.Logf("%d of %d channels moved with their epoch and history", moved, channels)
+}
+
+// BenchmarkPublishAcrossTwoMembers publishes through both members of a
+// two-member cluster, from many goroutines at once, to 100 channels with
+// no subscribers: the cost of sequencing, and of keeping a replica on the
+// other member, per publication (both members' CPU, one process).
+func BenchmarkPublishAcrossTwoMembers(b *testing.B) {
+	for _, replicas := range []int{0, 1} {
+		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
+			if raceEnabled {
+				b.Skip("protoactor's internal races between two members in one process")
+			}
+			etcd, err := cluster.StartEmbeddedEtcd(b.TempDir(), loopbackAddr(b), loopbackAddr(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(etcd.Stop)
+			members := []*Broker{startMember(b, etcd.Endpoint, replicas), startMember(b, etcd.Endpoint, replicas)}
+			for len(members[0].view.Load().members) != 2 || len(members[1].view.Load().members) != 2 {
+				time.Sleep(10 * time.Millisecond)
+			}
+			ctx := context.Background()
+			for i := range 100 { // activate every channel before timing
+				if _, err := members[i%2].Publish(ctx, fmt.Sprintf("bench:%d", i), []byte(`"warm"`), ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var next atomic.Int64
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := next.Add(1)
+					if _, err := members[i%2].Publish(ctx, fmt.Sprintf("bench:%d", i%100), []byte(`"x"`), ""); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }

@@ -171,6 +171,8 @@ const Nobody = "!*"
 // NewConfig returns a Config with every default filled in: a single node
 // serving ws://127.0.0.1:8765/ws in open development mode.
 func NewConfig() Config {
+	// The client-facing limits are the transport's own defaults.
+	t := transport.DefaultOptions()
 	return Config{
 		Addr:             "127.0.0.1:8765",
 		NodeAddr:         "127.0.0.1:0",
@@ -179,11 +181,11 @@ func NewConfig() Config {
 		LogLevel:         "info",
 		LogFormat:        "text",
 		ClusterLogLevel:  "warn",
-		MaxFrameBytes:    64 << 10,
-		MaxDataBytes:     60 << 10,
-		OutboxMessages:   4096,
-		OutboxBytes:      4 << 20,
-		WriteTimeout:     10 * time.Second,
+		MaxFrameBytes:    t.MaxFrameBytes,
+		MaxDataBytes:     t.Limits.MaxDataBytes,
+		OutboxMessages:   t.Outbox.MaxFrames,
+		OutboxBytes:      t.Outbox.MaxBytes,
+		WriteTimeout:     t.Outbox.WriteTimeout,
 		RequestTimeout:   5 * time.Second,
 		GrainIdleTimeout: 30 * time.Second,
 		ShutdownTimeout:  10 * time.Second,
@@ -193,29 +195,24 @@ func NewConfig() Config {
 
 		JWTLeeway:        5 * time.Second,
 		JWTUserClaim:     "sub",
-		AuthTimeout:      5 * time.Second,
-		SubscribeDefault: "*",
-		PublishDefault:   "*",
-		SendDefault:      "*",
+		AuthTimeout:      t.AuthTimeout,
+		SubscribeDefault: strings.Join(t.DefaultSubscribe, ","),
+		PublishDefault:   strings.Join(t.DefaultPublish, ","),
+		SendDefault:      strings.Join(t.DefaultSend, ","),
 
-		// A game sends inputs at 20-60 Hz and an editor keystrokes in
-		// bursts; a page joins hundreds of channels at once after every
-		// reconnect. Abuse stays bounded: 100 publications a second is
-		// far below what one core fans out, and the control budget refills
-		// 50 a second after a burst of 500.
-		RateLimit:         100,
-		RateBurst:         300,
-		ControlRateLimit:  50,
-		ControlRateBurst:  500,
+		RateLimit:         t.RateLimit,
+		RateBurst:         t.RateBurst,
+		ControlRateLimit:  t.ControlRateLimit,
+		ControlRateBurst:  t.ControlRateBurst,
 		RateLimitPolicy:   "drop",
-		UserRateBurst:     50,
+		UserRateBurst:     t.UserRateBurst,
 		MaxSubscriptions:  1000,
-		MaxChannelBytes:   255,
-		PingInterval:      25 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		ReadHeaderTimeout: 10 * time.Second,
+		MaxChannelBytes:   t.Limits.MaxChannelBytes,
+		PingInterval:      t.PingInterval,
+		IdleTimeout:       t.IdleTimeout,
+		ReadHeaderTimeout: t.ReadHeaderTimeout,
 		HistoryTTL:        5 * time.Minute,
-		MaxInfoBytes:      1024,
+		MaxInfoBytes:      t.Limits.MaxInfoBytes,
 	}
 }
 

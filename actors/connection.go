@@ -109,13 +109,13 @@ func (c *connection) start(ctx actor.Context) {
 	res, err := request[*pb.Attached](context.Background(), c.b, SessionKind, c.out.User, attach)
 	if err != nil {
 		c.b.log.Warn("session attach failed", "user", c.out.User, "err", err)
-		c.out.Close(1011, "session unavailable")
+		c.out.Close(transport.CloseInternalError, "session unavailable")
 		return
 	}
 	if res.Refused {
 		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeTooManyConns).Inc()
 		c.out.Reply(transport.ErrorFrame(transport.CodeTooManyConns, "Too many connections for this user", nil))
-		c.out.Close(CloseTooManyConnections, "too many connections")
+		c.out.Close(transport.CloseTooManyConnections, "too many connections")
 		return
 	}
 	if newer := c.b.local.admit(c.out, res.Activation); newer != nil {

@@ -60,7 +60,7 @@ func TestHistoryIsPagedByBytes(t *testing.T) {
 
 // A recovery backlog larger than a history page is not replayed at once
 // (it would overflow the client's outbox and close it, again at every
-// reconnect): the client is told recovered:false and pages the history.
+// reconnect): a gap frame sends the client to read it from history.
 func TestRecoveryBacklogIsBounded(t *testing.T) {
 	c := &channel{opts: ChannelOptions{HistorySize: 1000, HistoryTTL: time.Hour}, epoch: "e", last: 300, delivered: 300}
 	for offset := uint64(1); offset <= 300; offset++ {
@@ -69,8 +69,10 @@ func TestRecoveryBacklogIsBounded(t *testing.T) {
 	if ok, backlog := c.recover(290, "e", ""); !ok || len(backlog) != 10 {
 		t.Fatalf("a small backlog: recovered=%v with %d publications, want true with 10", ok, len(backlog))
 	}
-	if ok, backlog := c.recover(0, "e", ""); ok || backlog != nil {
-		t.Fatalf("a 3 MB backlog: recovered=%v with %d publications, want false with none", ok, len(backlog))
+	ok, backlog := c.recover(0, "e", "")
+	if !ok || len(backlog) != 1 || !strings.Contains(string(transport.FramePayload(backlog[0])), `"type":"gap"`) ||
+		!strings.Contains(string(transport.FramePayload(backlog[0])), `"offset":300`) {
+		t.Fatalf("a 3 MB backlog: recovered=%v with %d frames, want true with one gap frame up to offset 300", ok, len(backlog))
 	}
 }
 

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ type replicaCopy struct {
 	capacity uint32
 	lineage  []string
 	answers  retries
+	users    map[string]bool // present in the channel
 }
 
 // standing reports the term and offset of the copy of channel kept here.
@@ -60,60 +62,74 @@ func (r *replicas) state(channel string) *pb.ChannelState {
 	state := &pb.ChannelState{Found: true, Epoch: c.epoch, Offset: c.offset, Lineage: c.lineage, ConfiguredCapacity: c.capacity}
 	state.History = storedState(c.history)
 	state.Answered = answeredState(&c.answers)
+	for u := range c.users {
+		state.Users = append(state.Users, u)
+	}
+	slices.Sort(state.Users)
 	return state
 }
 
-// apply keeps the state an activation sent whole, unless a newer
-// activation's copy is kept already.
-func (r *replicas) apply(b *Broker, owner string, sync *pb.ReplicaSync) *pb.ReplicaAck {
+// update applies what an activation sent, in order: its whole state,
+// unless a newer activation's copy is kept already; publications, to a
+// copy that stands right before the first of them (otherwise the
+// activation must send its whole state); answers; and who arrived or
+// left.
+func (r *replicas) update(b *Broker, owner string, u *pb.ReplicaUpdate) *pb.ReplicaAck {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ack := &pb.ReplicaAck{Channel: sync.Channel, Term: sync.Term}
-	if old := r.copies[sync.Channel]; old != nil && old.term > sync.Term {
+	ack := &pb.ReplicaAck{Channel: u.Channel, Term: u.Term, OwnerActor: u.OwnerActor}
+	c := r.copies[u.Channel]
+	if c != nil && c.term > u.Term {
 		ack.Stale = true
 		return ack
 	}
-	s := sync.State
-	c := &replicaCopy{term: sync.Term, owner: owner, opts: b.opts.Namespaces.For(sync.Channel), epoch: s.Epoch, offset: s.Offset,
-		capacity: s.ConfiguredCapacity, lineage: s.Lineage, history: storedFrom(s.History)}
-	for _, a := range s.Answered {
+	if s := u.Whole; s != nil {
+		c = &replicaCopy{term: u.Term, owner: owner, opts: b.opts.Namespaces.For(u.Channel), epoch: s.Epoch, offset: s.Offset,
+			capacity: s.ConfiguredCapacity, lineage: s.Lineage, history: storedFrom(s.History), users: make(map[string]bool, len(s.Users))}
+		for _, a := range s.Answered {
+			c.answers.remember(a.Publisher, a.Sequence, answerFrom(a))
+		}
+		for _, user := range s.Users {
+			c.users[user] = true
+		}
+		if r.copies == nil {
+			r.copies = map[string]*replicaCopy{}
+		}
+		r.copies[u.Channel] = c
+	}
+	if c == nil || c.term != u.Term || c.epoch != u.Epoch {
+		ack.Resync = true
+		if len(u.Publications) > 0 {
+			ack.Offset = u.Publications[0].Offset
+		}
+		return ack
+	}
+	for _, p := range u.Publications {
+		if p.Offset > c.offset+1 {
+			ack.Resync, ack.Offset = true, p.Offset
+			return ack
+		}
+		if p.Offset <= c.offset {
+			continue // sent again after the whole state overtook it
+		}
+		c.offset = p.Offset
+		if c.opts.HistorySize > 0 {
+			c.history = append(c.history, stored{offset: p.Offset, at: time.Unix(0, p.AtUnixNano), frame: p.Frame, excluded: p.ExcludedUser})
+		}
+	}
+	if len(u.Publications) > 0 {
+		c.trim()
+	}
+	for _, a := range u.Answered {
 		c.answers.remember(a.Publisher, a.Sequence, answerFrom(a))
 	}
-	if r.copies == nil {
-		r.copies = map[string]*replicaCopy{}
+	for _, user := range u.Arrived {
+		c.users[user] = true
 	}
-	r.copies[sync.Channel] = c
+	for _, user := range u.Left {
+		delete(c.users, user)
+	}
 	ack.Offset = c.offset
-	return ack
-}
-
-// append adds one publication to a copy that stands right before it;
-// otherwise the activation must send its state whole.
-func (r *replicas) append(a *pb.ReplicaAppend) *pb.ReplicaAck {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ack := &pb.ReplicaAck{Channel: a.Channel, Term: a.Term}
-	c := r.copies[a.Channel]
-	switch {
-	case c != nil && c.term > a.Term:
-		ack.Stale = true
-	case a.Publication == nil:
-		ack.Resync = true
-	case c == nil || c.term != a.Term || c.epoch != a.Epoch || a.Publication.Offset > c.offset+1:
-		ack.Resync, ack.Offset = true, a.Publication.Offset
-	case a.Publication.Offset <= c.offset:
-		ack.Offset = c.offset // sent again after a resync overtook it
-	default:
-		c.offset = a.Publication.Offset
-		if c.opts.HistorySize > 0 {
-			c.history = append(c.history, storedFrom([]*pb.ChannelState_Stored{a.Publication})...)
-			c.trim()
-		}
-		if a.Answered != nil {
-			c.answers.remember(a.Answered.Publisher, a.Answered.Sequence, answerFrom(a.Answered))
-		}
-		ack.Offset = c.offset
-	}
 	return ack
 }
 
@@ -142,29 +158,75 @@ func (r *replicas) drop(channel string, term uint64) {
 
 func (c *replicaCopy) trim() { c.history = trimStored(c.history, c.opts) }
 
-// replica is the actor that keeps this node's copies; it answers each
-// copy's activation with how far the copy goes.
-type replica struct{ b *Broker }
+// replica is the actor on every node that keeps its copies, and the
+// router of its activations' replication: updates for each member and
+// confirmations for each node wait here for the messages already in the
+// mailbox, then go out together, one message per member.
+type replica struct {
+	b        *Broker
+	outbound map[string]*pb.ReplicaUpdates // replica address → updates for it
+	acks     map[string]*pb.ReplicaAcks    // owner address → confirmations for it
+	flushing bool                          // a flushReplication is queued
+}
+
+// replicate asks this node's replica actor to send update to the member at to.
+type replicate struct {
+	to     string
+	update *pb.ReplicaUpdate
+}
+
+// flushReplication reminds the replica actor to send what waits.
+type flushReplication struct{}
+
+func newReplica(b *Broker) *replica {
+	return &replica{b: b, outbound: map[string]*pb.ReplicaUpdates{}, acks: map[string]*pb.ReplicaAcks{}}
+}
 
 func (r *replica) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
-	case *pb.ReplicaAppend:
-		r.answer(ctx, r.b.replicas.append(msg))
-	case *pb.ReplicaSync:
-		owner := ""
-		if ctx.Sender() != nil {
-			owner = ctx.Sender().Address
+	case replicate:
+		batch := r.outbound[msg.to]
+		if batch == nil {
+			batch = &pb.ReplicaUpdates{From: ctx.Self().Address}
+			r.outbound[msg.to] = batch
 		}
-		r.answer(ctx, r.b.replicas.apply(r.b, owner, msg))
+		batch.Updates = append(batch.Updates, msg.update)
+		r.flushSoon(ctx)
+	case *pb.ReplicaUpdates:
+		for _, u := range msg.Updates {
+			ack := r.b.replicas.update(r.b, msg.From, u)
+			ack.Replica = ctx.Self().Address
+			confirmations := r.acks[msg.From]
+			if confirmations == nil {
+				confirmations = &pb.ReplicaAcks{}
+				r.acks[msg.From] = confirmations
+			}
+			confirmations.Acks = append(confirmations.Acks, ack)
+		}
+		r.flushSoon(ctx)
+	case *pb.ReplicaAcks:
+		for _, ack := range msg.Acks {
+			ctx.Send(actor.NewPID(ctx.Self().Address, ack.OwnerActor), ack)
+		}
+	case flushReplication:
+		r.flushing = false
+		for address, batch := range r.outbound {
+			ctx.Send(actor.NewPID(address, replicaName), batch)
+		}
+		for address, confirmations := range r.acks {
+			ctx.Send(actor.NewPID(address, replicaName), confirmations)
+		}
+		clear(r.outbound)
+		clear(r.acks)
 	case *pb.ReplicaDrop:
 		r.b.replicas.drop(msg.Channel, msg.Term)
 	}
 }
 
-func (r *replica) answer(ctx actor.Context, ack *pb.ReplicaAck) {
-	if ctx.Sender() != nil {
-		ack.Replica = ctx.Self().Address
-		ctx.Respond(ack)
+func (r *replica) flushSoon(ctx actor.Context) {
+	if !r.flushing {
+		r.flushing = true
+		ctx.Send(ctx.Self(), flushReplication{})
 	}
 }
 

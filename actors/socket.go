@@ -44,7 +44,7 @@ func (b *Broker) open(out *client, info transport.TokenInfo) transport.Inbound {
 	pid, err := b.system.Root.SpawnNamed(props, "conn/"+out.ID)
 	if err != nil {
 		b.log.Error("spawn connection", "connection", out.ID, "err", err)
-		out.Close(1011, "internal error")
+		out.Close(transport.CloseInternalError, "internal error")
 		return closedInbound{}
 	}
 	return &connectionInbox{root: b.system.Root, pid: pid, backlog: backlog}

@@ -202,3 +202,61 @@ func TestGracefulStopLosesNoAcknowledgement(t *testing.T) {
 	t.Logf("%d publications sent, %d delivered, each checked for its acknowledgement", len(sent), received)
 	probs.report(t)
 }
+
+// When a presence channel's owner dies, its successor knows from the
+// replica who was present: the users who were connected only to the dead
+// node leave, and those still connected see neither a leave nor a join.
+func TestPresenceAfterFailover(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes := startCluster(t, etcd, 3)
+	prober := join(t, nodes[0], "prober")
+	channel := channelsOwnedBy(t, nodes, prober, "lobby:fo", 2, 1)[0]
+	presence := map[string]any{"presence": true}
+	alice := join(t, nodes[0], "alice")
+	alice.subscribe(t, presence, channel)
+	bob := join(t, nodes[1], "bob")
+	bob.subscribe(t, presence, channel)
+	carol := join(t, nodes[2], "carol")
+	carol.subscribe(t, presence, channel)
+	events := func(p *peer) []string {
+		var out []string
+		for _, f := range p.frames("", channel) {
+			switch f.typ() {
+			case "join", "leave":
+				out = append(out, f.typ()+" "+f.m["user"].(string))
+			case "presence_batch":
+				for _, e := range f.m["events"].([]any) {
+					event := e.(map[string]any)
+					out = append(out, event["type"].(string)+" "+event["user"].(string))
+				}
+			}
+		}
+		return out
+	}
+	if !within(waitTimeout, func() bool { return len(events(alice)) == 3 }) {
+		t.Fatalf("before the kill alice saw %v, want the three joins", events(alice))
+	}
+
+	before := map[*peer]int{alice: len(events(alice))}
+	within(time.Second, func() bool { return len(events(bob)) >= 2 }) // bob arrived after alice
+	before[bob] = len(events(bob))
+	nodes[2].kill()
+	if !within(waitTimeout, func() bool { return len(events(alice)) > 3 }) {
+		t.Fatalf("after the owner died alice saw %v: no leave for carol", events(alice))
+	}
+	within(time.Second, func() bool { return false }) // anything spurious would follow at once
+	for _, p := range []*peer{alice, bob} {
+		if got := events(p)[before[p]:]; len(got) != 1 || got[0] != "leave carol" {
+			t.Errorf("%s saw %v after the owner died, want only carol leaving", p.user, got)
+		}
+	}
+	f := alice.call(t, map[string]any{"type": "presence", "channel": channel}, waitTimeout)
+	var users []string
+	for _, u := range f.m["users"].([]any) {
+		users = append(users, u.(map[string]any)["user"].(string))
+	}
+	if fmt.Sprint(users) != "[alice bob]" {
+		t.Fatalf("presence after the failover: %v, want [alice bob]", users)
+	}
+}

@@ -3,6 +3,7 @@ package tests
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -16,6 +17,7 @@ import (
 // hands the application comes back as events, in order.
 type jsClient struct {
 	t      testing.TB
+	stdin  io.WriteCloser
 	mu     sync.Mutex
 	events []jsEvent
 	stderr strings.Builder
@@ -49,6 +51,7 @@ func startJSClient(t testing.TB, url, user string, channels ...string) *jsClient
 	js := &jsClient{t: t}
 	cmd.Stderr = &lockedWriter{mu: &js.mu, b: &js.stderr}
 	stdin, _ := cmd.StdinPipe()
+	js.stdin = stdin
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start node: %v", err)
@@ -86,6 +89,16 @@ func startJSClient(t testing.TB, url, user string, channels ...string) *jsClient
 		t.Fatalf("the js client: %s", f[0].Error)
 	}
 	return js
+}
+
+// do hands the driver a command, as the application would act (see
+// testdata/js_client.mjs).
+func (js *jsClient) do(command map[string]any) {
+	js.t.Helper()
+	raw, _ := json.Marshal(command)
+	if _, err := js.stdin.Write(append(raw, '\n')); err != nil {
+		js.t.Fatalf("the js client's driver: %v", err)
+	}
 }
 
 // of returns the events named name so far.

@@ -24,9 +24,6 @@ type Backend interface {
 	SetChannelCapacity(ctx context.Context, channel string, capacity int) error
 }
 
-// ErrUnavailable wraps failures to reach a channel or session in time.
-var ErrUnavailable = errors.New("broker unavailable")
-
 const (
 	apiRequestTimeout = 10 * time.Second
 	apiBodyOverhead   = 4096
@@ -206,11 +203,30 @@ func (a *api) handle(m method) http.HandlerFunc {
 
 func (a *api) reply(w http.ResponseWriter, err error, body map[string]any) {
 	if err != nil {
-		a.log.Warn("api request failed", "err", err)
-		apiError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
+		status, code := apiStatus(err)
+		if status >= http.StatusInternalServerError {
+			a.log.Warn("api request failed", "err", err)
+		}
+		apiError(w, status, code, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, body)
+}
+
+// apiStatus is the HTTP status and error code that answer a Backend error:
+// the caller's mistakes are 400, a broker that did not answer in time 503,
+// anything else (a bug) 500.
+func apiStatus(err error) (status int, code string) {
+	switch {
+	case errors.Is(err, ErrInvalidChannel):
+		return http.StatusBadRequest, CodeInvalidChannel
+	case errors.Is(err, ErrInvalidData):
+		return http.StatusBadRequest, CodeInvalidJSON
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable, CodeUnavailable
+	default:
+		return http.StatusInternalServerError, CodeInternal
+	}
 }
 
 func apiError(w http.ResponseWriter, status int, code, text string) {

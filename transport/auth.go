@@ -27,7 +27,6 @@ const (
 	AuthInvalid = "Invalid token"
 	// A refresh must name the connection's user: identity is for life.
 	AuthOtherUser = "Token is for another user"
-	CloseAuth     = 4001
 )
 
 // AuthConfig names the keys tokens may be signed with and the claims checked.

@@ -39,30 +39,8 @@ type ProtocolError struct {
 
 func (e *ProtocolError) Error() string { return e.Code + ": " + e.Text }
 
-// Machine codes of protocol errors; documented in docs/protocol.md.
+// Longest channel name and user id the protocol allows.
 const (
-	CodeInvalidJSON     = "invalid_json"
-	CodeInvalidFrame    = "invalid_frame"
-	CodeInvalidID       = "invalid_id"
-	CodeMissingType     = "missing_type"
-	CodeUnknownType     = "unknown_type"
-	CodeInvalidChannel  = "invalid_channel"
-	CodeInvalidUser     = "invalid_user"
-	CodeMissingData     = "missing_data"
-	CodeDataTooLarge    = "data_too_large"
-	CodeBinaryFrame     = "binary_not_supported"
-	CodeUnavailable     = "unavailable"
-	CodeInvalidToken    = "invalid_token"
-	CodeForbidden       = "forbidden"
-	CodeRateLimited     = "rate_limited"
-	CodeUnauthenticated = "unauthenticated"
-	CodeTooManySubs     = "too_many_subscriptions"
-	CodeTooManyConns    = "too_many_connections"
-	CodeInfoTooLarge    = "info_too_large"
-	CodeInvalidRecover  = "invalid_recover"
-	CodeChannelFull     = "channel_full"
-	CodeOffsetMismatch  = "offset_mismatch"
-	CodeOutcomeUnknown  = "outcome_unknown"
 	MaxChannelNameBytes = 255
 	MaxUserIDBytes      = 255
 )

@@ -4,8 +4,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
-	"unsafe"
 )
 
 // Flusher writes the queued frames of many outboxes in rounds. A round
@@ -50,17 +48,14 @@ type flushLane struct {
 	stopped    bool
 	wake       chan struct{}
 	stop       chan struct{}
-	iov        []syscall.Iovec // only the lane's goroutine uses it
+	iov        iovecs // only the lane's goroutine uses it
 }
-
-// maxIovecs is Linux's IOV_MAX: the most buffers one writev takes.
-const maxIovecs = 1024
 
 // NewFlusher starts lanes flushing goroutines (one per core is right).
 func NewFlusher(lanes int, opts FlushOptions) *Flusher {
 	f := &Flusher{opts: opts}
 	for range max(lanes, 1) {
-		l := &flushLane{yieldEvery: opts.YieldEvery, wake: make(chan struct{}, 1), stop: make(chan struct{}), iov: make([]syscall.Iovec, 0, 64)}
+		l := &flushLane{yieldEvery: opts.YieldEvery, wake: make(chan struct{}, 1), stop: make(chan struct{}), iov: newIovecs()}
 		f.lanes = append(f.lanes, l)
 		go l.run()
 	}
@@ -165,74 +160,6 @@ func (l *flushLane) handOver() {
 		go o.drain()
 	}
 	l.waiting, l.urgent = outboxList{}, outboxList{}
-}
-
-// writeWithoutWaiting writes frames to the socket with as few writev calls
-// as it takes, never waiting for room: it returns how many bytes the
-// socket took and an error other than "would block".
-func writeWithoutWaiting(raw syscall.RawConn, frames [][]byte, iov *[]syscall.Iovec) (written int, err error) {
-	if len(frames) == 1 {
-		return writeOneWithoutWaiting(raw, frames[0])
-	}
-	for len(frames) > 0 {
-		chunk := frames[:min(len(frames), maxIovecs)]
-		frames = frames[len(chunk):]
-		want := 0
-		vec := (*iov)[:0]
-		for _, frame := range chunk {
-			v := syscall.Iovec{Base: &frame[0]}
-			v.SetLen(len(frame))
-			vec = append(vec, v)
-			want += len(frame)
-		}
-		*iov = vec
-		var n uintptr
-		var errno syscall.Errno
-		if rawErr := raw.Write(func(fd uintptr) bool {
-			for {
-				n, _, errno = syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&vec[0])), uintptr(len(vec)))
-				if errno != syscall.EINTR {
-					return true
-				}
-			}
-		}); rawErr != nil {
-			return written, rawErr
-		}
-		clear(vec) // the frames are not ours to keep alive
-		switch {
-		case errno == syscall.EAGAIN:
-			return written, nil
-		case errno != 0:
-			return written, errno
-		}
-		written += int(n)
-		if int(n) < want {
-			return written, nil
-		}
-	}
-	return written, nil
-}
-
-func writeOneWithoutWaiting(raw syscall.RawConn, frame []byte) (int, error) {
-	var n int
-	var errno error
-	if err := raw.Write(func(fd uintptr) bool {
-		for {
-			n, errno = syscall.Write(int(fd), frame)
-			if errno != syscall.EINTR {
-				return true
-			}
-		}
-	}); err != nil {
-		return 0, err
-	}
-	switch {
-	case errno == syscall.EAGAIN:
-		return 0, nil
-	case errno != nil:
-		return 0, errno
-	}
-	return n, nil
 }
 
 // unwritten is what of frames remains after the first written bytes.

@@ -7,12 +7,7 @@ import (
 	"time"
 )
 
-// Close codes the broker uses besides the RFC 6455 ones; see docs/protocol.md.
 const (
-	CloseNormal         = 1000
-	CloseServiceRestart = 1012
-	CloseSlowConsumer   = 4009
-	CloseKicked         = 4010
 	closeHandshakeGrace = 2 * time.Second
 	slowConsumerGrace   = time.Second
 )
@@ -57,13 +52,11 @@ type Outbox struct {
 // id of user; flusher may be nil.
 func NewOutbox(conn net.Conn, id, user string, limits OutboxLimits, flusher *Flusher, metrics *Metrics, onOverflow func(*Outbox)) *Outbox {
 	o := &Outbox{ID: id, User: user, conn: conn, limits: limits, metrics: metrics, onOverflow: onOverflow}
-	if sc, ok := conn.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			o.raw = raw
-			if flusher != nil {
-				o.lane = flusher.lane()
-				o.inline = flusher.opts.RepliesInline
-			}
+	if raw := rawSocket(conn); raw != nil {
+		o.raw = raw
+		if flusher != nil {
+			o.lane = flusher.lane()
+			o.inline = flusher.opts.RepliesInline
 		}
 	}
 	return o
@@ -117,7 +110,7 @@ func (o *Outbox) schedule(urgent bool) {
 }
 
 // flushRound is the outbox's turn in a flusher round.
-func (o *Outbox) flushRound(iov *[]syscall.Iovec) {
+func (o *Outbox) flushRound(iov *iovecs) {
 	o.mu.Lock()
 	if o.broken || (len(o.queue) == 0 && o.closeFrame == nil) {
 		o.writing = false
@@ -140,7 +133,7 @@ func (o *Outbox) flushRound(iov *[]syscall.Iovec) {
 // writeNow writes batch, which this goroutine owns as the outbox's writer,
 // without waiting for the socket; what the socket does not take goes back
 // to the front of the queue for a writer goroutine that waits.
-func (o *Outbox) writeNow(batch [][]byte, iov *[]syscall.Iovec) {
+func (o *Outbox) writeNow(batch [][]byte, iov *iovecs) {
 	want := 0
 	for _, frame := range batch {
 		want += len(frame)

@@ -7,9 +7,10 @@ import "strings"
 // deny wins.
 type Patterns []string
 
-// ParsePatterns splits a comma-separated list.
+// ParsePatterns splits a comma-separated list. An empty list gives empty
+// Patterns, not nil: as an Options default it allows nothing.
 func ParsePatterns(list string) Patterns {
-	var out Patterns
+	out := Patterns{}
 	for _, p := range strings.Split(list, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			out = append(out, p)

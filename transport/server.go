@@ -55,54 +55,6 @@ type TokenInfo struct {
 	Info    []byte // the claim, raw JSON; nil: nothing to show
 }
 
-// Options configure the client-facing server.
-type Options struct {
-	MaxFrameBytes     int
-	Limits            Limits
-	Outbox            OutboxLimits
-	APIKey            string
-	ReadHeaderTimeout time.Duration
-
-	// Auth is nil in open development mode: identity comes from the
-	// X-User-ID header or ?user=, and every channel is open.
-	Auth        *Authenticator
-	AuthTimeout time.Duration
-	// Permissions for tokens without `channels`/`publish`/`send` claims
-	// (and for every connection in development mode), and deny rules that
-	// hold whatever a token says.
-	DefaultSubscribe, DefaultPublish, DefaultSend Patterns
-	DenySubscribe, DenyPublish, DenySend          Patterns
-
-	RateLimit float64 // publications (message, send) a second per connection; 0: unlimited
-	RateBurst int
-	// ControlRateLimit bounds every other frame a connection sends
-	// (subscribe, unsubscribe, presence, history, ping, auth, and frames
-	// that are not valid): a budget of their own, so a client that joins
-	// hundreds of channels at once is not refused, nor starves its
-	// publications. 0: unlimited.
-	ControlRateLimit float64
-	ControlRateBurst int
-	RateDisconnect   bool    // close with 4008 instead of dropping the frame
-	UserRateLimit    float64 // publications a second per user on this node; 0: unlimited
-	UserRateBurst    int
-	MaxConnsPerIP    int // 0: unlimited
-	AllowedOrigins   []string
-	PingInterval     time.Duration
-	IdleTimeout      time.Duration
-	// Ready reports cluster membership for /readyz; nil: always ready.
-	Ready func() bool
-	// TrustedProxies may name the client in X-Forwarded-For.
-	TrustedProxies []*net.IPNet
-	// Profiling serves net/http/pprof under /debug/pprof/.
-	Profiling bool
-}
-
-// Close codes the transport uses; see docs/protocol.md.
-const (
-	CloseRateLimited = 4008
-	CloseIdle        = 4011
-)
-
 // Server is the HTTP listener: WebSocket clients at /ws, the backend API
 // under /api/, health and metrics.
 type Server struct {
@@ -130,7 +82,10 @@ const readBufferBytes = 1024
 // always does, so a token in Sec-WebSocket-Protocol has a name to answer with.
 const Subprotocol = "switchboard.v1"
 
+// NewServer serves connector's connections and backend's HTTP API with
+// opts, whose zero values take DefaultOptions' values (see Options).
 func NewServer(opts Options, connector Connector, backend Backend, metrics *Metrics, log *slog.Logger) *Server {
+	opts = opts.withDefaults()
 	s := &Server{opts: opts, connector: connector, metrics: metrics, log: log, nodeTag: randomHex(4),
 		users: newUserBuckets(opts.UserRateLimit, opts.UserRateBurst), ips: ipCounter{limit: opts.MaxConnsPerIP, open: map[string]int{}},
 		sockets: map[*socketState]struct{}{}, stop: make(chan struct{}), flusher: NewFlusher(runtime.GOMAXPROCS(0), FlushOptions{YieldEvery: DefaultYieldEvery})}

@@ -225,6 +225,16 @@ func (c *testClient) closeCode() uint16 {
 	return c.code
 }
 
+// isClosed reports, without waiting, whether the server closed the connection.
+func (c *testClient) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -82,16 +81,6 @@ func printFanout(name string, r fanoutResult) {
 	if r.Refused > 0 || r.ClosedEarly > 0 {
 		fmt.Printf("%s: %d publications answered with an error (first: %s), %d connections closed by the server before the end\n",
 			name, r.Refused, r.FirstError, r.ClosedEarly)
-	}
-}
-
-// raiseFileLimit lifts the open-file limit to its hard maximum: 10,000
-// connections need 10,000 descriptors (and a server started from here inherits it).
-func raiseFileLimit() {
-	var lim syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	}
 }
 

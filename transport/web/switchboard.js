@@ -135,7 +135,12 @@ export class Switchboard {
       }
     };
     socket.onmessage = (event) => this.receive(event.data);
-    socket.onerror = () => {};
+    socket.onerror = () => {
+      // Node 20's WebSocket reports a connection that could not be opened
+      // with an error event and no close event: without one the client
+      // would wait forever instead of trying again.
+      if (socket.readyState !== 1) setTimeout(() => this.closed(socket, { code: 1006, reason: "" }), 0);
+    };
     socket.onclose = (event) => this.closed(socket, event);
   }
 
@@ -317,7 +322,8 @@ export class Switchboard {
   }
 
   closed(socket, event) {
-    if (socket !== this.socket) return;
+    if (socket !== this.socket) return; // an old socket, or this one's second word of its end
+    this.socket = null;
     clearInterval(this.pingTimer);
     clearTimeout(this.refreshTimer);
     const wasConnected = this.state === "connected";

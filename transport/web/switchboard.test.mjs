@@ -140,6 +140,33 @@ test("after a drop it reconnects, re-subscribes with recovery and reports a fail
   c.close();
 });
 
+test("a connection that fails with an error event and no close event (Node 20) is tried again, once", async () => {
+  const c = client();
+  const events = [];
+  for (const e of ["disconnected", "reconnecting"]) c.on(e, () => events.push(e));
+  const connected = c.connect();
+  latest().accept();
+  await connected;
+  latest().drop();
+  await tick(20);
+  const refused = latest();
+  refused.readyState = 3;
+  refused.onerror?.({ type: "error" }); // and no close event
+  await tick(20);
+  assert.equal(FakeSocket.all.length, 3, "a new attempt after the error alone");
+  const failing = latest();
+  failing.readyState = 3;
+  failing.onerror?.({ type: "error" }); // a browser says both
+  failing.onclose?.({ code: 1006, reason: "" });
+  await tick(20);
+  assert.equal(FakeSocket.all.length, 4, "one attempt for an error and a close");
+  assert.deepEqual(events.filter((e) => e === "reconnecting").length, 3);
+  latest().accept();
+  await tick(5);
+  assert.equal(c.state, "connected");
+  c.close();
+});
+
 test("gives up after maxAttempts and close() really stops", async () => {
   const c = client({ maxAttempts: 2 });
   let failed = null;

@@ -773,7 +773,10 @@ type ChannelState struct {
 	// activation too.
 	Answered []*ChannelState_Answered `protobuf:"bytes,6,rep,name=answered,proto3" json:"answered,omitempty"`
 	// The activations (address/id) whose answers `answered` holds.
-	Lineage       []string `protobuf:"bytes,7,rep,name=lineage,proto3" json:"lineage,omitempty"`
+	Lineage []string `protobuf:"bytes,7,rep,name=lineage,proto3" json:"lineage,omitempty"`
+	// The users present, so a successor that finds some of them gone (their
+	// node died with the predecessor's) tells the others they left.
+	Users         []string `protobuf:"bytes,8,rep,name=users,proto3" json:"users,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -853,6 +856,13 @@ func (x *ChannelState) GetAnswered() []*ChannelState_Answered {
 func (x *ChannelState) GetLineage() []string {
 	if x != nil {
 		return x.Lineage
+	}
+	return nil
+}
+
+func (x *ChannelState) GetUsers() []string {
+	if x != nil {
+		return x.Users
 	}
 	return nil
 }
@@ -1470,7 +1480,7 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\bHandOver\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12!\n" +
-	"\ffrom_replica\x18\x03 \x01(\bR\vfromReplica\"\xc2\x04\n" +
+	"\ffrom_replica\x18\x03 \x01(\bR\vfromReplica\"\xd8\x04\n" +
 	"\fChannelState\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x16\n" +
@@ -1478,7 +1488,8 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\ahistory\x18\x04 \x03(\v2#.switchboard.v1.ChannelState.StoredR\ahistory\x12/\n" +
 	"\x13configured_capacity\x18\x05 \x01(\rR\x12configuredCapacity\x12A\n" +
 	"\banswered\x18\x06 \x03(\v2%.switchboard.v1.ChannelState.AnsweredR\banswered\x12\x18\n" +
-	"\alineage\x18\a \x03(\tR\alineage\x1a}\n" +
+	"\alineage\x18\a \x03(\tR\alineage\x12\x14\n" +
+	"\x05users\x18\b \x03(\tR\x05users\x1a}\n" +
 	"\x06Stored\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12 \n" +
 	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +

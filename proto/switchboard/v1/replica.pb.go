@@ -21,38 +21,45 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// A channel activation keeps a copy of its state on the members that
-// would own the channel next. It sends each publication to their replica
-// actors before any relay delivers it.
-type ReplicaAppend struct {
+// What a channel activation tells a member that keeps a replica of its
+// state, in the order it happened: its whole state (when the replica is
+// new, fell behind, or settings changed), then publications with their
+// publishers' answers, and users who arrived or left. Relays deliver a
+// publication only once every replica confirmed it.
+type ReplicaUpdate struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Channel string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	// The placement term of the activation that sequenced it: a replica
-	// refuses an older activation once it holds a newer one's copy.
-	Term        uint64               `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	Epoch       string               `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Publication *ChannelState_Stored `protobuf:"bytes,4,opt,name=publication,proto3" json:"publication,omitempty"`
-	// The publisher's answer, so a retry reaching the next activation is
-	// answered, not applied twice.
-	Answered      *ChannelState_Answered `protobuf:"bytes,5,opt,name=answered,proto3" json:"answered,omitempty"`
+	// The placement term of the activation: a replica refuses an older
+	// activation once it holds a newer one's copy.
+	Term  uint64 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Epoch string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Set: the copy is replaced by it.
+	Whole        *ChannelState          `protobuf:"bytes,4,opt,name=whole,proto3" json:"whole,omitempty"`
+	Publications []*ChannelState_Stored `protobuf:"bytes,5,rep,name=publications,proto3" json:"publications,omitempty"`
+	// So a retry reaching the next activation is answered, not applied twice.
+	Answered []*ChannelState_Answered `protobuf:"bytes,6,rep,name=answered,proto3" json:"answered,omitempty"`
+	Arrived  []string                 `protobuf:"bytes,7,rep,name=arrived,proto3" json:"arrived,omitempty"`
+	Left     []string                 `protobuf:"bytes,8,rep,name=left,proto3" json:"left,omitempty"`
+	// The activation's actor on its node: the confirmation goes there.
+	OwnerActor    string `protobuf:"bytes,9,opt,name=owner_actor,json=ownerActor,proto3" json:"owner_actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ReplicaAppend) Reset() {
-	*x = ReplicaAppend{}
+func (x *ReplicaUpdate) Reset() {
+	*x = ReplicaUpdate{}
 	mi := &file_switchboard_v1_replica_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ReplicaAppend) String() string {
+func (x *ReplicaUpdate) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ReplicaAppend) ProtoMessage() {}
+func (*ReplicaUpdate) ProtoMessage() {}
 
-func (x *ReplicaAppend) ProtoReflect() protoreflect.Message {
+func (x *ReplicaUpdate) ProtoReflect() protoreflect.Message {
 	mi := &file_switchboard_v1_replica_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -64,71 +71,99 @@ func (x *ReplicaAppend) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ReplicaAppend.ProtoReflect.Descriptor instead.
-func (*ReplicaAppend) Descriptor() ([]byte, []int) {
+// Deprecated: Use ReplicaUpdate.ProtoReflect.Descriptor instead.
+func (*ReplicaUpdate) Descriptor() ([]byte, []int) {
 	return file_switchboard_v1_replica_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *ReplicaAppend) GetChannel() string {
+func (x *ReplicaUpdate) GetChannel() string {
 	if x != nil {
 		return x.Channel
 	}
 	return ""
 }
 
-func (x *ReplicaAppend) GetTerm() uint64 {
+func (x *ReplicaUpdate) GetTerm() uint64 {
 	if x != nil {
 		return x.Term
 	}
 	return 0
 }
 
-func (x *ReplicaAppend) GetEpoch() string {
+func (x *ReplicaUpdate) GetEpoch() string {
 	if x != nil {
 		return x.Epoch
 	}
 	return ""
 }
 
-func (x *ReplicaAppend) GetPublication() *ChannelState_Stored {
+func (x *ReplicaUpdate) GetWhole() *ChannelState {
 	if x != nil {
-		return x.Publication
+		return x.Whole
 	}
 	return nil
 }
 
-func (x *ReplicaAppend) GetAnswered() *ChannelState_Answered {
+func (x *ReplicaUpdate) GetPublications() []*ChannelState_Stored {
+	if x != nil {
+		return x.Publications
+	}
+	return nil
+}
+
+func (x *ReplicaUpdate) GetAnswered() []*ChannelState_Answered {
 	if x != nil {
 		return x.Answered
 	}
 	return nil
 }
 
-// The whole state, sent when a replica is new or fell behind, and when
-// settings change.
-type ReplicaSync struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	State         *ChannelState          `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+func (x *ReplicaUpdate) GetArrived() []string {
+	if x != nil {
+		return x.Arrived
+	}
+	return nil
+}
+
+func (x *ReplicaUpdate) GetLeft() []string {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
+
+func (x *ReplicaUpdate) GetOwnerActor() string {
+	if x != nil {
+		return x.OwnerActor
+	}
+	return ""
+}
+
+// The updates of one node's channel activations for one member that keeps
+// their replicas, sent together: under load one message carries many.
+type ReplicaUpdates struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The address of the node whose activations sent them.
+	From          string           `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	Updates       []*ReplicaUpdate `protobuf:"bytes,2,rep,name=updates,proto3" json:"updates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ReplicaSync) Reset() {
-	*x = ReplicaSync{}
+func (x *ReplicaUpdates) Reset() {
+	*x = ReplicaUpdates{}
 	mi := &file_switchboard_v1_replica_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ReplicaSync) String() string {
+func (x *ReplicaUpdates) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ReplicaSync) ProtoMessage() {}
+func (*ReplicaUpdates) ProtoMessage() {}
 
-func (x *ReplicaSync) ProtoReflect() protoreflect.Message {
+func (x *ReplicaUpdates) ProtoReflect() protoreflect.Message {
 	mi := &file_switchboard_v1_replica_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -140,44 +175,37 @@ func (x *ReplicaSync) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ReplicaSync.ProtoReflect.Descriptor instead.
-func (*ReplicaSync) Descriptor() ([]byte, []int) {
+// Deprecated: Use ReplicaUpdates.ProtoReflect.Descriptor instead.
+func (*ReplicaUpdates) Descriptor() ([]byte, []int) {
 	return file_switchboard_v1_replica_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *ReplicaSync) GetChannel() string {
+func (x *ReplicaUpdates) GetFrom() string {
 	if x != nil {
-		return x.Channel
+		return x.From
 	}
 	return ""
 }
 
-func (x *ReplicaSync) GetTerm() uint64 {
+func (x *ReplicaUpdates) GetUpdates() []*ReplicaUpdate {
 	if x != nil {
-		return x.Term
-	}
-	return 0
-}
-
-func (x *ReplicaSync) GetState() *ChannelState {
-	if x != nil {
-		return x.State
+		return x.Updates
 	}
 	return nil
 }
 
-// A replica holds the channel's state up to offset, or (resync) needs a
-// ReplicaSync first.
+// A replica holds the channel's state up to offset, or (resync) needs the
+// whole state first, or (stale) holds a newer activation's copy.
 type ReplicaAck struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Channel string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
 	Term    uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
 	Offset  uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
 	Resync  bool                   `protobuf:"varint,4,opt,name=resync,proto3" json:"resync,omitempty"`
-	// Refused: it holds a copy for a newer activation.
-	Stale bool `protobuf:"varint,5,opt,name=stale,proto3" json:"stale,omitempty"`
+	Stale   bool                   `protobuf:"varint,5,opt,name=stale,proto3" json:"stale,omitempty"`
 	// The address of the member that keeps the copy.
 	Replica       string `protobuf:"bytes,6,opt,name=replica,proto3" json:"replica,omitempty"`
+	OwnerActor    string `protobuf:"bytes,7,opt,name=owner_actor,json=ownerActor,proto3" json:"owner_actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +282,59 @@ func (x *ReplicaAck) GetReplica() string {
 	return ""
 }
 
+func (x *ReplicaAck) GetOwnerActor() string {
+	if x != nil {
+		return x.OwnerActor
+	}
+	return ""
+}
+
+// Confirmations for one node's activations, sent together; that node's
+// replica actor hands each to its activation.
+type ReplicaAcks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Acks          []*ReplicaAck          `protobuf:"bytes,1,rep,name=acks,proto3" json:"acks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaAcks) Reset() {
+	*x = ReplicaAcks{}
+	mi := &file_switchboard_v1_replica_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaAcks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaAcks) ProtoMessage() {}
+
+func (x *ReplicaAcks) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_replica_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaAcks.ProtoReflect.Descriptor instead.
+func (*ReplicaAcks) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_replica_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReplicaAcks) GetAcks() []*ReplicaAck {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
+
 // The activation no longer needs the copy: it stopped unused, or the
 // member stopped being one of its replicas.
 type ReplicaDrop struct {
@@ -266,7 +347,7 @@ type ReplicaDrop struct {
 
 func (x *ReplicaDrop) Reset() {
 	*x = ReplicaDrop{}
-	mi := &file_switchboard_v1_replica_proto_msgTypes[3]
+	mi := &file_switchboard_v1_replica_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +359,7 @@ func (x *ReplicaDrop) String() string {
 func (*ReplicaDrop) ProtoMessage() {}
 
 func (x *ReplicaDrop) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_replica_proto_msgTypes[3]
+	mi := &file_switchboard_v1_replica_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +372,7 @@ func (x *ReplicaDrop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaDrop.ProtoReflect.Descriptor instead.
 func (*ReplicaDrop) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_replica_proto_rawDescGZIP(), []int{3}
+	return file_switchboard_v1_replica_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReplicaDrop) GetChannel() string {
@@ -312,17 +393,21 @@ var File_switchboard_v1_replica_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_replica_proto_rawDesc = "" +
 	"\n" +
-	"\x1cswitchboard/v1/replica.proto\x12\x0eswitchboard.v1\x1a\x1aswitchboard/v1/relay.proto\"\xdd\x01\n" +
-	"\rReplicaAppend\x12\x18\n" +
+	"\x1cswitchboard/v1/replica.proto\x12\x0eswitchboard.v1\x1a\x1aswitchboard/v1/relay.proto\"\xe2\x02\n" +
+	"\rReplicaUpdate\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12E\n" +
-	"\vpublication\x18\x04 \x01(\v2#.switchboard.v1.ChannelState.StoredR\vpublication\x12A\n" +
-	"\banswered\x18\x05 \x01(\v2%.switchboard.v1.ChannelState.AnsweredR\banswered\"o\n" +
-	"\vReplicaSync\x12\x18\n" +
-	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
-	"\x04term\x18\x02 \x01(\x04R\x04term\x122\n" +
-	"\x05state\x18\x03 \x01(\v2\x1c.switchboard.v1.ChannelStateR\x05state\"\x9a\x01\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x122\n" +
+	"\x05whole\x18\x04 \x01(\v2\x1c.switchboard.v1.ChannelStateR\x05whole\x12G\n" +
+	"\fpublications\x18\x05 \x03(\v2#.switchboard.v1.ChannelState.StoredR\fpublications\x12A\n" +
+	"\banswered\x18\x06 \x03(\v2%.switchboard.v1.ChannelState.AnsweredR\banswered\x12\x18\n" +
+	"\aarrived\x18\a \x03(\tR\aarrived\x12\x12\n" +
+	"\x04left\x18\b \x03(\tR\x04left\x12\x1f\n" +
+	"\vowner_actor\x18\t \x01(\tR\n" +
+	"ownerActor\"]\n" +
+	"\x0eReplicaUpdates\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x127\n" +
+	"\aupdates\x18\x02 \x03(\v2\x1d.switchboard.v1.ReplicaUpdateR\aupdates\"\xbb\x01\n" +
 	"\n" +
 	"ReplicaAck\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
@@ -330,7 +415,11 @@ const file_switchboard_v1_replica_proto_rawDesc = "" +
 	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x16\n" +
 	"\x06resync\x18\x04 \x01(\bR\x06resync\x12\x14\n" +
 	"\x05stale\x18\x05 \x01(\bR\x05stale\x12\x18\n" +
-	"\areplica\x18\x06 \x01(\tR\areplica\";\n" +
+	"\areplica\x18\x06 \x01(\tR\areplica\x12\x1f\n" +
+	"\vowner_actor\x18\a \x01(\tR\n" +
+	"ownerActor\"=\n" +
+	"\vReplicaAcks\x12.\n" +
+	"\x04acks\x18\x01 \x03(\v2\x1a.switchboard.v1.ReplicaAckR\x04acks\";\n" +
 	"\vReplicaDrop\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04termBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
@@ -347,25 +436,28 @@ func file_switchboard_v1_replica_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_replica_proto_rawDescData
 }
 
-var file_switchboard_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_switchboard_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_switchboard_v1_replica_proto_goTypes = []any{
-	(*ReplicaAppend)(nil),         // 0: switchboard.v1.ReplicaAppend
-	(*ReplicaSync)(nil),           // 1: switchboard.v1.ReplicaSync
+	(*ReplicaUpdate)(nil),         // 0: switchboard.v1.ReplicaUpdate
+	(*ReplicaUpdates)(nil),        // 1: switchboard.v1.ReplicaUpdates
 	(*ReplicaAck)(nil),            // 2: switchboard.v1.ReplicaAck
-	(*ReplicaDrop)(nil),           // 3: switchboard.v1.ReplicaDrop
-	(*ChannelState_Stored)(nil),   // 4: switchboard.v1.ChannelState.Stored
-	(*ChannelState_Answered)(nil), // 5: switchboard.v1.ChannelState.Answered
-	(*ChannelState)(nil),          // 6: switchboard.v1.ChannelState
+	(*ReplicaAcks)(nil),           // 3: switchboard.v1.ReplicaAcks
+	(*ReplicaDrop)(nil),           // 4: switchboard.v1.ReplicaDrop
+	(*ChannelState)(nil),          // 5: switchboard.v1.ChannelState
+	(*ChannelState_Stored)(nil),   // 6: switchboard.v1.ChannelState.Stored
+	(*ChannelState_Answered)(nil), // 7: switchboard.v1.ChannelState.Answered
 }
 var file_switchboard_v1_replica_proto_depIdxs = []int32{
-	4, // 0: switchboard.v1.ReplicaAppend.publication:type_name -> switchboard.v1.ChannelState.Stored
-	5, // 1: switchboard.v1.ReplicaAppend.answered:type_name -> switchboard.v1.ChannelState.Answered
-	6, // 2: switchboard.v1.ReplicaSync.state:type_name -> switchboard.v1.ChannelState
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	5, // 0: switchboard.v1.ReplicaUpdate.whole:type_name -> switchboard.v1.ChannelState
+	6, // 1: switchboard.v1.ReplicaUpdate.publications:type_name -> switchboard.v1.ChannelState.Stored
+	7, // 2: switchboard.v1.ReplicaUpdate.answered:type_name -> switchboard.v1.ChannelState.Answered
+	0, // 3: switchboard.v1.ReplicaUpdates.updates:type_name -> switchboard.v1.ReplicaUpdate
+	2, // 4: switchboard.v1.ReplicaAcks.acks:type_name -> switchboard.v1.ReplicaAck
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_replica_proto_init() }
@@ -380,7 +472,7 @@ func file_switchboard_v1_replica_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_replica_proto_rawDesc), len(file_switchboard_v1_replica_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
