@@ -2,8 +2,10 @@ package tests
 
 // Issue #13: a recovery backlog larger than one connection may have queued
 // (here 2,000 publications of 2,500 bytes, about 5 MiB, over the 4 MiB
-// outbox) is answered recovered:false and read from history page by page —
-// never replayed into a 4009 close, and never a reconnect loop.
+// outbox) is not replayed into a 4009 close and a reconnect loop: the
+// recovery is answered recovered:true and a gap frame up to the channel's
+// offset, and the client reads the backlog from history page by page
+// before it hands on the live messages — both clients by themselves.
 
 import (
 	"context"
@@ -131,9 +133,11 @@ func checkBacklog(t *testing.T, who string, offsets []int64, data []string, want
 	}
 }
 
-// A raw client recovering from before a 5 MiB backlog is told
-// recovered:false, and reads every publication, once and in order, from
-// history pages of at most 1 MiB, on a connection that stays open.
+// A raw client recovering from before a 5 MiB backlog is answered
+// recovered:true and, right after, a gap frame in the same epoch up to the
+// channel's offset, with nothing replayed; it reads every publication,
+// once and in order, from history pages of at most 1 MiB, on a connection
+// that stays open, and the live messages then follow the gap's offset.
 func TestBigRecoveryBacklogIsPagedFromHistory(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, "--rate-limit", "0", "--namespaces", backlogNamespace)
@@ -143,12 +147,20 @@ func TestBigRecoveryBacklogIsPagedFromHistory(t *testing.T) {
 	first.send(`{"type":"disconnect"}`)
 	first.expectClose()
 	want := publishBacklog(t, srv, "doc:big", backlogPublications, backlogBytes)
+	offset := since + backlogPublications
 
 	back := join(t, srv, "reader")
 	reply := back.call(t, map[string]any{"type": "subscribe", "channel": "doc:big",
 		"recover": map[string]any{"offset": since, "epoch": epoch}}, waitTimeout)
-	if reply.typ() != "subscribed" || reply.m["recovered"] != false || reply.offset() != since+backlogPublications || reply.epoch() != epoch {
-		t.Fatalf("recovering over a %d-byte backlog: %v, want recovered:false at offset %d", backlogPublications*backlogBytes, reply, since+backlogPublications)
+	if reply.typ() != "subscribed" || reply.m["recovered"] != true || reply.offset() != offset || reply.epoch() != epoch {
+		t.Fatalf("recovering over a %d-byte backlog: %v, want recovered:true at offset %d", backlogPublications*backlogBytes, reply, offset)
+	}
+	eventually(t, waitTimeout, "the gap frame", func() bool { return len(back.frames("gap", "doc:big")) > 0 })
+	if got := back.frames("", "doc:big"); len(got) < 2 || got[0].typ() != "subscribed" || got[1].typ() != "gap" {
+		t.Fatalf("frames of doc:big %v: want the subscribed reply, then the gap", got)
+	}
+	if gap := back.frames("gap", "doc:big"); len(gap) != 1 || gap[0].epoch() != epoch || gap[0].offset() != offset {
+		t.Fatalf("gap frames %v: want one, in epoch %v up to offset %d", gap, epoch, offset)
 	}
 	var offsets []int64
 	var data []string
@@ -179,7 +191,13 @@ func TestBigRecoveryBacklogIsPagedFromHistory(t *testing.T) {
 	}
 	checkBacklog(t, "the raw client", offsets, data, want, since)
 	if got := back.frames("message", "doc:big"); len(got) != 0 {
-		t.Errorf("%d publications were replayed although recovery said recovered:false", len(got))
+		t.Errorf("%d publications were replayed although the backlog was sent to history", len(got))
+	}
+	writer := join(t, srv, "live-writer")
+	writer.mustPublish(t, "doc:big", "live")
+	eventually(t, waitTimeout, "the live publication", func() bool { return len(back.messages("doc:big")) > 0 })
+	if live := back.messages("doc:big"); len(live) != 1 || live[0].data() != "live" || live[0].offset() != offset+1 || live[0].epoch() != epoch {
+		t.Errorf("live messages %v: want only the live one, at offset %d", live, offset+1)
 	}
 	back.call(t, map[string]any{"type": "ping"}, waitTimeout) // still open
 	if closes := srv.metric(t, "switchboard_slow_consumer_closes_total"); closes != 0 {
@@ -189,10 +207,10 @@ func TestBigRecoveryBacklogIsPagedFromHistory(t *testing.T) {
 }
 
 // The Go client away for a 5 MiB backlog: its re-subscription is answered
-// recovered:false, it says recovery_failed (docs/protocol.md: the
-// application reloads its state) and stays connected, with no 4009 and no
-// reconnect loop; the application then reads every missed publication,
-// in order, from history.
+// recovered:true and a gap frame, so it reads the backlog from history by
+// itself and hands on every missed publication, once and in order, then
+// the live one published while it was catching up (held back until then)
+// — with no recovery_failed, no 4009 and no reconnect loop.
 func TestGoClientAfterABigBacklog(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, "--rate-limit", "0", "--namespaces", backlogNamespace)
@@ -207,50 +225,51 @@ func TestGoClientAfterABigBacklog(t *testing.T) {
 	rec.waitFor(t, "the disconnection", func() bool { return rec.saw("disconnected") })
 	want := publishBacklog(t, srv, "doc:big", backlogPublications, backlogBytes)
 	wire.heal()
-	rec.waitFor(t, "recovery_failed", func() bool { return rec.saw("recovery_failed") })
+	// The live one goes out once the client has re-subscribed and started
+	// on the backlog: most likely while it is still reading history.
+	rec.waitFor(t, "the first missed publication", func() bool { return len(rec.messages) > 0 || rec.saw("recovery_failed") })
 	writer := join(t, srv, "live-writer")
 	writer.mustPublish(t, "doc:big", "live")
-	rec.waitFor(t, "the live publication", func() bool {
-		m := goMessages(rec)["doc:big"]
-		return len(m) > 0 && m[len(m)-1] == "live"
+	rec.mu.Lock()
+	t.Logf("%d missed publications handed on when the live one was published", len(rec.messages))
+	rec.mu.Unlock()
+	rec.waitFor(t, "the live publication", func() bool { // cheap: it runs for every message handed on
+		n := len(rec.messages)
+		return (n > 0 && string(rec.messages[n-1].Data) == `"live"`) || rec.saw("recovery_failed")
 	})
-
-	// The application reads what it missed.
-	var offsets []int64
-	var data []string
-	for since := sub.Offset; ; {
-		h, err := c.History(context.Background(), "doc:big", since, 0)
-		if err != nil || len(h.Publications) == 0 {
-			t.Fatalf("history since %d: %+v, %v", since, h, err)
-		}
-		for _, m := range h.Publications {
-			var s string
-			_ = json.Unmarshal(m.Data, &s)
-			if m.Offset <= sub.Offset+backlogPublications { // not the live one
-				offsets, data = append(offsets, int64(m.Offset)), append(data, s)
-			}
-		}
-		since = h.Publications[len(h.Publications)-1].Offset
-		if !h.More {
-			break
-		}
-	}
-	checkBacklog(t, "the Go client's application", offsets, data, want, int64(sub.Offset))
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
+	if rec.saw("recovery_failed") {
+		t.Fatalf("events %v: recovery_failed, although history held the whole backlog", rec.eventTypes())
+	}
+	var offsets []int64
+	var data []string
+	for _, m := range rec.messages {
+		var s string
+		_ = json.Unmarshal(m.Data, &s)
+		if m.Channel != "doc:big" || m.Epoch != sub.Epoch {
+			t.Fatalf("the client handed on %s at %s/%d, want doc:big in epoch %s", m.Channel, m.Epoch, m.Offset, sub.Epoch)
+		}
+		offsets, data = append(offsets, int64(m.Offset)), append(data, s)
+	}
+	if len(offsets) != backlogPublications+1 {
+		t.Fatalf("the client handed on %d messages, want the %d missed ones and the live one", len(offsets), backlogPublications)
+	}
+	checkBacklog(t, "the Go client", offsets[:backlogPublications], data[:backlogPublications], want, int64(sub.Offset))
+	if live := offsets[backlogPublications]; live != int64(sub.Offset)+backlogPublications+1 || data[backlogPublications] != "live" {
+		t.Errorf("the last message: %.12q at offset %d, want the live one at %d", data[backlogPublications], live, int64(sub.Offset)+backlogPublications+1)
+	}
 	if after := eventsAfterReconnecting(rec.eventTypes()); len(after) != 1 {
 		t.Errorf("events %v: want one reconnection and no disconnection after it", rec.eventTypes())
-	}
-	if got := goMessages(rec)["doc:big"]; len(got) != 1 {
-		t.Errorf("the client handed on %d messages, want only the live one", len(got))
 	}
 	if closes := srv.metric(t, "switchboard_slow_consumer_closes_total"); closes != 0 {
 		t.Errorf("%v slow-consumer closes (4009)", closes)
 	}
 }
 
-// The same for the JS client under Node.js.
+// The same for the JS client under Node.js: it reads the backlog from
+// history by itself and hands on all of it, then the live one.
 func TestJSClientAfterABigBacklog(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, "--rate-limit", "0", "--namespaces", backlogNamespace)
@@ -260,26 +279,32 @@ func TestJSClientAfterABigBacklog(t *testing.T) {
 	waitJS(t, js, "the disconnection", func() bool { return len(js.of("disconnected")) > 0 })
 	want := publishBacklog(t, srv, "doc:big", backlogPublications, backlogBytes)
 	wire.heal()
-	waitJS(t, js, "recovery_failed", func() bool { return len(js.of("recovery_failed")) > 0 })
+	waitJS(t, js, "the first missed publication", func() bool {
+		return len(js.of("message")) > 0 || len(js.of("recovery_failed")) > 0
+	})
 	writer := join(t, srv, "live-writer")
 	writer.mustPublish(t, "doc:big", "live")
-	waitJS(t, js, "the live publication", func() bool { return len(jsMessages(js)["doc:big"]) > 0 })
-
-	js.do(map[string]any{"op": "read_history", "channel": "doc:big", "since": 0})
-	waitJS(t, js, "the application reading history", func() bool {
-		return len(js.of("history_done")) > 0 || len(js.of("command_failed")) > 0
+	t.Logf("%d missed publications handed on when the live one was published", len(js.of("message")))
+	waitJS(t, js, "the live publication", func() bool {
+		m := jsMessages(js)["doc:big"]
+		return (len(m) > 0 && m[len(m)-1] == "live") || len(js.of("recovery_failed")) > 0
 	})
-	if f := js.of("command_failed"); len(f) > 0 {
-		t.Fatalf("reading history: %s", f[0].Error)
+
+	if f := js.of("recovery_failed"); len(f) > 0 {
+		t.Fatalf("recovery_failed %v, although history held the whole backlog", f[0].Payload)
 	}
 	var offsets []int64
 	var data []string
-	for _, e := range js.of("history") {
-		if o := int64(e.Payload["offset"].(float64)); o <= backlogPublications {
-			offsets, data = append(offsets, o), append(data, fmt.Sprint(e.Payload["data"]))
-		}
+	for _, e := range js.of("message") {
+		offsets, data = append(offsets, int64(e.Payload["offset"].(float64))), append(data, fmt.Sprint(e.Payload["data"]))
 	}
-	checkBacklog(t, "the JS client's application", offsets, data, want, 0)
+	if len(offsets) != backlogPublications+1 {
+		t.Fatalf("the client handed on %d messages, want the %d missed ones and the live one", len(offsets), backlogPublications)
+	}
+	checkBacklog(t, "the JS client", offsets[:backlogPublications], data[:backlogPublications], want, 0)
+	if live := offsets[backlogPublications]; live != backlogPublications+1 || data[backlogPublications] != "live" {
+		t.Errorf("the last message: %.12q at offset %d, want the live one at %d", data[backlogPublications], live, backlogPublications+1)
+	}
 
 	var lifecycle []string
 	for _, e := range js.all() {
@@ -287,9 +312,6 @@ func TestJSClientAfterABigBacklog(t *testing.T) {
 	}
 	if after := eventsAfterReconnecting(lifecycle[1:]); len(after) != 1 { // the first: connecting at the start
 		t.Errorf("events %v: want one reconnection and no disconnection after it", lifecycle)
-	}
-	if got := jsMessages(js)["doc:big"]; len(got) != 1 || got[0] != "live" {
-		t.Errorf("the client handed on %d messages, want only the live one", len(got))
 	}
 	if closes := srv.metric(t, "switchboard_slow_consumer_closes_total"); closes != 0 {
 		t.Errorf("%v slow-consumer closes (4009)", closes)

@@ -179,3 +179,61 @@ func TestUnfillableJumpOrNewEpochIsRecoveryFailed(t *testing.T) {
 		t.Fatalf("recovery_failed events: %q, want 5 e1; 0 e2", failures)
 	}
 }
+
+// A recovery whose backlog is too big to replay is answered recovered:true
+// with a gap frame right behind the reply (and a live message right behind
+// that): the client reads the backlog from history page by page, as long
+// as pages say more, while the live messages wait, and reports nothing
+// lost.
+func TestRecoveryAnsweredWithAGapIsReadFromHistoryPages(t *testing.T) {
+	var mu sync.Mutex
+	var first *gws.Conn
+	var asked []string
+	url := startScripted(t, func(socket *gws.Conn, f map[string]any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case f["type"] == "subscribe" && f["recover"] == nil:
+			first = socket
+			send(socket, map[string]any{"type": "subscribed", "channel": "doc:1", "offset": 3, "epoch": "e1", "id": f["id"]})
+		case f["type"] == "subscribe":
+			asked = append(asked, fmt.Sprint("recover ", f["recover"]))
+			send(socket, map[string]any{"type": "subscribed", "channel": "doc:1", "offset": 10, "epoch": "e1", "recovered": true, "id": f["id"]})
+			send(socket, map[string]any{"type": "gap", "channel": "doc:1", "epoch": "e1", "offset": 10})
+			send(socket, message(11, "e1"))
+		case f["type"] == "history":
+			asked = append(asked, fmt.Sprint("history ", f["since"], " ", f["limit"]))
+			// Pages bounded by bytes: fewer than asked for, with more.
+			pages := map[float64][]int{3: {4, 5}, 5: {6, 7, 8}, 8: {9, 10}}
+			var pubs []any
+			for _, o := range pages[f["since"].(float64)] {
+				pubs = append(pubs, message(o, "e1"))
+			}
+			send(socket, map[string]any{"type": "history", "channel": "doc:1", "offset": 11, "epoch": "e1", "id": f["id"],
+				"more": f["since"] != float64(8), "publications": pubs})
+			if f["since"] == float64(5) {
+				send(socket, message(12, "e1"))
+			}
+		}
+	})
+	var r recorder
+	c, err := Dial(context.Background(), r.options(url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Subscribe(context.Background(), "doc:1", SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	_ = first.WriteClose(1012, nil) // the broker restarts
+	mu.Unlock()
+	if _, failures := r.waitFor(t, "4 5 6 7 8 9 10 11 12"); failures != "" {
+		t.Fatalf("a backlog history held was reported lost: %s", failures)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got, want := strings.Join(asked, "; "), "recover map[epoch:e1 offset:3]; history 3 7; history 5 5; history 8 2"; got != want {
+		t.Fatalf("asked %s, want %s", got, want)
+	}
+}

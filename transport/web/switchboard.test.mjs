@@ -494,6 +494,48 @@ test("a subscribe reply sets the channel's place before the frames that follow i
   c.close();
 });
 
+test("a recovery answered with a gap right behind the reply is read from history page by page, live messages held back", async () => {
+  const c = client();
+  const connected = c.connect();
+  autoReply(latest(), (f) => ({ type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }));
+  latest().accept();
+  await connected;
+  await c.subscribe("doc:1");
+  latest().drop();
+  await tick(20);
+  const second = latest();
+  const send = second.send.bind(second);
+  const msg = (o) => ({ type: "message", channel: "doc:1", data: o, offset: o, epoch: "e1" });
+  second.send = (text) => {
+    send(text);
+    const f = JSON.parse(text);
+    setTimeout(() => {
+      if (f.type === "subscribe") {
+        // A backlog too big to replay: recovered, a gap up to the channel's offset, then a live one, in one tick.
+        second.push({ type: "subscribed", channel: f.channel, offset: 10, epoch: "e1", recovered: true, id: f.id });
+        second.push({ type: "gap", channel: f.channel, epoch: "e1", offset: 10 });
+        second.push(msg(11));
+      } else if (f.type === "history") {
+        // Pages bounded by bytes: fewer than asked for, with more:true.
+        const page = { 3: [4, 5], 5: [6, 7, 8], 8: [9, 10] }[f.since];
+        second.push({ type: "history", channel: f.channel, offset: 11, epoch: "e1", more: f.since !== 8, publications: page.map(msg), id: f.id });
+        if (f.since === 5) second.push(msg(12));
+      }
+    }, 0);
+  };
+  const got = [];
+  const failed = [];
+  c.on("message", (m) => got.push(m.offset));
+  c.on("recovery_failed", (e) => failed.push(e));
+  second.accept();
+  await tick(30);
+  c.close();
+  assert.deepEqual(got, [4, 5, 6, 7, 8, 9, 10, 11, 12]);
+  assert.deepEqual(failed, []);
+  assert.deepEqual(second.sent.find((f) => f.type === "subscribe").recover, { offset: 3, epoch: "e1" });
+  assert.deepEqual(second.sent.filter((f) => f.type === "history").map((f) => [f.since, f.limit]), [[3, 7], [5, 5], [8, 2]]);
+});
+
 test("joins and leaves that came together are handed on one by one, in order", async () => {
   const c = client();
   const events = [];
