@@ -19,11 +19,11 @@ import (
 // It encodes each publication once and hands the bytes to one relay per
 // node.
 type channel struct {
-	b     *Broker
-	name  string
-	opts  ChannelOptions
-	epoch string // changes whenever this channel's history is lost
-	last  uint64 // offset of the latest publication
+	broker *Broker
+	name   string
+	opts   ChannelOptions
+	epoch  string // changes whenever this channel's history is lost
+	last   uint64 // offset of the latest publication
 	// offset of the latest publication handed to relays: every replica
 	// holds it, so subscribers, history and recovery may see it
 	delivered uint64
@@ -91,7 +91,7 @@ func (s stored) frameFor(user, channel, epoch string) []byte {
 }
 
 func newChannel(b *Broker) *channel {
-	return &channel{b: b, subscribers: map[string]*subscriber{}, relays: map[string]*relayRef{}, unanswered: map[string]bool{},
+	return &channel{broker: b, subscribers: map[string]*subscriber{}, relays: map[string]*relayRef{}, unanswered: map[string]bool{},
 		users: map[string]*occupant{}, idle: passivation{idle: b.opts.GrainIdleTimeout}}
 }
 
@@ -103,10 +103,10 @@ func (c *channel) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *cluster.ClusterInit:
 		c.name = msg.Identity.Identity
-		c.opts = c.b.opts.Namespaces.For(c.name)
-		c.placement = c.b.place(ChannelKind, c.name, ctx.Self())
+		c.opts = c.broker.opts.Namespaces.For(c.name)
+		c.placement = c.broker.place(ChannelKind, c.name, ctx.Self())
 		c.lineage = []string{activationName(ctx.Self())}
-		c.b.metrics.Actors.WithLabelValues(ChannelKind).Inc()
+		c.broker.metrics.Actors.WithLabelValues(ChannelKind).Inc()
 		c.activate(ctx)
 		c.idleWhenUnused(ctx)
 		return
@@ -134,9 +134,9 @@ func (c *channel) Receive(ctx actor.Context) {
 		c.idle.cancel()
 		c.flushPresence(ctx)
 		c.stopped(ctx)
-		c.b.unplace(c.placement)
-		c.b.metrics.Actors.WithLabelValues(ChannelKind).Dec()
-		c.b.metrics.Subscriptions.Sub(float64(len(c.subscribers)))
+		c.broker.unplace(c.placement)
+		c.broker.metrics.Actors.WithLabelValues(ChannelKind).Dec()
+		c.broker.metrics.Subscriptions.Sub(float64(len(c.subscribers)))
 		return
 	case *pb.MembersLeft:
 		c.forgetMembers(ctx, msg.Members)
@@ -162,7 +162,7 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *actor.Started, *actor.Stopping, *actor.Restarting:
 		return
 	}
-	if !c.b.serving(c.placement) {
+	if !c.broker.serving(c.placement) {
 		standDown(ctx, c.placement, &c.idle)
 		return
 	}
@@ -184,7 +184,7 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *pb.ConfigureChannel:
 		c.opts.Capacity = int(msg.Capacity)
 		if msg.Capacity == 0 {
-			c.opts.Capacity = c.b.opts.Namespaces.For(c.name).Capacity
+			c.opts.Capacity = c.broker.opts.Namespaces.For(c.name).Capacity
 		}
 		c.configured = msg.Capacity != 0
 		c.replicasChanged(ctx)
@@ -209,7 +209,7 @@ func (c *channel) add(connectionID, user, relayAddress, relayMember string, pres
 	if sub.presence {
 		c.presenceSubscribers++
 	}
-	c.b.metrics.Subscriptions.Inc()
+	c.broker.metrics.Subscriptions.Inc()
 	m := c.users[user]
 	arrived := m == nil
 	if arrived {
@@ -233,7 +233,7 @@ func (c *channel) remove(connectionID string) (*subscriber, bool, bool) {
 		return nil, false, false
 	}
 	delete(c.subscribers, connectionID)
-	c.b.metrics.Subscriptions.Dec()
+	c.broker.metrics.Subscriptions.Dec()
 	if sub.presence {
 		c.presenceSubscribers--
 	}
@@ -301,7 +301,7 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 	}
 	delivery := &pb.Delivery{Channel: c.name, Frame: frame, ExcludeUser: msg.ExcludeUser,
 		Epoch: c.epoch, Offset: c.last, Term: c.placement.term}
-	c.b.metrics.Publications.Inc()
+	c.broker.metrics.Publications.Inc()
 	answer := &pb.Published{Offset: c.last, Sequence: msg.Sequence}
 	c.retries.remember(msg.Publisher, msg.Sequence, answer)
 	c.sequenced(ctx, delivery, storedState([]stored{kept})[0], msg.Publisher, answer)
@@ -314,7 +314,7 @@ func (c *channel) deliver(ctx actor.Context, delivery *pb.Delivery) {
 	for _, r := range c.relays {
 		ctx.Send(r.pid, delivery)
 		if r.pid.Address != self {
-			c.b.metrics.RemoteDeliveries.Inc()
+			c.broker.metrics.RemoteDeliveries.Inc()
 		}
 	}
 	c.delivered = max(c.delivered, delivery.Offset)
@@ -326,7 +326,7 @@ func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 		return
 	}
 	_, known := c.subscribers[msg.ConnectionId]
-	if !known && !c.b.isMember(msg.RelayMember) {
+	if !known && !c.broker.isMember(msg.RelayMember) {
 		// Sent from a node that has left since: nobody there to deliver to.
 		ctx.Respond(&pb.Subscribed{})
 		return
@@ -447,7 +447,7 @@ func (c *channel) unused() bool {
 // idleWhenUnused arms passivation once the channel holds nothing.
 func (c *channel) idleWhenUnused(ctx actor.Context) {
 	if len(c.subscribers) == 0 && !c.configured {
-		c.idle.arm(ctx, c.b.opts.GrainIdleTimeout)
+		c.idle.arm(ctx, c.broker.opts.GrainIdleTimeout)
 	}
 }
 
