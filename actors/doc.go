@@ -44,8 +44,10 @@
 //     how an activation takes over from the last, its replicas, its
 //     coalesced presence events, the answers it remembers for retries,
 //     and stopping when unused.
-//   - replica.go, handoffs.go: copies of channel state kept for other
-//     members, and state left by activations that stopped here.
+//   - replica.go, handoffs.go: each node's replica actor, which keeps
+//     copies of channel state for activations on other members and
+//     carries this node's channels' updates to theirs, one message per
+//     member; and state left by activations that stopped here.
 //   - placement.go: the member list in force, who owns what, and the
 //     fence between a grain's activations.
 //   - session.go: the session grain.
