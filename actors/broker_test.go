@@ -1,14 +1,11 @@
 package actors
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +17,7 @@ import (
 	"github.com/switchboard/switchboard/transport"
 )
 
-func startBroker(t *testing.T) *Broker {
+func startBroker(t testing.TB) *Broker {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b := NewBroker(Options{RequestTimeout: 2 * time.Second, GrainIdleTimeout: 100 * time.Millisecond}, transport.NewMetrics(), log)
@@ -35,59 +32,18 @@ func startBroker(t *testing.T) *Broker {
 	return b
 }
 
-// peer is the client end of a connection opened straight on the broker.
+// peer is the client end of a connection opened straight on the broker:
+// what the broker sends it waits in an in-memory outbox.
 type peer struct {
 	t       *testing.T
 	inbound transport.Inbound
-	frames  chan map[string]any
+	out     *memoryOutbox
 }
 
 func openPeer(t *testing.T, b *Broker, id, user string) *peer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() { c, _ := ln.Accept(); accepted <- c }()
-	clientEnd, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverEnd := <-accepted
-	t.Cleanup(func() { clientEnd.Close(); serverEnd.Close() })
-	out := transport.NewOutbox(serverEnd, id, user, transport.OutboxLimits{MaxFrames: 1000, MaxBytes: 1 << 20}, nil, nil, nil)
-	p := &peer{t: t, inbound: b.Open(out), frames: make(chan map[string]any, 1000)}
-	p.read(clientEnd)
-	return p
-}
-
-func (p *peer) read(clientEnd net.Conn) {
-	go func() {
-		r := bufio.NewReader(clientEnd)
-		for {
-			var head [2]byte
-			if _, err := io.ReadFull(r, head[:]); err != nil {
-				close(p.frames)
-				return
-			}
-			n := int(head[1])
-			if n == 126 {
-				var ext [2]byte
-				_, _ = io.ReadFull(r, ext[:])
-				n = int(binary.BigEndian.Uint16(ext[:]))
-			}
-			payload := make([]byte, n)
-			_, _ = io.ReadFull(r, payload)
-			if head[0]&0x0f != 1 {
-				continue
-			}
-			var m map[string]any
-			_ = json.Unmarshal(payload, &m)
-			p.frames <- m
-		}
-	}()
+	out := newMemoryOutbox(1000)
+	return &peer{t: t, inbound: b.open(&client{ID: id, User: user, Outbox: out}, transport.TokenInfo{}), out: out}
 }
 
 func (p *peer) expect(typ string) map[string]any {
@@ -101,7 +57,11 @@ func (p *peer) expect(typ string) map[string]any {
 
 func (p *peer) next(typ string) (map[string]any, error) {
 	select {
-	case m := <-p.frames:
+	case frame, open := <-p.out.frames:
+		var m map[string]any
+		if open {
+			_ = json.Unmarshal(transport.FramePayload(frame), &m)
+		}
 		if m["type"] != typ {
 			return m, fmt.Errorf("want %s, got %v", typ, m)
 		}

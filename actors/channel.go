@@ -19,11 +19,11 @@ import (
 // It encodes each publication once and hands the bytes to one relay per
 // node.
 type channel struct {
-	b     *Broker
-	name  string
-	opts  ChannelOptions
-	epoch string // changes whenever this channel's history is lost
-	last  uint64 // offset of the latest publication
+	broker *Broker
+	name   string
+	opts   ChannelOptions
+	epoch  string // changes whenever this channel's history is lost
+	last   uint64 // offset of the latest publication
 	// offset of the latest publication handed to relays: every replica
 	// holds it, so subscribers, history and recovery may see it
 	delivered uint64
@@ -31,7 +31,7 @@ type channel struct {
 	placement   *placement
 	subscribers map[string]*subscriber // connection id → subscriber
 	relays      map[string]*relayRef   // member id → that member's relay
-	users       map[string]*member     // user → their connections here
+	users       map[string]*occupant   // user → their connections here
 	userOrder   []string               // the keys of users, sorted: presence pages read from it
 	history     []stored               // oldest first
 	configured  bool                   // settings from the HTTP API keep it loaded
@@ -64,7 +64,10 @@ type relayRef struct {
 	subscribers int
 }
 
-type member struct {
+// occupant is one user present in the channel: how many of their
+// connections subscribe, and what presence shows of them. (A member is a
+// cluster member.)
+type occupant struct {
 	connections int
 	info        []byte
 }
@@ -88,8 +91,8 @@ func (s stored) frameFor(user, channel, epoch string) []byte {
 }
 
 func newChannel(b *Broker) *channel {
-	return &channel{b: b, subscribers: map[string]*subscriber{}, relays: map[string]*relayRef{}, unanswered: map[string]bool{},
-		users: map[string]*member{}, idle: passivation{idle: b.opts.GrainIdleTimeout}}
+	return &channel{broker: b, subscribers: map[string]*subscriber{}, relays: map[string]*relayRef{}, unanswered: map[string]bool{},
+		users: map[string]*occupant{}, idle: passivation{idle: b.opts.GrainIdleTimeout}}
 }
 
 func (c *channel) Receive(ctx actor.Context) {
@@ -100,10 +103,10 @@ func (c *channel) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *cluster.ClusterInit:
 		c.name = msg.Identity.Identity
-		c.opts = c.b.opts.Namespaces.For(c.name)
-		c.placement = c.b.place(ChannelKind, c.name, ctx.Self())
+		c.opts = c.broker.opts.Namespaces.For(c.name)
+		c.placement = c.broker.place(ChannelKind, c.name, ctx.Self())
 		c.lineage = []string{activationName(ctx.Self())}
-		c.b.metrics.Actors.WithLabelValues(ChannelKind).Inc()
+		c.broker.metrics.Actors.WithLabelValues(ChannelKind).Inc()
 		c.activate(ctx)
 		c.idleWhenUnused(ctx)
 		return
@@ -131,9 +134,9 @@ func (c *channel) Receive(ctx actor.Context) {
 		c.idle.cancel()
 		c.flushPresence(ctx)
 		c.stopped(ctx)
-		c.b.unplace(c.placement)
-		c.b.metrics.Actors.WithLabelValues(ChannelKind).Dec()
-		c.b.metrics.Subscriptions.Sub(float64(len(c.subscribers)))
+		c.broker.unplace(c.placement)
+		c.broker.metrics.Actors.WithLabelValues(ChannelKind).Dec()
+		c.broker.metrics.Subscriptions.Sub(float64(len(c.subscribers)))
 		return
 	case *pb.MembersLeft:
 		c.forgetMembers(ctx, msg.Members)
@@ -159,7 +162,7 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *actor.Started, *actor.Stopping, *actor.Restarting:
 		return
 	}
-	if !c.b.serving(c.placement) {
+	if !c.broker.serving(c.placement) {
 		standDown(ctx, c.placement, &c.idle)
 		return
 	}
@@ -170,7 +173,7 @@ func (c *channel) Receive(ctx actor.Context) {
 		c.subscribe(ctx, msg)
 	case *pb.Unsubscribe:
 		c.unsubscribe(ctx, msg)
-	case *pb.ListSubscribers:
+	case *pb.QuerySubscribers:
 		ctx.Respond(c.list())
 	case *pb.QueryPresence:
 		ctx.Respond(c.presence(msg.After, msg.Limit))
@@ -181,7 +184,7 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *pb.ConfigureChannel:
 		c.opts.Capacity = int(msg.Capacity)
 		if msg.Capacity == 0 {
-			c.opts.Capacity = c.b.opts.Namespaces.For(c.name).Capacity
+			c.opts.Capacity = c.broker.opts.Namespaces.For(c.name).Capacity
 		}
 		c.configured = msg.Capacity != 0
 		c.replicasChanged(ctx)
@@ -206,11 +209,11 @@ func (c *channel) add(connectionID, user, relayAddress, relayMember string, pres
 	if sub.presence {
 		c.presenceSubscribers++
 	}
-	c.b.metrics.Subscriptions.Inc()
+	c.broker.metrics.Subscriptions.Inc()
 	m := c.users[user]
 	arrived := m == nil
 	if arrived {
-		m = &member{}
+		m = &occupant{}
 		c.users[user] = m
 		at, _ := slices.BinarySearch(c.userOrder, user)
 		c.userOrder = slices.Insert(c.userOrder, at, user)
@@ -230,7 +233,7 @@ func (c *channel) remove(connectionID string) (*subscriber, bool, bool) {
 		return nil, false, false
 	}
 	delete(c.subscribers, connectionID)
-	c.b.metrics.Subscriptions.Dec()
+	c.broker.metrics.Subscriptions.Dec()
 	if sub.presence {
 		c.presenceSubscribers--
 	}
@@ -298,7 +301,7 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 	}
 	delivery := &pb.Delivery{Channel: c.name, Frame: frame, ExcludeUser: msg.ExcludeUser,
 		Epoch: c.epoch, Offset: c.last, Term: c.placement.term}
-	c.b.metrics.Publications.Inc()
+	c.broker.metrics.Publications.Inc()
 	answer := &pb.Published{Offset: c.last, Sequence: msg.Sequence}
 	c.retries.remember(msg.Publisher, msg.Sequence, answer)
 	c.sequenced(ctx, delivery, storedState([]stored{kept})[0], msg.Publisher, answer)
@@ -311,7 +314,7 @@ func (c *channel) deliver(ctx actor.Context, delivery *pb.Delivery) {
 	for _, r := range c.relays {
 		ctx.Send(r.pid, delivery)
 		if r.pid.Address != self {
-			c.b.metrics.RemoteDeliveries.Inc()
+			c.broker.metrics.RemoteDeliveries.Inc()
 		}
 	}
 	c.delivered = max(c.delivered, delivery.Offset)
@@ -319,17 +322,17 @@ func (c *channel) deliver(ctx actor.Context, delivery *pb.Delivery) {
 
 func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 	if sub, known := c.subscribers[msg.ConnectionId]; known && msg.Sequence != 0 && sub.sequence == msg.Sequence {
-		ctx.Respond(&pb.Subscribed{Offset: c.delivered, Epoch: c.epoch}) // a retry: the reply frame went out already
+		ctx.Respond(&pb.Subscribed{}) // a retry: the reply frame went out already
 		return
 	}
 	_, known := c.subscribers[msg.ConnectionId]
-	if !known && !c.b.isMember(msg.RelayMember) {
+	if !known && !c.broker.isMember(msg.RelayMember) {
 		// Sent from a node that has left since: nobody there to deliver to.
-		ctx.Respond(&pb.Subscribed{Offset: c.delivered, Epoch: c.epoch})
+		ctx.Respond(&pb.Subscribed{})
 		return
 	}
 	if !known && c.opts.Capacity > 0 && c.users[msg.User] == nil && len(c.users) >= c.opts.Capacity {
-		ctx.Respond(&pb.Subscribed{Offset: c.delivered, Epoch: c.epoch, RefusedCode: transport.CodeChannelFull,
+		ctx.Respond(&pb.Subscribed{RefusedCode: transport.CodeChannelFull,
 			RefusedText: fmt.Sprintf("Channel %s is full: at most %d users", c.name, c.opts.Capacity)})
 		return
 	}
@@ -349,7 +352,7 @@ func (c *channel) subscribe(ctx actor.Context, msg *pb.Subscribe) {
 	if arrived {
 		c.announce(ctx, transport.JoinFrame(c.name, msg.User, sub.info))
 	}
-	ctx.Respond(&pb.Subscribed{Offset: c.delivered, Epoch: c.epoch, Recovered: recovered != nil && *recovered})
+	ctx.Respond(&pb.Subscribed{})
 }
 
 // recover returns the stored publications after offset in epoch, as user
@@ -444,12 +447,12 @@ func (c *channel) unused() bool {
 // idleWhenUnused arms passivation once the channel holds nothing.
 func (c *channel) idleWhenUnused(ctx actor.Context) {
 	if len(c.subscribers) == 0 && !c.configured {
-		c.idle.arm(ctx, c.b.opts.GrainIdleTimeout)
+		c.idle.arm(ctx, c.broker.opts.GrainIdleTimeout)
 	}
 }
 
 func (c *channel) list() *pb.SubscriberList {
-	return &pb.SubscriberList{Users: slices.Clone(c.userOrder), Subscriptions: uint32(len(c.subscribers))}
+	return &pb.SubscriberList{Users: slices.Clone(c.userOrder)}
 }
 
 // presence lists the users after `after` in user order, at most limit

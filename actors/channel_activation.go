@@ -29,7 +29,7 @@ func (c *channel) activate(ctx actor.Context) {
 		return
 	}
 	query := &pb.QueryChannelSubscribers{Channel: c.name, Term: c.placement.term}
-	answers := c.b.askRelays(ctx, query, relayTimeout)
+	answers := c.broker.askRelays(ctx, query, relayTimeout)
 	// The newest predecessor holds the latest state: an older one may have
 	// been left behind by an earlier move.
 	predecessor, predecessorTerm := "", uint64(0)
@@ -62,7 +62,7 @@ func (c *channel) activate(ctx actor.Context) {
 		c.epoch = newEpoch()
 	}
 	c.delivered = c.last
-	for _, address := range c.b.members() {
+	for _, address := range c.broker.members() {
 		res, ok := answers[address].(*pb.ChannelSubscribers)
 		if !ok {
 			c.unanswered[address] = true
@@ -134,7 +134,7 @@ func (c *channel) follow(res *pb.ChannelSubscribers) *pb.FollowChannel {
 func (c *channel) takeOver(ctx actor.Context, address string, fromReplica bool) bool {
 	state, err := c.askForState(ctx, address, fromReplica)
 	if err != nil || !state.Found {
-		c.b.log.Warn("no state handed over", "channel", c.name, "from", address, "replica", fromReplica, "err", err)
+		c.broker.log.Warn("no state handed over", "channel", c.name, "from", address, "replica", fromReplica, "err", err)
 		return false
 	}
 	c.epoch, c.last = state.Epoch, state.Offset
@@ -151,7 +151,7 @@ func (c *channel) takeOver(ctx actor.Context, address string, fromReplica bool) 
 	for _, u := range state.Users {
 		c.formerUsers[u] = true
 	}
-	c.b.metrics.HandOvers.Inc()
+	c.broker.metrics.HandOvers.Inc()
 	return true
 }
 
@@ -204,13 +204,13 @@ func (c *channel) stopped(ctx actor.SenderContext) {
 	}
 	// Even an unused one: its name in the successor's lineage says that a
 	// publication it never answered was never sequenced.
-	c.b.handoffs.keep(c.name, c.placement.term, c.state())
-	moved := c.placement.moved.Load() || !c.b.view.Load().owns(ChannelKind, c.name)
-	if moved && !c.unused() && c.b.membership.Certain() { // not while this node leaves: it wakes them itself
+	c.broker.handoffs.keep(c.name, c.placement.term, c.state())
+	moved := c.placement.moved.Load() || !c.broker.view.Load().owns(ChannelKind, c.name)
+	if moved && !c.unused() && c.broker.membership.Certain() { // not while this node leaves: it wakes them itself
 		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), c.b.opts.RequestTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), c.broker.opts.RequestTimeout)
 			defer cancel()
-			c.b.wake(ctx, c.name)
+			c.broker.wake(ctx, c.name)
 		}()
 	}
 }
@@ -250,7 +250,7 @@ func (c *channel) askUnansweredRelaysLater(ctx actor.Context) {
 // not answered, as long as its member is in the cluster; the answer comes
 // back as a message.
 func (c *channel) askUnansweredRelays(ctx actor.Context) {
-	members := c.b.view.Load().members
+	members := c.broker.view.Load().members
 	query := &pb.QueryChannelSubscribers{Channel: c.name, Term: c.placement.term}
 	for address := range c.unanswered {
 		if _, member := members[address]; !member {
@@ -268,7 +268,7 @@ func (c *channel) askUnansweredRelays(ctx actor.Context) {
 // meanwhile: their relay follows this activation from its current offset
 // and tells them so (a gap frame).
 func (c *channel) lateAnswer(ctx actor.Context, res *pb.ChannelSubscribers) {
-	for address, member := range c.b.view.Load().members {
+	for address, member := range c.broker.view.Load().members {
 		if member != res.Member || !c.unanswered[address] {
 			continue
 		}

@@ -98,7 +98,7 @@ func (b *Broker) replicaTargets(channel string) []string {
 // ones get the state whole; copies on members that stopped being
 // replicas are dropped once the new ones hold everything.
 func (c *channel) retarget(ctx actor.Context) {
-	targets := c.b.replicaTargets(c.name)
+	targets := c.broker.replicaTargets(c.name)
 	if slices.Equal(targets, c.rep.targets) {
 		return
 	}
@@ -177,7 +177,7 @@ func (c *channel) sendAppends(ctx actor.SenderContext) {
 		return
 	}
 	for _, t := range c.rep.targets {
-		ctx.Send(c.b.replicaRouter, replicate{to: t, update: c.rep.outgoing})
+		ctx.Send(c.broker.replicaRouter, replicate{to: t, update: c.rep.outgoing})
 	}
 	c.rep.outgoing = nil
 }
@@ -320,7 +320,7 @@ func (c *channel) sync(ctx actor.Context, addresses []string) {
 	c.rep.arrived, c.rep.left = nil, nil // the state holds who is present
 	for _, t := range addresses {
 		c.rep.syncedTo[t] = c.last
-		ctx.Send(c.b.replicaRouter, replicate{to: t, update: whole})
+		ctx.Send(c.broker.replicaRouter, replicate{to: t, update: whole})
 	}
 }
 

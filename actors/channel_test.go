@@ -83,7 +83,7 @@ func TestChannelPassivationKeepsAnswersAndOffsets(t *testing.T) {
 // channel's, and its empty state must not pass for the channel's.
 func TestOnlyAServingActivationLeavesState(t *testing.T) {
 	b := startBroker(t)
-	born := &channel{b: b, name: "doc:9", epoch: "fresh", placement: &placement{kind: ChannelKind, identity: "doc:9", term: 3}}
+	born := &channel{broker: b, name: "doc:9", epoch: "fresh", placement: &placement{kind: ChannelKind, identity: "doc:9", term: 3}}
 	born.stopped(b.system.Root)
 	if _, held := b.handoffs.holds("doc:9", 4); held {
 		t.Fatal("an activation that never served left its empty state for the channel's successor")

@@ -19,8 +19,8 @@ import (
 // identity and subscriptions; frames leave through its outbox, which
 // relays also write to directly.
 type connection struct {
-	b             *Broker
-	out           *transport.Outbox
+	broker        *Broker
+	out           *client
 	subscriptions map[string]struct{}
 	sequence      uint64 // numbers this connection's grain requests
 	pending       map[uint64]pendingPublication
@@ -50,9 +50,9 @@ type pendingPublication struct {
 // checkPending reminds a connection to look for unanswered publications.
 type checkPending struct{}
 
-func newConnection(b *Broker, out *transport.Outbox, backlog *commandBacklog) *connection {
-	return &connection{b: b, out: out, subscriptions: make(map[string]struct{}),
-		pending: make(map[uint64]pendingPublication), backlog: backlog, info: out.Info}
+func newConnection(b *Broker, out *client, info transport.TokenInfo, backlog *commandBacklog) *connection {
+	return &connection{broker: b, out: out, subscriptions: make(map[string]struct{}),
+		pending: make(map[uint64]pendingPublication), backlog: backlog, info: info}
 }
 
 func (c *connection) Receive(ctx actor.Context) {
@@ -92,12 +92,12 @@ func (c *connection) Receive(ctx actor.Context) {
 }
 
 func (c *connection) start(ctx actor.Context) {
-	c.b.metrics.Actors.WithLabelValues("connection").Inc()
+	c.broker.metrics.Actors.WithLabelValues("connection").Inc()
 	self := ctx.Self()
-	attach := &pb.Attach{ConnectionId: c.out.ID, Address: self.Address, ActorId: self.Id, Member: c.b.system.ID,
-		MaxConnections: uint32(c.b.opts.MaxConnectionsPerUser)}
-	limited := c.b.opts.MaxConnectionsPerUser > 0
-	session := c.b.local.add(c.out, self, !limited)
+	attach := &pb.Attach{ConnectionId: c.out.ID, Address: self.Address, ActorId: self.Id, Member: c.broker.system.ID,
+		MaxConnections: uint32(c.broker.opts.MaxConnectionsPerUser)}
+	limited := c.broker.opts.MaxConnectionsPerUser > 0
+	session := c.broker.local.add(c.out, self, !limited)
 	if !limited {
 		// No limit to check: only a session that is active needs to know.
 		if session != nil {
@@ -106,19 +106,19 @@ func (c *connection) start(ctx actor.Context) {
 		c.out.Push(transport.WelcomeFrame(c.out.User, c.out.ID))
 		return
 	}
-	res, err := request[*pb.Attached](context.Background(), c.b, SessionKind, c.out.User, attach)
+	res, err := request[*pb.Attached](context.Background(), c.broker, SessionKind, c.out.User, attach)
 	if err != nil {
-		c.b.log.Warn("session attach failed", "user", c.out.User, "err", err)
+		c.broker.log.Warn("session attach failed", "user", c.out.User, "err", err)
 		c.out.Close(transport.CloseInternalError, "session unavailable")
 		return
 	}
 	if res.Refused {
-		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeTooManyConns).Inc()
+		c.broker.metrics.ProtocolErrors.WithLabelValues(transport.CodeTooManyConns).Inc()
 		c.out.Reply(transport.ErrorFrame(transport.CodeTooManyConns, "Too many connections for this user", nil))
 		c.out.Close(transport.CloseTooManyConnections, "too many connections")
 		return
 	}
-	if newer := c.b.local.admit(c.out, res.Activation); newer != nil {
+	if newer := c.broker.local.admit(c.out, res.Activation); newer != nil {
 		attach.Admitted = true
 		ctx.Send(newer, attach)
 	}
@@ -131,13 +131,13 @@ func (c *connection) stop(ctx actor.Context) {
 		c.pendingCheck.Stop()
 	}
 	for ch := range c.subscriptions {
-		c.b.tell(ctx, ChannelKind, ch, &pb.Unsubscribe{Channel: ch, ConnectionId: c.out.ID})
+		c.broker.tell(ctx, ChannelKind, ch, &pb.Unsubscribe{Channel: ch, ConnectionId: c.out.ID})
 	}
-	ctx.Send(c.b.relay, &pb.ConnectionClosed{ConnectionId: c.out.ID})
-	if session := c.b.local.remove(c.out); session != nil {
+	ctx.Send(c.broker.relay, &pb.ConnectionClosed{ConnectionId: c.out.ID})
+	if session := c.broker.local.remove(c.out); session != nil {
 		ctx.Send(session, &pb.Detach{ConnectionId: c.out.ID})
 	}
-	c.b.metrics.Actors.WithLabelValues("connection").Dec()
+	c.broker.metrics.Actors.WithLabelValues("connection").Dec()
 }
 
 func (c *connection) command(ctx actor.Context, cmd *pb.ClientCommand) {
@@ -162,22 +162,22 @@ func (c *connection) command(ctx actor.Context, cmd *pb.ClientCommand) {
 }
 
 func (c *connection) subscribe(ctx actor.Context, cmd *pb.ClientCommand) {
-	if _, already := c.subscriptions[cmd.Channel]; !already && c.b.opts.MaxSubscriptions > 0 && len(c.subscriptions) >= c.b.opts.MaxSubscriptions {
-		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeTooManySubs).Inc()
+	if _, already := c.subscriptions[cmd.Channel]; !already && c.broker.opts.MaxSubscriptions > 0 && len(c.subscriptions) >= c.broker.opts.MaxSubscriptions {
+		c.broker.metrics.ProtocolErrors.WithLabelValues(transport.CodeTooManySubs).Inc()
 		c.out.Reply(transport.ErrorFrame(transport.CodeTooManySubs,
-			fmt.Sprintf("Too many subscriptions: at most %d per connection", c.b.opts.MaxSubscriptions), cmd.Id))
+			fmt.Sprintf("Too many subscriptions: at most %d per connection", c.broker.opts.MaxSubscriptions), cmd.Id))
 		return
 	}
 	info := cmd.Info
 	if c.info.Claimed {
 		info = c.info.Info // the token's word, not the client's
 	}
-	res, err := request[*pb.Subscribed](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Subscribe{
+	res, err := request[*pb.Subscribed](context.Background(), c.broker, ChannelKind, cmd.Channel, &pb.Subscribe{
 		Channel:        cmd.Channel,
 		ConnectionId:   c.out.ID,
 		User:           c.out.User,
 		RelayAddress:   ctx.Self().Address,
-		RelayMember:    c.b.system.ID,
+		RelayMember:    c.broker.system.ID,
 		ReplyId:        cmd.Id,
 		Sequence:       c.next(),
 		PresenceEvents: cmd.Presence,
@@ -191,7 +191,7 @@ func (c *connection) subscribe(ctx actor.Context, cmd *pb.ClientCommand) {
 		return
 	}
 	if res.RefusedCode != "" {
-		c.b.metrics.ProtocolErrors.WithLabelValues(res.RefusedCode).Inc()
+		c.broker.metrics.ProtocolErrors.WithLabelValues(res.RefusedCode).Inc()
 		c.out.Reply(transport.ErrorFrame(res.RefusedCode, res.RefusedText, cmd.Id))
 		return
 	}
@@ -203,7 +203,7 @@ func (c *connection) unsubscribe(cmd *pb.ClientCommand) {
 		c.out.Reply(transport.UnsubscribedFrame(cmd.Channel, cmd.Id))
 		return
 	}
-	res, err := request[*pb.Unsubscribed](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.Unsubscribe{
+	res, err := request[*pb.Unsubscribed](context.Background(), c.broker, ChannelKind, cmd.Channel, &pb.Unsubscribe{
 		Channel: cmd.Channel, ConnectionId: c.out.ID, ReplyId: cmd.Id, Reply: true,
 	})
 	if err != nil {
@@ -240,12 +240,12 @@ func (c *connection) refreshed(ctx actor.Context, r transport.Refresh) {
 // forgets the subscriber, for presence and capacity.
 func (c *connection) revoke(ctx actor.Context, channel string) {
 	delete(c.subscriptions, channel)
-	ctx.Send(c.b.relay, &pb.SubscriberRemoved{Channel: channel, ConnectionId: c.out.ID,
+	ctx.Send(c.broker.relay, &pb.SubscriberRemoved{Channel: channel, ConnectionId: c.out.ID,
 		Reply: transport.RevokedFrame(channel, transport.CodeForbidden, "The refreshed token does not allow "+channel)})
 	unsubscribe := &pb.Unsubscribe{Channel: channel, ConnectionId: c.out.ID}
-	if _, err := request[*pb.Unsubscribed](context.Background(), c.b, ChannelKind, channel, unsubscribe); err != nil {
-		c.b.log.Warn("revoked subscription: the channel did not answer", "connection", c.out.ID, "channel", channel, "err", err)
-		c.b.tell(ctx, ChannelKind, channel, unsubscribe)
+	if _, err := request[*pb.Unsubscribed](context.Background(), c.broker, ChannelKind, channel, unsubscribe); err != nil {
+		c.broker.log.Warn("revoked subscription: the channel did not answer", "connection", c.out.ID, "channel", channel, "err", err)
+		c.broker.tell(ctx, ChannelKind, channel, unsubscribe)
 	}
 }
 
@@ -272,7 +272,7 @@ func (c *connection) publish(ctx actor.Context, cmd *pb.ClientCommand) {
 		Publisher: c.out.ID, Sequence: c.next(),
 		HasExpectOffset: cmd.HasExpectOffset, ExpectOffset: cmd.ExpectOffset,
 	}
-	pid, _ := c.b.grainPID(ChannelKind, cmd.Channel) // refused: publishAndWait says so
+	pid, _ := c.broker.grainPID(ChannelKind, cmd.Channel) // refused: publishAndWait says so
 	if pid == nil || len(c.pending) >= maxPipelined {
 		c.publishAndWait(cmd, msg)
 		return
@@ -319,7 +319,7 @@ func (c *connection) retryPending(ctx actor.Context, match func(pendingPublicati
 	}
 	slices.SortFunc(retry, func(a, b pendingPublication) int { return cmp.Compare(a.msg.Sequence, b.msg.Sequence) })
 	for _, p := range retry {
-		c.b.forgetPID(ChannelKind, p.cmd.Channel)
+		c.broker.forgetPID(ChannelKind, p.cmd.Channel)
 		msg := p.msg
 		if unanswered {
 			// A copy: the first attempt's message may still be read locally.
@@ -332,7 +332,7 @@ func (c *connection) retryPending(ctx actor.Context, match func(pendingPublicati
 }
 
 func (c *connection) publishAndWait(cmd *pb.ClientCommand, msg *pb.Publish) {
-	res, err := request[*pb.Published](context.Background(), c.b, ChannelKind, cmd.Channel, msg)
+	res, err := request[*pb.Published](context.Background(), c.broker, ChannelKind, cmd.Channel, msg)
 	if err != nil {
 		c.fail(cmd, err)
 		return
@@ -342,13 +342,13 @@ func (c *connection) publishAndWait(cmd *pb.ClientCommand, msg *pb.Publish) {
 
 func (c *connection) acknowledge(cmd *pb.ClientCommand, res *pb.Published) {
 	if res.OutcomeUnknown {
-		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeOutcomeUnknown).Inc()
+		c.broker.metrics.ProtocolErrors.WithLabelValues(transport.CodeOutcomeUnknown).Inc()
 		c.out.Reply(transport.ErrorFrame(transport.CodeOutcomeUnknown,
 			"The channel's node failed while this publication was in flight: it may have been published (see history) or not", cmd.Id))
 		return
 	}
 	if res.Mismatch {
-		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeOffsetMismatch).Inc()
+		c.broker.metrics.ProtocolErrors.WithLabelValues(transport.CodeOffsetMismatch).Inc()
 		c.out.Reply(transport.OffsetMismatchFrame(cmd.Channel, res.Offset, cmd.Id))
 		return
 	}
@@ -359,7 +359,7 @@ func (c *connection) acknowledge(cmd *pb.ClientCommand, res *pb.Published) {
 
 func (c *connection) send(cmd *pb.ClientCommand) {
 	frame := transport.DirectFrame(c.out.User, cmd.Data, nowMillis())
-	res, err := request[*pb.SentToUser](context.Background(), c.b, SessionKind, cmd.User, &pb.SendToUser{Frame: frame, Sender: c.out.ID, Sequence: c.next()})
+	res, err := request[*pb.SentToUser](context.Background(), c.broker, SessionKind, cmd.User, &pb.SendToUser{Frame: frame, Sender: c.out.ID, Sequence: c.next()})
 	if err != nil {
 		c.fail(cmd, err)
 		return
@@ -372,11 +372,11 @@ func (c *connection) send(cmd *pb.ClientCommand) {
 // presence answers who is in a channel; only its subscribers may ask.
 func (c *connection) presence(cmd *pb.ClientCommand) {
 	if _, ok := c.subscriptions[cmd.Channel]; !ok {
-		c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeForbidden).Inc()
+		c.broker.metrics.ProtocolErrors.WithLabelValues(transport.CodeForbidden).Inc()
 		c.out.Reply(transport.ErrorFrame(transport.CodeForbidden, "Subscribe to "+cmd.Channel+" to see its presence", cmd.Id))
 		return
 	}
-	res, err := request[*pb.Presence](context.Background(), c.b, ChannelKind, cmd.Channel, &pb.QueryPresence{After: cmd.After, Limit: cmd.Limit})
+	res, err := request[*pb.Presence](context.Background(), c.broker, ChannelKind, cmd.Channel, &pb.QueryPresence{After: cmd.After, Limit: cmd.Limit})
 	if err != nil {
 		c.fail(cmd, err)
 		return
@@ -393,7 +393,7 @@ func presenceMembers(res *pb.Presence) []transport.PresenceMember {
 }
 
 func (c *connection) history(cmd *pb.ClientCommand) {
-	res, err := c.b.queryHistory(context.Background(), cmd.Channel, &pb.QueryHistory{Channel: cmd.Channel, Since: cmd.Since, Limit: cmd.Limit, User: c.out.User})
+	res, err := c.broker.queryHistory(context.Background(), cmd.Channel, &pb.QueryHistory{Channel: cmd.Channel, Since: cmd.Since, Limit: cmd.Limit, User: c.out.User})
 	if err != nil {
 		c.fail(cmd, err)
 		return
@@ -407,11 +407,11 @@ func (c *connection) next() uint64 {
 }
 
 func (c *connection) fail(cmd *pb.ClientCommand, err error) {
-	c.b.log.Warn("client command failed", "connection", c.out.ID, "kind", cmd.Kind.String(), "err", err)
+	c.broker.log.Warn("client command failed", "connection", c.out.ID, "kind", cmd.Kind.String(), "err", err)
 	text := "Temporarily unavailable, try again"
 	if !errors.Is(err, transport.ErrUnavailable) {
 		text = err.Error()
 	}
-	c.b.metrics.ProtocolErrors.WithLabelValues(transport.CodeUnavailable).Inc()
+	c.broker.metrics.ProtocolErrors.WithLabelValues(transport.CodeUnavailable).Inc()
 	c.out.Reply(transport.ErrorFrame(transport.CodeUnavailable, text, cmd.Id))
 }

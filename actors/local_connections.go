@@ -6,7 +6,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
-	"github.com/switchboard/switchboard/transport"
 )
 
 // localConnections maps this node's connection ids to their outboxes and
@@ -26,7 +25,7 @@ type localConnections struct {
 }
 
 type localConnection struct {
-	out      *transport.Outbox
+	out      *client
 	pid      *actor.PID
 	admitted bool // accepted under the per-user limit, or there is none
 }
@@ -49,7 +48,7 @@ func newLocalConnections() *localConnections {
 // add registers a connection and returns the session grain to tell of it,
 // or nil when no session watches the user here. A connection that has yet
 // to be accepted under a per-user limit is not admitted until admit.
-func (l *localConnections) add(out *transport.Outbox, pid *actor.PID, admitted bool) *actor.PID {
+func (l *localConnections) add(out *client, pid *actor.PID, admitted bool) *actor.PID {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c := &localConnection{out: out, pid: pid, admitted: admitted}
@@ -59,7 +58,7 @@ func (l *localConnections) add(out *transport.Outbox, pid *actor.PID, admitted b
 }
 
 // remove forgets a connection and returns the session grain to tell, if any.
-func (l *localConnections) remove(out *transport.Outbox) *actor.PID {
+func (l *localConnections) remove(out *client) *actor.PID {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.byID, out.ID)
@@ -84,7 +83,7 @@ func (l *localConnections) remove(out *transport.Outbox) *actor.PID {
 // answered its Attach. If a newer activation watches the user here, it may
 // have heard of the connection before that, as not admitted: admit returns
 // it, to be told.
-func (l *localConnections) admit(out *transport.Outbox, activation string) *actor.PID {
+func (l *localConnections) admit(out *client, activation string) *actor.PID {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if c := l.byID[out.ID]; c != nil {
@@ -96,7 +95,7 @@ func (l *localConnections) admit(out *transport.Outbox, activation string) *acto
 	return nil
 }
 
-func (l *localConnections) get(id string) *transport.Outbox {
+func (l *localConnections) get(id string) *client {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if c := l.byID[id]; c != nil {
@@ -162,7 +161,7 @@ func (l *localConnections) eachActor(f func(*actor.PID)) {
 	}
 }
 
-func (l *localConnections) each(f func(*transport.Outbox)) {
+func (l *localConnections) each(f func(*client)) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	for _, c := range l.byID {

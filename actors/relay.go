@@ -14,7 +14,7 @@ import (
 // on every local subscriber's outbox. Channel grains talk to relays only,
 // so a publication crosses the network once per node, not per subscriber.
 type relay struct {
-	b        *Broker
+	broker   *Broker
 	channels map[string]*relayedChannel // channel → its local subscriptions
 	joined   map[string][]string        // connection id → its channels here
 }
@@ -35,13 +35,13 @@ type relayedChannel struct {
 // needs to know of it.
 type relayed struct {
 	id       string
-	out      *transport.Outbox
+	out      *client
 	presence bool
 	info     []byte
 }
 
 func newRelay(b *Broker) *relay {
-	return &relay{b: b, channels: make(map[string]*relayedChannel), joined: make(map[string][]string)}
+	return &relay{broker: b, channels: make(map[string]*relayedChannel), joined: make(map[string][]string)}
 }
 
 func (r *relay) Receive(ctx actor.Context) {
@@ -56,7 +56,7 @@ func (r *relay) Receive(ctx actor.Context) {
 	case *pb.SubscriberRemoved:
 		r.remove(msg.Channel, msg.ConnectionId)
 		if len(msg.Reply) > 0 {
-			if out := r.b.local.get(msg.ConnectionId); out != nil {
+			if out := r.broker.local.get(msg.ConnectionId); out != nil {
 				out.Push(msg.Reply)
 			}
 		}
@@ -71,28 +71,28 @@ func (r *relay) Receive(ctx actor.Context) {
 	case *pb.QueryUserConnections:
 		var res *pb.UserConnections
 		if msg.WatcherId == "" {
-			res = r.b.local.ofUser(msg.User)
+			res = r.broker.local.ofUser(msg.User)
 		} else {
 			watcher := sessionWatch{pid: actor.NewPID(msg.WatcherAddress, msg.WatcherId), activation: msg.Activation}
-			res = r.b.local.watch(msg.User, watcher)
+			res = r.broker.local.watch(msg.User, watcher)
 		}
-		res.Member = r.b.system.ID
+		res.Member = r.broker.system.ID
 		ctx.Respond(res)
 	case *pb.Unwatch:
-		r.b.local.unwatch(msg.User, msg.Activation)
+		r.broker.local.unwatch(msg.User, msg.Activation)
 	case *pb.ConnectionClosed:
 		for _, channel := range r.joined[msg.ConnectionId] {
 			r.remove(channel, msg.ConnectionId)
 		}
 	case *pb.Broadcast:
 		n := 0
-		r.b.local.each(func(out *transport.Outbox) {
+		r.broker.local.each(func(out *client) {
 			if out.Push(msg.Frame) {
 				n++
 			}
 		})
-		r.b.metrics.Deliveries.Add(float64(n))
-		ctx.Respond(&pb.SentToUser{Connections: uint32(n)})
+		r.broker.metrics.Deliveries.Add(float64(n))
+		ctx.Respond(&pb.Broadcasted{Connections: uint32(n)})
 	}
 }
 
@@ -102,19 +102,19 @@ func (r *relay) Receive(ctx actor.Context) {
 // activation placed under an older list stands down from now on, and the
 // answer names it (predecessor) so the new one can take its state over.
 func (r *relay) announced(q *pb.QueryChannelSubscribers) *pb.ChannelSubscribers {
-	res := &pb.ChannelSubscribers{Member: r.b.system.ID}
+	res := &pb.ChannelSubscribers{Member: r.broker.system.ID}
 	ch := r.channels[q.Channel]
-	newer, older, olderTerm := r.b.fenceBy(ChannelKind, q.Channel, q.Term)
+	newer, older, olderTerm := r.broker.fenceBy(ChannelKind, q.Channel, q.Term)
 	if newer || (ch != nil && ch.term > q.Term) {
 		res.Stale = true
 		return res
 	}
 	if older {
 		res.Predecessor, res.PredecessorTerm = true, olderTerm
-	} else if term, ok := r.b.handoffs.holds(q.Channel, q.Term); ok {
+	} else if term, ok := r.broker.handoffs.holds(q.Channel, q.Term); ok {
 		res.Predecessor, res.PredecessorTerm = true, term
 	}
-	res.ReplicaTerm, res.ReplicaOffset, res.Replica = r.b.replicas.standing(q.Channel)
+	res.ReplicaTerm, res.ReplicaOffset, res.Replica = r.broker.replicas.standing(q.Channel)
 	if ch == nil {
 		return res
 	}
@@ -132,13 +132,13 @@ func (r *relay) announced(q *pb.QueryChannelSubscribers) *pb.ChannelSubscribers 
 // (its state waits here, or it belongs elsewhere) the asker asks the
 // channel itself.
 func (r *relay) history(ctx actor.Context, q *pb.QueryHistory) {
-	if p := r.b.activeHere(ChannelKind, q.Channel); p != nil && !p.moved.Load() {
+	if p := r.broker.activeHere(ChannelKind, q.Channel); p != nil && !p.moved.Load() {
 		ctx.Forward(p.pid)
 		return
 	}
-	_, _, replica := r.b.replicas.standing(q.Channel)
-	_, stashed := r.b.handoffs.holds(q.Channel, math.MaxUint64)
-	if replica || stashed || !r.b.view.Load().owns(ChannelKind, q.Channel) || !r.b.membership.Certain() {
+	_, _, replica := r.broker.replicas.standing(q.Channel)
+	_, stashed := r.broker.handoffs.holds(q.Channel, math.MaxUint64)
+	if replica || stashed || !r.broker.view.Load().owns(ChannelKind, q.Channel) || !r.broker.membership.Certain() {
 		ctx.Respond(&pb.Moved{})
 		return
 	}
@@ -150,15 +150,15 @@ func (r *relay) history(ctx actor.Context, q *pb.QueryHistory) {
 // with the state it left or the replica kept here, or that there is none.
 func (r *relay) handOver(ctx actor.Context, msg *pb.HandOver) {
 	if msg.FromReplica {
-		ctx.Respond(r.b.replicas.state(msg.Channel))
+		ctx.Respond(r.broker.replicas.state(msg.Channel))
 		return
 	}
-	if p := r.b.activeHere(ChannelKind, msg.Channel); p != nil && p.term < msg.Term && p.served.Load() {
+	if p := r.broker.activeHere(ChannelKind, msg.Channel); p != nil && p.term < msg.Term && p.served.Load() {
 		p.moved.Store(true)
 		ctx.Forward(p.pid)
 		return
 	}
-	if state := r.b.handoffs.take(msg.Channel, msg.Term); state != nil {
+	if state := r.broker.handoffs.take(msg.Channel, msg.Term); state != nil {
 		ctx.Respond(state)
 		return
 	}
@@ -190,7 +190,7 @@ func (r *relay) followChannel(f *pb.FollowChannel) {
 // offset of epoch, and follows it from there.
 func (r *relay) jump(channel string, ch *relayedChannel, epoch string, offset uint64) {
 	ch.epoch, ch.last = epoch, offset
-	r.b.metrics.DeliveryGaps.Inc()
+	r.broker.metrics.DeliveryGaps.Inc()
 	gap := transport.GapFrame(channel, epoch, offset)
 	for i := range ch.subs {
 		ch.subs[i].out.Push(gap)
@@ -210,7 +210,7 @@ func (r *relay) deliver(d *pb.Delivery) {
 	if d.Offset != 0 {
 		switch {
 		case d.Epoch == ch.epoch && d.Offset <= ch.last, d.Epoch != ch.epoch && d.Term < ch.term:
-			r.b.metrics.StaleDeliveries.Inc()
+			r.broker.metrics.StaleDeliveries.Inc()
 			return
 		case d.Epoch != ch.epoch || d.Offset != ch.last+1:
 			// Offsets lost on the way (a stream between nodes torn down),
@@ -237,11 +237,11 @@ func (r *relay) deliver(d *pb.Delivery) {
 			n++
 		}
 	}
-	r.b.metrics.Deliveries.Add(float64(n))
+	r.broker.metrics.Deliveries.Add(float64(n))
 }
 
 func (r *relay) add(msg *pb.SubscriberAdded) bool {
-	out := r.b.local.get(msg.ConnectionId)
+	out := r.broker.local.get(msg.ConnectionId)
 	if out == nil {
 		return false
 	}

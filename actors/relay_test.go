@@ -2,12 +2,9 @@ package actors
 
 import (
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"sort"
 	"testing"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
@@ -25,10 +22,7 @@ func TestRelaySubscriptionsFollowJoinsAndLeaves(t *testing.T) {
 	r := newRelay(b)
 	const conns = 12
 	for i := range conns {
-		server, client := net.Pipe()
-		t.Cleanup(func() { server.Close(); client.Close() })
-		out := transport.NewOutbox(server, fmt.Sprintf("c%d", i), "u", transport.OutboxLimits{MaxFrames: 1 << 20, MaxBytes: 1 << 30}, nil, nil, nil)
-		b.local.add(out, nil, true)
+		b.local.add(&client{ID: fmt.Sprintf("c%d", i), User: "u", Outbox: newMemoryOutbox(16)}, nil, true)
 	}
 	want := map[string]map[string]bool{}
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -82,11 +76,7 @@ func TestRelayFollowsTheNewestActivation(t *testing.T) {
 	owners.UpdateMembers(cluster.Members{{Id: b.system.ID, Host: "nonhost", Port: 0, Kinds: []string{ChannelKind}}})
 	b.view.Store(&view{term: 5, self: "nonhost:0", owners: owners})
 	r := newRelay(b)
-	server, client := net.Pipe()
-	t.Cleanup(func() { server.Close(); client.Close() })
-	go func() { _, _ = io.Copy(io.Discard, client) }()
-	out := transport.NewOutbox(server, "c0", "u", transport.OutboxLimits{MaxFrames: 1 << 20, MaxBytes: 1 << 30}, nil, nil, nil)
-	b.local.add(out, nil, true)
+	b.local.add(&client{ID: "c0", User: "u", Outbox: newMemoryOutbox(64)}, nil, true)
 	local := b.place(ChannelKind, "ch", actor.NewPID("nonhost:0", "ch"))
 	local.served.Store(true)
 
@@ -141,37 +131,21 @@ func TestRelaySkipsExcludedUser(t *testing.T) {
 	r := newRelay(b)
 	read := map[string]func() string{}
 	for _, conn := range []struct{ id, user string }{{"c0", "alice"}, {"c1", "bob"}, {"c2", "bob"}} {
-		server, client := net.Pipe()
-		t.Cleanup(func() { server.Close(); client.Close() })
-		frames := make(chan string, 16)
-		go func() {
-			for {
-				header := make([]byte, 2)
-				if _, err := io.ReadFull(client, header); err != nil {
-					return
-				}
-				payload := make([]byte, header[1]&0x7f) // small frames only
-				if _, err := io.ReadFull(client, payload); err != nil {
-					return
-				}
-				frames <- string(payload)
-			}
-		}()
+		out := newMemoryOutbox(16)
 		read[conn.id] = func() string {
 			select {
-			case f := <-frames:
-				return f
-			case <-time.After(5 * time.Second):
+			case f := <-out.frames:
+				return payload(f)
+			default:
 				return "nothing"
 			}
 		}
-		out := transport.NewOutbox(server, conn.id, conn.user, transport.OutboxLimits{MaxFrames: 64, MaxBytes: 1 << 20}, nil, nil, nil)
-		b.local.add(out, nil, true)
+		b.local.add(&client{ID: conn.id, User: conn.user, Outbox: out}, nil, true)
 		r.add(&pb.SubscriberAdded{Channel: "ch", ConnectionId: conn.id, Term: 1, Epoch: "e1", Offset: 10})
 	}
 	message := transport.MessageFrame("ch", "", []byte(`"hi"`), 11, "e1", 1)
 	r.deliver(&pb.Delivery{Channel: "ch", Frame: message, ExcludeUser: "bob", Term: 1, Epoch: "e1", Offset: 11})
-	if got := read["c0"](); got != string(transport.FramePayload(message)) {
+	if got := read["c0"](); got != payload(message) {
 		t.Fatalf("alice got %s", got)
 	}
 	for _, id := range []string{"c1", "c2"} {

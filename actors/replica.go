@@ -163,7 +163,7 @@ func (c *replicaCopy) trim() { c.history = trimStored(c.history, c.opts) }
 // confirmations for each node wait here for the messages already in the
 // mailbox, then go out together, one message per member.
 type replica struct {
-	b        *Broker
+	broker   *Broker
 	outbound map[string]*pb.ReplicaUpdates // replica address → updates for it
 	acks     map[string]*pb.ReplicaAcks    // owner address → confirmations for it
 	flushing bool                          // a flushReplication is queued
@@ -179,7 +179,7 @@ type replicate struct {
 type flushReplication struct{}
 
 func newReplica(b *Broker) *replica {
-	return &replica{b: b, outbound: map[string]*pb.ReplicaUpdates{}, acks: map[string]*pb.ReplicaAcks{}}
+	return &replica{broker: b, outbound: map[string]*pb.ReplicaUpdates{}, acks: map[string]*pb.ReplicaAcks{}}
 }
 
 func (r *replica) Receive(ctx actor.Context) {
@@ -194,7 +194,7 @@ func (r *replica) Receive(ctx actor.Context) {
 		r.flushSoon(ctx)
 	case *pb.ReplicaUpdates:
 		for _, u := range msg.Updates {
-			ack := r.b.replicas.update(r.b, msg.From, u)
+			ack := r.broker.replicas.update(r.broker, msg.From, u)
 			ack.Replica = ctx.Self().Address
 			confirmations := r.acks[msg.From]
 			if confirmations == nil {
@@ -219,7 +219,7 @@ func (r *replica) Receive(ctx actor.Context) {
 		clear(r.outbound)
 		clear(r.acks)
 	case *pb.ReplicaDrop:
-		r.b.replicas.drop(msg.Channel, msg.Term)
+		r.broker.replicas.drop(msg.Channel, msg.Term)
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 // activation it learns the user's connections from every node's relay and
 // watches them there for the ones that open and close later.
 type session struct {
-	b           *Broker
+	broker      *Broker
 	user        string
 	activation  string
 	placement   *placement
@@ -38,7 +38,7 @@ type userConnection struct {
 }
 
 func newSession(b *Broker) *session {
-	return &session{b: b, connections: make(map[string]userConnection), unadmitted: make(map[string]struct{}),
+	return &session{broker: b, connections: make(map[string]userConnection), unadmitted: make(map[string]struct{}),
 		idle: passivation{idle: b.opts.GrainIdleTimeout}}
 }
 
@@ -49,22 +49,22 @@ func (s *session) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *cluster.ClusterInit:
 		s.user = msg.Identity.Identity
-		s.activation = s.b.newActivation()
-		s.placement = s.b.place(SessionKind, s.user, ctx.Self())
-		s.b.metrics.Actors.WithLabelValues(SessionKind).Inc()
+		s.activation = s.broker.newActivation()
+		s.placement = s.broker.place(SessionKind, s.user, ctx.Self())
+		s.broker.metrics.Actors.WithLabelValues(SessionKind).Inc()
 		if !s.placement.moved.Load() {
-			s.watch(ctx, s.b.members())
+			s.watch(ctx, s.broker.members())
 		}
 		s.idleWhenEmpty(ctx)
 		return
 	case *actor.Stopped:
 		s.idle.cancel()
-		s.b.unplace(s.placement)
+		s.broker.unplace(s.placement)
 		unwatch := &pb.Unwatch{User: s.user, Activation: s.activation}
-		for _, address := range s.b.members() {
+		for _, address := range s.broker.members() {
 			ctx.Send(actor.NewPID(address, relayName), unwatch)
 		}
-		s.b.metrics.Actors.WithLabelValues(SessionKind).Dec()
+		s.broker.metrics.Actors.WithLabelValues(SessionKind).Dec()
 		return
 	case *pb.MembersLeft:
 		s.forgetMembers(msg.Members)
@@ -97,7 +97,7 @@ func (s *session) Receive(ctx actor.Context) {
 	case *actor.Started, *actor.Stopping, *actor.Restarting:
 		return
 	}
-	if !s.b.serving(s.placement) {
+	if !s.broker.serving(s.placement) {
 		standDown(ctx, s.placement, &s.idle)
 		return
 	}
@@ -141,20 +141,20 @@ func (s *session) attach(ctx actor.Context, msg *pb.Attach) {
 	if msg.MaxConnections > 0 && !msg.Admitted && !(known && !unadmitted) && admitted >= int(msg.MaxConnections) {
 		delete(s.connections, msg.ConnectionId)
 		delete(s.unadmitted, msg.ConnectionId)
-		ctx.Respond(&pb.Attached{Connections: uint32(admitted), Refused: true, Activation: s.activation})
+		ctx.Respond(&pb.Attached{Refused: true, Activation: s.activation})
 		return
 	}
-	if !s.b.isMember(msg.Member) {
+	if !s.broker.isMember(msg.Member) {
 		// Its node has left: the connection is gone with it.
 		if ctx.Sender() != nil {
-			ctx.Respond(&pb.Attached{Connections: uint32(admitted), Refused: true, Activation: s.activation})
+			ctx.Respond(&pb.Attached{Refused: true, Activation: s.activation})
 		}
 		return
 	}
 	s.connections[msg.ConnectionId] = userConnection{pid: actor.NewPID(msg.Address, msg.ActorId), member: msg.Member}
 	delete(s.unadmitted, msg.ConnectionId)
 	if ctx.Sender() != nil {
-		ctx.Respond(&pb.Attached{Connections: uint32(len(s.connections) - len(s.unadmitted)), Activation: s.activation})
+		ctx.Respond(&pb.Attached{Activation: s.activation})
 	}
 }
 
@@ -165,7 +165,7 @@ func (s *session) attach(ctx actor.Context, msg *pb.Attach) {
 func (s *session) watch(ctx actor.Context, addresses []string) {
 	self := ctx.Self()
 	query := &pb.QueryUserConnections{User: s.user, WatcherAddress: self.Address, WatcherId: self.Id, Activation: s.activation}
-	for address, answer := range s.b.askRelaysAt(ctx, addresses, query, relayTimeout) {
+	for address, answer := range s.broker.askRelaysAt(ctx, addresses, query, relayTimeout) {
 		if res, ok := answer.(*pb.UserConnections); ok {
 			for _, c := range res.Connections {
 				if _, known := s.connections[c.ConnectionId]; known {
@@ -192,6 +192,6 @@ func (s *session) forgetMembers(members []string) {
 
 func (s *session) idleWhenEmpty(ctx actor.Context) {
 	if len(s.connections) == 0 {
-		s.idle.arm(ctx, s.b.opts.GrainIdleTimeout)
+		s.idle.arm(ctx, s.broker.opts.GrainIdleTimeout)
 	}
 }

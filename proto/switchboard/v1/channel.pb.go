@@ -164,11 +164,10 @@ func (x *Subscribe) GetRecoverEpoch() string {
 	return ""
 }
 
+// The answer to Subscribe; the client's subscribed frame goes through the
+// relay (SubscriberAdded.reply), ahead of the channel's later publications.
 type Subscribed struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Offset    uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
-	Epoch     string                 `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Recovered bool                   `protobuf:"varint,3,opt,name=recovered,proto3" json:"recovered,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
 	// Set when the subscription was refused (e.g. channel_full).
 	RefusedCode   string `protobuf:"bytes,4,opt,name=refused_code,json=refusedCode,proto3" json:"refused_code,omitempty"`
 	RefusedText   string `protobuf:"bytes,5,opt,name=refused_text,json=refusedText,proto3" json:"refused_text,omitempty"`
@@ -204,27 +203,6 @@ func (x *Subscribed) ProtoReflect() protoreflect.Message {
 // Deprecated: Use Subscribed.ProtoReflect.Descriptor instead.
 func (*Subscribed) Descriptor() ([]byte, []int) {
 	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *Subscribed) GetOffset() uint64 {
-	if x != nil {
-		return x.Offset
-	}
-	return 0
-}
-
-func (x *Subscribed) GetEpoch() string {
-	if x != nil {
-		return x.Epoch
-	}
-	return ""
-}
-
-func (x *Subscribed) GetRecovered() bool {
-	if x != nil {
-		return x.Recovered
-	}
-	return false
 }
 
 func (x *Subscribed) GetRefusedCode() string {
@@ -881,26 +859,27 @@ func (*ChannelConfigured) Descriptor() ([]byte, []int) {
 	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{11}
 }
 
-type ListSubscribers struct {
+// Which users subscribe to the channel (the HTTP API's subscribers).
+type QuerySubscribers struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ListSubscribers) Reset() {
-	*x = ListSubscribers{}
+func (x *QuerySubscribers) Reset() {
+	*x = QuerySubscribers{}
 	mi := &file_switchboard_v1_channel_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ListSubscribers) String() string {
+func (x *QuerySubscribers) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ListSubscribers) ProtoMessage() {}
+func (*QuerySubscribers) ProtoMessage() {}
 
-func (x *ListSubscribers) ProtoReflect() protoreflect.Message {
+func (x *QuerySubscribers) ProtoReflect() protoreflect.Message {
 	mi := &file_switchboard_v1_channel_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -912,15 +891,14 @@ func (x *ListSubscribers) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ListSubscribers.ProtoReflect.Descriptor instead.
-func (*ListSubscribers) Descriptor() ([]byte, []int) {
+// Deprecated: Use QuerySubscribers.ProtoReflect.Descriptor instead.
+func (*QuerySubscribers) Descriptor() ([]byte, []int) {
 	return file_switchboard_v1_channel_proto_rawDescGZIP(), []int{12}
 }
 
 type SubscriberList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Users         []string               `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
-	Subscriptions uint32                 `protobuf:"varint,2,opt,name=subscriptions,proto3" json:"subscriptions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -960,13 +938,6 @@ func (x *SubscriberList) GetUsers() []string {
 		return x.Users
 	}
 	return nil
-}
-
-func (x *SubscriberList) GetSubscriptions() uint32 {
-	if x != nil {
-		return x.Subscriptions
-	}
-	return 0
 }
 
 // A grain's own reminder to check whether it has been unused long enough
@@ -1159,14 +1130,11 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\arecover\x18\t \x01(\bR\arecover\x12%\n" +
 	"\x0erecover_offset\x18\n" +
 	" \x01(\x04R\rrecoverOffset\x12#\n" +
-	"\rrecover_epoch\x18\v \x01(\tR\frecoverEpoch\"\x9e\x01\n" +
+	"\rrecover_epoch\x18\v \x01(\tR\frecoverEpoch\"~\n" +
 	"\n" +
-	"Subscribed\x12\x16\n" +
-	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x1c\n" +
-	"\trecovered\x18\x03 \x01(\bR\trecovered\x12!\n" +
+	"Subscribed\x12!\n" +
 	"\frefused_code\x18\x04 \x01(\tR\vrefusedCode\x12!\n" +
-	"\frefused_text\x18\x05 \x01(\tR\vrefusedText\"}\n" +
+	"\frefused_text\x18\x05 \x01(\tR\vrefusedTextJ\x04\b\x01\x10\x02J\x04\b\x02\x10\x03J\x04\b\x03\x10\x04R\x06offsetR\x05epochR\trecovered\"}\n" +
 	"\vUnsubscribe\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x19\n" +
@@ -1211,11 +1179,10 @@ const file_switchboard_v1_channel_proto_rawDesc = "" +
 	"\x04more\x18\x04 \x01(\bR\x04more\".\n" +
 	"\x10ConfigureChannel\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\rR\bcapacity\"\x13\n" +
-	"\x11ChannelConfigured\"\x11\n" +
-	"\x0fListSubscribers\"L\n" +
+	"\x11ChannelConfigured\"\x12\n" +
+	"\x10QuerySubscribers\";\n" +
 	"\x0eSubscriberList\x12\x14\n" +
-	"\x05users\x18\x01 \x03(\tR\x05users\x12$\n" +
-	"\rsubscriptions\x18\x02 \x01(\rR\rsubscriptions\"\v\n" +
+	"\x05users\x18\x01 \x03(\tR\x05usersJ\x04\b\x02\x10\x03R\rsubscriptions\"\v\n" +
 	"\tIdleCheck\"\n" +
 	"\n" +
 	"\bActivate\"\v\n" +
@@ -1247,7 +1214,7 @@ var file_switchboard_v1_channel_proto_goTypes = []any{
 	(*History)(nil),           // 9: switchboard.v1.History
 	(*ConfigureChannel)(nil),  // 10: switchboard.v1.ConfigureChannel
 	(*ChannelConfigured)(nil), // 11: switchboard.v1.ChannelConfigured
-	(*ListSubscribers)(nil),   // 12: switchboard.v1.ListSubscribers
+	(*QuerySubscribers)(nil),  // 12: switchboard.v1.QuerySubscribers
 	(*SubscriberList)(nil),    // 13: switchboard.v1.SubscriberList
 	(*IdleCheck)(nil),         // 14: switchboard.v1.IdleCheck
 	(*Activate)(nil),          // 15: switchboard.v1.Activate

@@ -340,6 +340,51 @@ func (x *Broadcast) GetFrame() []byte {
 	return nil
 }
 
+// The answer to Broadcast: how many connections on the node took it.
+type Broadcasted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Connections   uint32                 `protobuf:"varint,1,opt,name=connections,proto3" json:"connections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Broadcasted) Reset() {
+	*x = Broadcasted{}
+	mi := &file_switchboard_v1_relay_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Broadcasted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Broadcasted) ProtoMessage() {}
+
+func (x *Broadcasted) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_relay_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Broadcasted.ProtoReflect.Descriptor instead.
+func (*Broadcasted) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Broadcasted) GetConnections() uint32 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
 // A local connection closed: forget it in every channel.
 type ConnectionClosed struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -350,7 +395,7 @@ type ConnectionClosed struct {
 
 func (x *ConnectionClosed) Reset() {
 	*x = ConnectionClosed{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[4]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +407,7 @@ func (x *ConnectionClosed) String() string {
 func (*ConnectionClosed) ProtoMessage() {}
 
 func (x *ConnectionClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[4]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +420,7 @@ func (x *ConnectionClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionClosed.ProtoReflect.Descriptor instead.
 func (*ConnectionClosed) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{4}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ConnectionClosed) GetConnectionId() string {
@@ -404,7 +449,7 @@ type QueryChannelSubscribers struct {
 
 func (x *QueryChannelSubscribers) Reset() {
 	*x = QueryChannelSubscribers{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[5]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +461,7 @@ func (x *QueryChannelSubscribers) String() string {
 func (*QueryChannelSubscribers) ProtoMessage() {}
 
 func (x *QueryChannelSubscribers) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[5]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +474,7 @@ func (x *QueryChannelSubscribers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryChannelSubscribers.ProtoReflect.Descriptor instead.
 func (*QueryChannelSubscribers) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{5}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *QueryChannelSubscribers) GetChannel() string {
@@ -471,7 +516,7 @@ type ChannelSubscribers struct {
 
 func (x *ChannelSubscribers) Reset() {
 	*x = ChannelSubscribers{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[6]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +528,7 @@ func (x *ChannelSubscribers) String() string {
 func (*ChannelSubscribers) ProtoMessage() {}
 
 func (x *ChannelSubscribers) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[6]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +541,7 @@ func (x *ChannelSubscribers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelSubscribers.ProtoReflect.Descriptor instead.
 func (*ChannelSubscribers) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{6}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ChannelSubscribers) GetSubscribers() []*ChannelSubscribers_Subscriber {
@@ -588,7 +633,7 @@ type FollowChannel struct {
 
 func (x *FollowChannel) Reset() {
 	*x = FollowChannel{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[7]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +645,7 @@ func (x *FollowChannel) String() string {
 func (*FollowChannel) ProtoMessage() {}
 
 func (x *FollowChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[7]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +658,7 @@ func (x *FollowChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowChannel.ProtoReflect.Descriptor instead.
 func (*FollowChannel) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{7}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FollowChannel) GetChannel() string {
@@ -667,7 +712,7 @@ type HandOver struct {
 
 func (x *HandOver) Reset() {
 	*x = HandOver{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +724,7 @@ func (x *HandOver) String() string {
 func (*HandOver) ProtoMessage() {}
 
 func (x *HandOver) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[8]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +737,7 @@ func (x *HandOver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandOver.ProtoReflect.Descriptor instead.
 func (*HandOver) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{8}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HandOver) GetChannel() string {
@@ -738,7 +783,7 @@ type ChannelState struct {
 
 func (x *ChannelState) Reset() {
 	*x = ChannelState{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +795,7 @@ func (x *ChannelState) String() string {
 func (*ChannelState) ProtoMessage() {}
 
 func (x *ChannelState) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[9]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +808,7 @@ func (x *ChannelState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelState.ProtoReflect.Descriptor instead.
 func (*ChannelState) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{9}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ChannelState) GetFound() bool {
@@ -839,7 +884,7 @@ type QueryUserConnections struct {
 
 func (x *QueryUserConnections) Reset() {
 	*x = QueryUserConnections{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +896,7 @@ func (x *QueryUserConnections) String() string {
 func (*QueryUserConnections) ProtoMessage() {}
 
 func (x *QueryUserConnections) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[10]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +909,7 @@ func (x *QueryUserConnections) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryUserConnections.ProtoReflect.Descriptor instead.
 func (*QueryUserConnections) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{10}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *QueryUserConnections) GetUser() string {
@@ -906,7 +951,7 @@ type Unwatch struct {
 
 func (x *Unwatch) Reset() {
 	*x = Unwatch{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +963,7 @@ func (x *Unwatch) String() string {
 func (*Unwatch) ProtoMessage() {}
 
 func (x *Unwatch) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[11]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +976,7 @@ func (x *Unwatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unwatch.ProtoReflect.Descriptor instead.
 func (*Unwatch) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{11}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Unwatch) GetUser() string {
@@ -959,7 +1004,7 @@ type UserConnections struct {
 
 func (x *UserConnections) Reset() {
 	*x = UserConnections{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[12]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1016,7 @@ func (x *UserConnections) String() string {
 func (*UserConnections) ProtoMessage() {}
 
 func (x *UserConnections) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[12]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1029,7 @@ func (x *UserConnections) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserConnections.ProtoReflect.Descriptor instead.
 func (*UserConnections) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{12}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UserConnections) GetConnections() []*UserConnections_Connection {
@@ -1012,7 +1057,7 @@ type MembersLeft struct {
 
 func (x *MembersLeft) Reset() {
 	*x = MembersLeft{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[13]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1069,7 @@ func (x *MembersLeft) String() string {
 func (*MembersLeft) ProtoMessage() {}
 
 func (x *MembersLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[13]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1082,7 @@ func (x *MembersLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersLeft.ProtoReflect.Descriptor instead.
 func (*MembersLeft) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{13}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MembersLeft) GetMembers() []string {
@@ -1061,7 +1106,7 @@ type Moved struct {
 
 func (x *Moved) Reset() {
 	*x = Moved{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[14]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1118,7 @@ func (x *Moved) String() string {
 func (*Moved) ProtoMessage() {}
 
 func (x *Moved) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[14]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1131,7 @@ func (x *Moved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Moved.ProtoReflect.Descriptor instead.
 func (*Moved) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{14}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Moved) GetSequence() uint64 {
@@ -1108,7 +1153,7 @@ type ChannelSubscribers_Subscriber struct {
 
 func (x *ChannelSubscribers_Subscriber) Reset() {
 	*x = ChannelSubscribers_Subscriber{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[15]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1165,7 @@ func (x *ChannelSubscribers_Subscriber) String() string {
 func (*ChannelSubscribers_Subscriber) ProtoMessage() {}
 
 func (x *ChannelSubscribers_Subscriber) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[15]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1178,7 @@ func (x *ChannelSubscribers_Subscriber) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelSubscribers_Subscriber.ProtoReflect.Descriptor instead.
 func (*ChannelSubscribers_Subscriber) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{6, 0}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{7, 0}
 }
 
 func (x *ChannelSubscribers_Subscriber) GetConnectionId() string {
@@ -1177,7 +1222,7 @@ type ChannelState_Stored struct {
 
 func (x *ChannelState_Stored) Reset() {
 	*x = ChannelState_Stored{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[16]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1234,7 @@ func (x *ChannelState_Stored) String() string {
 func (*ChannelState_Stored) ProtoMessage() {}
 
 func (x *ChannelState_Stored) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[16]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1247,7 @@ func (x *ChannelState_Stored) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelState_Stored.ProtoReflect.Descriptor instead.
 func (*ChannelState_Stored) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{9, 0}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{10, 0}
 }
 
 func (x *ChannelState_Stored) GetOffset() uint64 {
@@ -1246,7 +1291,7 @@ type ChannelState_Answered struct {
 
 func (x *ChannelState_Answered) Reset() {
 	*x = ChannelState_Answered{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[17]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1303,7 @@ func (x *ChannelState_Answered) String() string {
 func (*ChannelState_Answered) ProtoMessage() {}
 
 func (x *ChannelState_Answered) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[17]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1316,7 @@ func (x *ChannelState_Answered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelState_Answered.ProtoReflect.Descriptor instead.
 func (*ChannelState_Answered) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{9, 1}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{10, 1}
 }
 
 func (x *ChannelState_Answered) GetPublisher() string {
@@ -1322,7 +1367,7 @@ type UserConnections_Connection struct {
 
 func (x *UserConnections_Connection) Reset() {
 	*x = UserConnections_Connection{}
-	mi := &file_switchboard_v1_relay_proto_msgTypes[18]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1334,7 +1379,7 @@ func (x *UserConnections_Connection) String() string {
 func (*UserConnections_Connection) ProtoMessage() {}
 
 func (x *UserConnections_Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_switchboard_v1_relay_proto_msgTypes[18]
+	mi := &file_switchboard_v1_relay_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1347,7 +1392,7 @@ func (x *UserConnections_Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserConnections_Connection.ProtoReflect.Descriptor instead.
 func (*UserConnections_Connection) Descriptor() ([]byte, []int) {
-	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{12, 0}
+	return file_switchboard_v1_relay_proto_rawDescGZIP(), []int{13, 0}
 }
 
 func (x *UserConnections_Connection) GetConnectionId() string {
@@ -1399,7 +1444,9 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\x06offset\x18\x06 \x01(\x04R\x06offset\x12\x12\n" +
 	"\x04term\x18\a \x01(\x04R\x04term\"!\n" +
 	"\tBroadcast\x12\x14\n" +
-	"\x05frame\x18\x01 \x01(\fR\x05frame\"7\n" +
+	"\x05frame\x18\x01 \x01(\fR\x05frame\"/\n" +
+	"\vBroadcasted\x12 \n" +
+	"\vconnections\x18\x01 \x01(\rR\vconnections\"7\n" +
 	"\x10ConnectionClosed\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"G\n" +
 	"\x17QueryChannelSubscribers\x12\x18\n" +
@@ -1493,34 +1540,35 @@ func file_switchboard_v1_relay_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_relay_proto_rawDescData
 }
 
-var file_switchboard_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_switchboard_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_switchboard_v1_relay_proto_goTypes = []any{
 	(*SubscriberAdded)(nil),               // 0: switchboard.v1.SubscriberAdded
 	(*SubscriberRemoved)(nil),             // 1: switchboard.v1.SubscriberRemoved
 	(*Delivery)(nil),                      // 2: switchboard.v1.Delivery
 	(*Broadcast)(nil),                     // 3: switchboard.v1.Broadcast
-	(*ConnectionClosed)(nil),              // 4: switchboard.v1.ConnectionClosed
-	(*QueryChannelSubscribers)(nil),       // 5: switchboard.v1.QueryChannelSubscribers
-	(*ChannelSubscribers)(nil),            // 6: switchboard.v1.ChannelSubscribers
-	(*FollowChannel)(nil),                 // 7: switchboard.v1.FollowChannel
-	(*HandOver)(nil),                      // 8: switchboard.v1.HandOver
-	(*ChannelState)(nil),                  // 9: switchboard.v1.ChannelState
-	(*QueryUserConnections)(nil),          // 10: switchboard.v1.QueryUserConnections
-	(*Unwatch)(nil),                       // 11: switchboard.v1.Unwatch
-	(*UserConnections)(nil),               // 12: switchboard.v1.UserConnections
-	(*MembersLeft)(nil),                   // 13: switchboard.v1.MembersLeft
-	(*Moved)(nil),                         // 14: switchboard.v1.Moved
-	(*ChannelSubscribers_Subscriber)(nil), // 15: switchboard.v1.ChannelSubscribers.Subscriber
-	(*ChannelState_Stored)(nil),           // 16: switchboard.v1.ChannelState.Stored
-	(*ChannelState_Answered)(nil),         // 17: switchboard.v1.ChannelState.Answered
-	(*UserConnections_Connection)(nil),    // 18: switchboard.v1.UserConnections.Connection
+	(*Broadcasted)(nil),                   // 4: switchboard.v1.Broadcasted
+	(*ConnectionClosed)(nil),              // 5: switchboard.v1.ConnectionClosed
+	(*QueryChannelSubscribers)(nil),       // 6: switchboard.v1.QueryChannelSubscribers
+	(*ChannelSubscribers)(nil),            // 7: switchboard.v1.ChannelSubscribers
+	(*FollowChannel)(nil),                 // 8: switchboard.v1.FollowChannel
+	(*HandOver)(nil),                      // 9: switchboard.v1.HandOver
+	(*ChannelState)(nil),                  // 10: switchboard.v1.ChannelState
+	(*QueryUserConnections)(nil),          // 11: switchboard.v1.QueryUserConnections
+	(*Unwatch)(nil),                       // 12: switchboard.v1.Unwatch
+	(*UserConnections)(nil),               // 13: switchboard.v1.UserConnections
+	(*MembersLeft)(nil),                   // 14: switchboard.v1.MembersLeft
+	(*Moved)(nil),                         // 15: switchboard.v1.Moved
+	(*ChannelSubscribers_Subscriber)(nil), // 16: switchboard.v1.ChannelSubscribers.Subscriber
+	(*ChannelState_Stored)(nil),           // 17: switchboard.v1.ChannelState.Stored
+	(*ChannelState_Answered)(nil),         // 18: switchboard.v1.ChannelState.Answered
+	(*UserConnections_Connection)(nil),    // 19: switchboard.v1.UserConnections.Connection
 }
 var file_switchboard_v1_relay_proto_depIdxs = []int32{
-	15, // 0: switchboard.v1.ChannelSubscribers.subscribers:type_name -> switchboard.v1.ChannelSubscribers.Subscriber
+	16, // 0: switchboard.v1.ChannelSubscribers.subscribers:type_name -> switchboard.v1.ChannelSubscribers.Subscriber
 	2,  // 1: switchboard.v1.FollowChannel.missed:type_name -> switchboard.v1.Delivery
-	16, // 2: switchboard.v1.ChannelState.history:type_name -> switchboard.v1.ChannelState.Stored
-	17, // 3: switchboard.v1.ChannelState.answered:type_name -> switchboard.v1.ChannelState.Answered
-	18, // 4: switchboard.v1.UserConnections.connections:type_name -> switchboard.v1.UserConnections.Connection
+	17, // 2: switchboard.v1.ChannelState.history:type_name -> switchboard.v1.ChannelState.Stored
+	18, // 3: switchboard.v1.ChannelState.answered:type_name -> switchboard.v1.ChannelState.Answered
+	19, // 4: switchboard.v1.UserConnections.connections:type_name -> switchboard.v1.UserConnections.Connection
 	5,  // [5:5] is the sub-list for method output_type
 	5,  // [5:5] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
@@ -1539,7 +1587,7 @@ func file_switchboard_v1_relay_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_relay_proto_rawDesc), len(file_switchboard_v1_relay_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

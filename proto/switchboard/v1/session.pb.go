@@ -113,8 +113,7 @@ func (x *Attach) GetAdmitted() bool {
 }
 
 type Attached struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Connections uint32                 `protobuf:"varint,1,opt,name=connections,proto3" json:"connections,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
 	// True when the user already had max_connections; nothing was attached.
 	Refused bool `protobuf:"varint,2,opt,name=refused,proto3" json:"refused,omitempty"`
 	// The session activation that answered.
@@ -151,13 +150,6 @@ func (x *Attached) ProtoReflect() protoreflect.Message {
 // Deprecated: Use Attached.ProtoReflect.Descriptor instead.
 func (*Attached) Descriptor() ([]byte, []int) {
 	return file_switchboard_v1_session_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *Attached) GetConnections() uint32 {
-	if x != nil {
-		return x.Connections
-	}
-	return 0
 }
 
 func (x *Attached) GetRefused() bool {
@@ -610,13 +602,12 @@ const file_switchboard_v1_session_proto_rawDesc = "" +
 	"\bactor_id\x18\x03 \x01(\tR\aactorId\x12'\n" +
 	"\x0fmax_connections\x18\x04 \x01(\rR\x0emaxConnections\x12\x16\n" +
 	"\x06member\x18\x06 \x01(\tR\x06member\x12\x1a\n" +
-	"\badmitted\x18\x05 \x01(\bR\badmitted\"f\n" +
-	"\bAttached\x12 \n" +
-	"\vconnections\x18\x01 \x01(\rR\vconnections\x12\x18\n" +
+	"\badmitted\x18\x05 \x01(\bR\badmitted\"W\n" +
+	"\bAttached\x12\x18\n" +
 	"\arefused\x18\x02 \x01(\bR\arefused\x12\x1e\n" +
 	"\n" +
 	"activation\x18\x03 \x01(\tR\n" +
-	"activation\"-\n" +
+	"activationJ\x04\b\x01\x10\x02R\vconnections\"-\n" +
 	"\x06Detach\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\"V\n" +
 	"\n" +

@@ -1,0 +1,197 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
+	"github.com/switchboard/switchboard/transport"
+)
+
+// request calls a grain and waits for its typed answer.
+//
+// A grain that is passivating, moving or on a dead node may drop a
+// message (protoactor discards mail that reaches a stopping actor) or
+// answer with a dead letter. Each attempt therefore has its own timeout,
+// and the call is retried with backoff against a fresh lookup until the
+// overall deadline; grains recognise retried requests by their sequence
+// numbers, so nothing is done twice.
+func request[T proto.Message](ctx context.Context, b *Broker, kind, identity string, msg proto.Message) (T, error) {
+	var zero T
+	deadline := time.Now().Add(b.opts.RequestTimeout)
+	if d, ok := ctx.Deadline(); ok {
+		deadline = d
+	}
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrUnavailable, lastErr)
+		}
+		pid, err := b.grainPID(kind, identity)
+		if errors.Is(err, errTooManyLookups) {
+			b.metrics.GrainLookups.WithLabelValues("refused").Inc()
+			return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrUnavailable, err)
+		}
+		if pid != nil {
+			res, err := b.system.Root.RequestFuture(pid, msg, min(remaining, attemptTimeout)).Result()
+			if err == nil {
+				if _, moved := res.(*pb.Moved); moved {
+					err = errMoved
+				} else if answer, ok := res.(T); ok {
+					return answer, nil
+				} else {
+					return zero, fmt.Errorf("%s %s: unexpected answer %T", kind, identity, res)
+				}
+			}
+			lastErr = err
+			b.forgetPID(kind, identity)
+			if publish, ok := msg.(*pb.Publish); ok && errors.Is(err, actor.ErrTimeout) && publish.UnansweredBy == "" {
+				// It may have been sequenced there: later attempts say so,
+				// on a copy, as the first may still be read locally.
+				publish = proto.Clone(publish).(*pb.Publish)
+				publish.UnansweredBy = activationName(pid)
+				msg = publish
+			}
+		} else {
+			lastErr = fmt.Errorf("no activation found")
+		}
+		time.Sleep(min(time.Duration(1<<min(attempt, 8))*time.Millisecond, 200*time.Millisecond, time.Until(deadline)))
+	}
+}
+
+// attemptTimeout bounds one try of a grain call; a live grain answers in
+// microseconds, and an activation's recovery takes at most relayTimeout.
+const (
+	attemptTimeout = 500 * time.Millisecond
+	relayTimeout   = time.Second
+)
+
+var errMoved = errors.New("the grain moved")
+
+// queryHistory asks the channel's owner for its history without
+// activating the channel where it can: a channel nobody uses has none,
+// and a flood of made-up names must not activate a grain each.
+func (b *Broker) queryHistory(ctx context.Context, channel string, q *pb.QueryHistory) (*pb.History, error) {
+	if b.cachedPID(ChannelKind, channel) == nil {
+		if owner := b.view.Load().owner(ChannelKind, channel); owner != "" {
+			res, err := b.system.Root.RequestFuture(actor.NewPID(owner, relayName), q, attemptTimeout).Result()
+			if history, ok := res.(*pb.History); err == nil && ok {
+				return history, nil
+			}
+		}
+	}
+	return request[*pb.History](ctx, b, ChannelKind, channel, q)
+}
+
+// errTooManyLookups: this node is over its lookup budget (LookupRate).
+var errTooManyLookups = errors.New("this node is looking up too many new channels at once; retry shortly")
+
+// grainPID finds (activating if need be) the grain, through the cache.
+func (b *Broker) grainPID(kind, identity string) (*actor.PID, error) {
+	if pid := b.cachedPID(kind, identity); pid != nil {
+		return pid, nil
+	}
+	return b.lookup(kind, identity, true)
+}
+
+// pendingLookup is one lookup in flight, shared by everyone who asks for
+// the same grain meanwhile: at most one goroutine per grain waits on
+// protoactor, however many callers give up on it.
+type pendingLookup struct {
+	done chan struct{}
+	pid  *actor.PID
+}
+
+// lookup asks the member that owns the grain under the member list in
+// force where it is, activating it if need be.
+//
+// A member that died but has not yet left the cluster does not answer;
+// callers wait at most attemptTimeout and try again, so they find the new
+// owner as soon as the dead member's lease expires. The lookup left
+// behind ends on its own after lookupTimeout. A budgeted lookup is
+// refused (errTooManyLookups) past the node's LookupRate.
+func (b *Broker) lookup(kind, identity string, budgeted bool) (*actor.PID, error) {
+	key := kind + "/" + identity
+	cache := b.pids.Load()
+	if cache.view == nil {
+		return nil, nil
+	}
+	fresh := &pendingLookup{done: make(chan struct{})}
+	existing, inFlight := cache.lookups.LoadOrStore(key, fresh)
+	pending := existing.(*pendingLookup)
+	if !inFlight {
+		if budgeted && !b.lookups.Take() {
+			cache.lookups.Delete(key)
+			close(pending.done)
+			return nil, errTooManyLookups
+		}
+		b.metrics.GrainLookups.WithLabelValues("started").Inc()
+		go func() {
+			pending.pid = b.activate(cache.view, kind, identity)
+			if pending.pid != nil {
+				b.cachePID(cache, kind, identity, pending.pid)
+			}
+			cache.lookups.Delete(key)
+			close(pending.done)
+		}()
+	}
+	timeout := time.NewTimer(attemptTimeout)
+	defer timeout.Stop()
+	select {
+	case <-pending.done:
+		return pending.pid, nil
+	case <-timeout.C:
+		return nil, nil
+	}
+}
+
+// lookupTimeout bounds a lookup that callers have given up on.
+const lookupTimeout = 5 * time.Second
+
+// activate asks the owner's placement actor (protoactor's disthash, which
+// activates whatever it is asked) for the grain. Owners are computed here,
+// from serving members only, not by disthash over protoactor's topology,
+// which also holds draining members: a member taken out of protoactor's
+// topology is blocked for good by its peers.
+func (b *Broker) activate(v *view, kind, identity string) *actor.PID {
+	owner := v.owner(kind, identity)
+	if owner == "" {
+		return nil
+	}
+	request := &cluster.ActivationRequest{ClusterIdentity: cluster.NewClusterIdentity(identity, kind)}
+	res, err := b.system.Root.RequestFuture(actor.NewPID(owner, disthash.PartitionActivatorActorName), request, lookupTimeout).Result()
+	if err != nil {
+		return nil
+	}
+	if activated, ok := res.(*cluster.ActivationResponse); ok {
+		return activated.Pid
+	}
+	return nil
+}
+
+// tell sends msg to a grain without waiting for an answer. Finding the
+// grain does wait: a lookup at its owner (activating it if need be, and
+// not through the cache) for at most attemptTimeout; a grain not found by
+// then is not told.
+func (b *Broker) tell(ctx actor.SenderContext, kind, identity string, msg proto.Message) {
+	// Not budgeted: what it sends (a closed connection's unsubscribes)
+	// must arrive, or the channel keeps a ghost.
+	if pid, _ := b.lookup(kind, identity, false); pid != nil {
+		ctx.Send(pid, msg)
+	}
+}
+
+func (b *Broker) deadline(ctx context.Context) time.Time {
+	if deadline, ok := ctx.Deadline(); ok {
+		return deadline
+	}
+	return time.Now().Add(b.opts.RequestTimeout)
+}
