@@ -91,16 +91,6 @@ func startJSClient(t testing.TB, url, user string, channels ...string) *jsClient
 	return js
 }
 
-// do hands the driver a command, as the application would act (see
-// testdata/js_client.mjs).
-func (js *jsClient) do(command map[string]any) {
-	js.t.Helper()
-	raw, _ := json.Marshal(command)
-	if _, err := js.stdin.Write(append(raw, '\n')); err != nil {
-		js.t.Fatalf("the js client's driver: %v", err)
-	}
-}
-
 // of returns the events named name so far.
 func (js *jsClient) of(name string) []jsEvent {
 	js.mu.Lock()

@@ -3,11 +3,6 @@
 // It subscribes to each channel, then prints one JSON line per thing the
 // client hands the application ({"event":"message"|"recovery_failed"|...}),
 // "ready" once subscribed, and closes the client when stdin ends.
-//
-// Each stdin line may be a command, as an application would act:
-// {"op":"read_history","channel":C,"since":N} reads C's history page by
-// page from N, as an application does after recovery_failed, printing a
-// "history" line per publication and "history_done" with the page count.
 import { createInterface } from "node:readline";
 import { Switchboard } from "../../transport/web/switchboard.js";
 
@@ -25,27 +20,5 @@ await sb.connect();
 for (const channel of channels) await sb.subscribe(channel);
 out("ready");
 
-async function readHistory({ channel, since = 0 }) {
-  let pages = 0;
-  for (let more = true; more; ) {
-    const page = await sb.history(channel, { since });
-    pages++;
-    for (const m of page.publications) out("history", { payload: m });
-    more = page.more === true;
-    if (page.publications.length) since = page.publications[page.publications.length - 1].offset;
-  }
-  out("history_done", { payload: { channel, pages } });
-}
-
-for await (const line of createInterface({ input: process.stdin })) {
-  let command;
-  try {
-    command = JSON.parse(line);
-  } catch {
-    continue;
-  }
-  if (command.op === "read_history") {
-    await readHistory(command).catch((err) => out("command_failed", { error: String(err), payload: { code: err.code } }));
-  }
-}
+for await (const line of createInterface({ input: process.stdin })) void line; // until stdin ends
 sb.close();
