@@ -147,14 +147,3 @@ func refuseReplacedZeros(cfg actors.Config, given map[string]bool) error {
 	})
 	return err
 }
-
-// splitList splits a comma-separated flag, dropping empty entries.
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
-}

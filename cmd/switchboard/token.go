@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/switchboard/switchboard/transport"
 )
 
 // tokenCommand mints an HS256 token for development and tests:
@@ -33,13 +35,13 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	claims := jwt.MapClaims{"sub": *user, "iat": time.Now().Unix(), "exp": time.Now().Add(*ttl).Unix()}
 	if *channels != "" {
-		claims["channels"] = splitList(*channels)
+		claims["channels"] = []string(transport.ParsePatterns(*channels))
 	}
 	if *publish != "" {
-		claims["publish"] = splitList(*publish)
+		claims["publish"] = []string(transport.ParsePatterns(*publish))
 	}
 	if *send != "" {
-		claims["send"] = splitList(*send)
+		claims["send"] = []string(transport.ParsePatterns(*send))
 	}
 	if *info != "" {
 		var v any
