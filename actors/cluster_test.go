@@ -33,6 +33,31 @@ func startMember(t testing.TB, etcd string, replicas int) *Broker {
 	return b
 }
 
+// startEtcd starts an embedded etcd for this test and returns its endpoint.
+func startEtcd(t testing.TB) string {
+	t.Helper()
+	etcd, err := cluster.StartEmbeddedEtcd(t.TempDir(), loopbackAddr(t), loopbackAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Stop)
+	return etcd.Endpoint
+}
+
+// waitForMembers waits until every broker counts n members.
+func waitForMembers(t testing.TB, n int, brokers ...*Broker) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, b := range brokers {
+		for len(b.view.Load().members) != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("the members did not see each other: %d of %d", len(b.view.Load().members), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
 func loopbackAddr(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -54,13 +79,9 @@ func TestChannelsMoveToAJoiningMemberWithTheirState(t *testing.T) {
 		// cluster tests, which tell those races from ours, with it.
 		t.Skip("protoactor's internal races between two members in one process; run without -race")
 	}
-	etcd, err := cluster.StartEmbeddedEtcd(t.TempDir(), loopbackAddr(t), loopbackAddr(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Stop)
+	etcd := startEtcd(t)
 	ctx := context.Background()
-	a := startMember(t, etcd.Endpoint, 0)
+	a := startMember(t, etcd, 0)
 	const channels = 12
 	epochs := map[string]string{}
 	for i := range channels {
@@ -77,14 +98,8 @@ func TestChannelsMoveToAJoiningMemberWithTheirState(t *testing.T) {
 		epochs[name] = res.Epoch
 	}
 
-	b := startMember(t, etcd.Endpoint, 0)
-	deadline := time.Now().Add(10 * time.Second)
-	for len(a.view.Load().members) != 2 || len(b.view.Load().members) != 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("the members did not see each other")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	b := startMember(t, etcd, 0)
+	waitForMembers(t, 2, a, b)
 	moved := 0
 	for i := range channels {
 		name := fmt.Sprintf("doc:%d", i)
@@ -126,15 +141,9 @@ func BenchmarkPublishAcrossTwoMembers(b *testing.B) {
 			if raceEnabled {
 				b.Skip("protoactor's internal races between two members in one process")
 			}
-			etcd, err := cluster.StartEmbeddedEtcd(b.TempDir(), loopbackAddr(b), loopbackAddr(b))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(etcd.Stop)
-			members := []*Broker{startMember(b, etcd.Endpoint, replicas), startMember(b, etcd.Endpoint, replicas)}
-			for len(members[0].view.Load().members) != 2 || len(members[1].view.Load().members) != 2 {
-				time.Sleep(10 * time.Millisecond)
-			}
+			etcd := startEtcd(b)
+			members := []*Broker{startMember(b, etcd, replicas), startMember(b, etcd, replicas)}
+			waitForMembers(b, 2, members...)
 			ctx := context.Background()
 			for i := range 100 { // activate every channel before timing
 				if _, err := members[i%2].Publish(ctx, fmt.Sprintf("bench:%d", i), []byte(`"warm"`), ""); err != nil {
