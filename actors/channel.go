@@ -304,7 +304,7 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 	c.broker.metrics.Publications.Inc()
 	answer := &pb.Published{Offset: c.last, Sequence: msg.Sequence}
 	c.retries.remember(msg.Publisher, msg.Sequence, answer)
-	c.sequenced(ctx, delivery, storedState([]stored{kept})[0], msg.Publisher, answer)
+	c.sequenced(ctx, delivery, kept, msg.Publisher, answer)
 	c.idleWhenUnused(ctx)
 }
 

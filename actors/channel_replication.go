@@ -141,14 +141,15 @@ func (c *channel) forgetCopyAt(address string, term uint64) {
 // sequenced hands a new publication on: at once without replicas,
 // otherwise to every replica, and to relays and publisher once all of
 // them confirm it.
-func (c *channel) sequenced(ctx actor.Context, delivery *pb.Delivery, stored *pb.ChannelState_Stored, publisher string, answer *pb.Published) {
+func (c *channel) sequenced(ctx actor.Context, delivery *pb.Delivery, kept stored, publisher string, answer *pb.Published) {
 	if len(c.rep.targets) == 0 {
 		c.deliver(ctx, delivery)
 		ctx.Respond(answer)
 		return
 	}
 	update := c.update(ctx)
-	update.Publications = append(update.Publications, stored)
+	update.Publications = append(update.Publications, &pb.ChannelState_Stored{Offset: kept.offset, AtUnixNano: kept.at.UnixNano(),
+		Frame: kept.frame, ExcludedUser: kept.excluded})
 	if publisher != "" {
 		update.Answered = append(update.Answered, answeredOf(publisher, answer))
 	}
