@@ -38,10 +38,8 @@ type replication struct {
 	outgoing *pb.ReplicaUpdate
 }
 
-// sendAppends reminds an activation to send the publications it
-// sequenced to its replicas. It queues behind the publications already in
-// the mailbox, so under load one message carries many of them.
-
+// unconfirmed is a publication sequenced and sent to the replicas, not yet
+// confirmed by all of them: its delivery and the publishers waiting.
 type unconfirmed struct {
 	delivery *pb.Delivery
 	answer   *pb.Published
@@ -53,6 +51,9 @@ type unconfirmed struct {
 // behind (a message lost with a torn-down stream, a replica restarted).
 type replicaCheck struct{}
 
+// sendAppends reminds an activation to send what happened to its
+// replicas. It queues behind the messages already in the mailbox, so under
+// load one update carries many publications.
 type sendAppends struct{}
 
 // replicaResync is how long a publication may wait for a replica before
@@ -304,9 +305,6 @@ func (c *channel) replicatePresence(ctx actor.SenderContext) {
 	}
 	c.rep.arrived, c.rep.left = nil, nil
 }
-
-// replicasChanged follows a settings change to the replicas.
-func (c *channel) replicasChanged(ctx actor.Context) { c.sync(ctx, c.rep.targets) }
 
 // sync sends the whole state to the replicas at addresses.
 func (c *channel) sync(ctx actor.Context, addresses []string) {
