@@ -58,6 +58,20 @@ func (r *recorder) waitFor(t *testing.T, want string) (events, failures string) 
 	}
 }
 
+// subscribeDoc dials the scripted broker at url, recording into r, and
+// subscribes to doc:1; the client closes with the test.
+func subscribeDoc(t *testing.T, url string, r *recorder) {
+	t.Helper()
+	c, err := Dial(context.Background(), r.options(url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if _, err := c.Subscribe(context.Background(), "doc:1", SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func message(offset int, epoch string) map[string]any {
 	return map[string]any{"type": "message", "channel": "doc:1", "data": offset, "offset": offset, "epoch": epoch}
 }
@@ -96,14 +110,7 @@ func TestSkipMovesTheOffsetOnSilently(t *testing.T) {
 		}
 	})
 	var r recorder
-	c, err := Dial(context.Background(), r.options(url))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Subscribe(context.Background(), "doc:1", SubscribeOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	subscribeDoc(t, url, &r)
 	r.waitFor(t, "4 6 8 9")
 	mu.Lock()
 	_ = first.WriteClose(1012, nil) // the broker restarts
@@ -139,14 +146,7 @@ func TestUnannouncedJumpIsFilledFromHistory(t *testing.T) {
 		}
 	})
 	var r recorder
-	c, err := Dial(context.Background(), r.options(url))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Subscribe(context.Background(), "doc:1", SubscribeOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	subscribeDoc(t, url, &r)
 	if _, failures := r.waitFor(t, "4 6 7"); failures != "" {
 		t.Fatalf("a jump history could fill was reported lost: %s", failures)
 	}
@@ -167,14 +167,7 @@ func TestUnfillableJumpOrNewEpochIsRecoveryFailed(t *testing.T) {
 		}
 	})
 	var r recorder
-	c, err := Dial(context.Background(), r.options(url))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Subscribe(context.Background(), "doc:1", SubscribeOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	subscribeDoc(t, url, &r)
 	if _, failures := r.waitFor(t, "6 1"); failures != "5 e1; 0 e2" {
 		t.Fatalf("recovery_failed events: %q, want 5 e1; 0 e2", failures)
 	}
@@ -217,14 +210,7 @@ func TestRecoveryAnsweredWithAGapIsReadFromHistoryPages(t *testing.T) {
 		}
 	})
 	var r recorder
-	c, err := Dial(context.Background(), r.options(url))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Subscribe(context.Background(), "doc:1", SubscribeOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	subscribeDoc(t, url, &r)
 	mu.Lock()
 	_ = first.WriteClose(1012, nil) // the broker restarts
 	mu.Unlock()
@@ -263,14 +249,7 @@ func TestCatchUpCutShortIsResumedByTheResubscription(t *testing.T) {
 		}
 	})
 	var r recorder
-	c, err := Dial(context.Background(), r.options(url))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Subscribe(context.Background(), "doc:1", SubscribeOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	subscribeDoc(t, url, &r)
 	_, failures := r.waitFor(t, "4 5 6 7 8 9 10")
 	if failures != "" {
 		t.Fatalf("recovery_failed %s for a catch-up the reconnect resumed", failures)
