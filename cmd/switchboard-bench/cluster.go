@@ -22,18 +22,15 @@ import (
 // publication crossed the network. replicas ≥ 0 is passed to every node as
 // --channel-replicas; -1 passes nothing (the broker's default).
 // logDir, when set, keeps each node's stderr as logDir/W4-node<i>.log.
-// It also returns the CPU time the three nodes used from the start of
-// publishing until the deliveries drained, less sensitive than throughput
-// to other work on the machine.
-func runW4(cpu, brokerBin string, replicas int, logDir string, cfg fanoutConfig) (fanoutResult, float64, time.Duration, error) {
+func runW4(cpu, brokerBin string, replicas int, logDir string, cfg fanoutConfig) (fanoutResult, nodeFigures, error) {
 	dir, err := os.MkdirTemp("", "bench-etcd")
 	if err != nil {
-		return fanoutResult{}, 0, 0, err
+		return fanoutResult{}, nodeFigures{}, err
 	}
 	defer os.RemoveAll(dir)
 	etcd, err := cluster.StartEmbeddedEtcd(dir, freeAddr(), freeAddr())
 	if err != nil {
-		return fanoutResult{}, 0, 0, err
+		return fanoutResult{}, nodeFigures{}, err
 	}
 	defer etcd.Stop()
 	var addrs []string
@@ -54,20 +51,20 @@ func runW4(cpu, brokerBin string, replicas int, logDir string, cfg fanoutConfig)
 		if logDir != "" {
 			f, err := os.Create(filepath.Join(logDir, fmt.Sprintf("W4-node%d.log", i+1)))
 			if err != nil {
-				return fanoutResult{}, 0, 0, err
+				return fanoutResult{}, nodeFigures{}, err
 			}
 			defer f.Close()
 			cmd.Stderr = f
 		}
 		if err := cmd.Start(); err != nil {
-			return fanoutResult{}, 0, 0, err
+			return fanoutResult{}, nodeFigures{}, err
 		}
 		nodes = append(nodes, cmd)
 		addrs = append(addrs, addr)
 	}
 	for _, addr := range addrs {
 		if err := waitForMetric(addr, "switchboard_cluster_members", 3); err != nil {
-			return fanoutResult{}, 0, 0, err
+			return fanoutResult{}, nodeFigures{}, err
 		}
 	}
 	for _, addr := range addrs {
@@ -92,14 +89,31 @@ func runW4(cpu, brokerBin string, replicas int, logDir string, cfg fanoutConfig)
 	}
 	res, err := runFanout(context.Background(), cfg)
 	if err != nil {
-		return res, 0, 0, err
+		return res, nodeFigures{}, err
 	}
-	crossings := 0.0
+	figures := nodeFigures{CPU: used}
 	for _, addr := range addrs {
 		v, _ := metric(addr, "switchboard_remote_deliveries_total")
-		crossings += v
+		figures.Crossings += v
+		v, _ = metric(addr, "switchboard_messages_out_total")
+		figures.FramesOut += v
+		v, _ = metric(addr, "switchboard_socket_writes_total")
+		figures.SocketWrites += v
 	}
-	return res, crossings, used, nil
+	return res, figures, nil
+}
+
+// nodeFigures are what W4's three nodes report of a run, summed over them.
+type nodeFigures struct {
+	// CPU is the time the nodes used from the start of publishing until
+	// the deliveries drained, less sensitive than throughput to other work
+	// on the machine.
+	CPU time.Duration
+	// Crossings counts publications sent to relays on other nodes.
+	Crossings float64
+	// FramesOut / SocketWrites is how many frames a write to a client
+	// socket carried: the coalescing that makes a delivery cheap.
+	FramesOut, SocketWrites float64
 }
 
 // processCPU is the user and system CPU time a process has used, from

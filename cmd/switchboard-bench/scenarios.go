@@ -124,7 +124,7 @@ func runScenarios(args []string) error {
 	}
 	if selected("W4") {
 		cfg := scenarios[2].cfg // W2
-		res, crossings, nodesCPU, err := runW4(*serverCPU, *brokerBin, *replicas, *nodeLogs, cfg)
+		res, nodes, err := runW4(*serverCPU, *brokerBin, *replicas, *nodeLogs, cfg)
 		if err != nil {
 			return fmt.Errorf("W4: %w", err)
 		}
@@ -136,8 +136,9 @@ func runScenarios(args []string) error {
 			fmt.Printf("| W4 | deliveries/s, 3 nodes (W2 not run) | %.0f | | |\n", res.DeliveriesPerSecond())
 		}
 		fmt.Printf("| W4 | nodes' CPU time from publishing to drained, per publication | %s, %.1f µs | | |\n",
-			nodesCPU.Round(10*time.Millisecond), float64(nodesCPU.Microseconds())/float64(max(res.Published, 1)))
-		fmt.Printf("| W4 | network crossings per publication (2 other nodes with subscribers) | %.2f | | |\n", crossings/float64(res.Published))
+			nodes.CPU.Round(10*time.Millisecond), float64(nodes.CPU.Microseconds())/float64(max(res.Published, 1)))
+		fmt.Printf("| W4 | network crossings per publication (2 other nodes with subscribers) | %.2f | | |\n", nodes.Crossings/float64(res.Published))
+		fmt.Printf("| W4 | frames per write to a client socket | %.2f | | |\n", nodes.FramesOut/max(nodes.SocketWrites, 1))
 		fmt.Printf("| W4 | lost / dup / reordered | %d / %d / %d | | |\n", res.Lost, res.Duplicated, res.Reorders)
 	}
 	if b, ok := results["broker"]["W5-slow"]; ok {
