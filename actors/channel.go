@@ -34,13 +34,16 @@ type channel struct {
 	users       map[string]*occupant   // user → their connections here
 	userOrder   []string               // the keys of users, sorted: presence pages read from it
 	history     []stored               // oldest first
-	configured  bool                   // settings from the HTTP API keep it loaded
-	unanswered  map[string]bool        // relays (by address) yet to say who subscribes here
-	handedOver  bool                   // a successor has this activation's state
-	lineage     []string               // this activation and those whose answers it holds (address/id)
-	idle        passivation
-	retries     retries
-	rep         replication
+	// Without history, the publications of the last moments, so a
+	// successor can give relays what the dead predecessor sent them last.
+	recent     recentPublications
+	configured bool            // settings from the HTTP API keep it loaded
+	unanswered map[string]bool // relays (by address) yet to say who subscribes here
+	handedOver bool            // a successor has this activation's state
+	lineage    []string        // this activation and those whose answers it holds (address/id)
+	idle       passivation
+	retries    retries
+	rep        replication
 	// subscribers that want join and leave events, and those events
 	// waiting to go out together
 	presenceSubscribers int
@@ -295,10 +298,7 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 	now := time.Now()
 	frame := transport.MessageFrame(c.name, msg.User, msg.Data, c.last, c.epoch, now.UnixMilli())
 	kept := stored{offset: c.last, at: now, frame: frame, excluded: msg.ExcludeUser}
-	if c.opts.HistorySize > 0 {
-		c.history = append(c.history, kept)
-		c.trimHistory()
-	}
+	c.keep(kept)
 	delivery := &pb.Delivery{Channel: c.name, Frame: frame, ExcludeUser: msg.ExcludeUser,
 		Epoch: c.epoch, Offset: c.last, Term: c.placement.term}
 	c.broker.metrics.Publications.Inc()
@@ -409,6 +409,26 @@ func (c *channel) unsubscribe(ctx actor.Context, msg *pb.Unsubscribe) {
 
 // trimHistory drops publications beyond the size or older than the TTL.
 func (c *channel) trimHistory() { c.history = trimStored(c.history, c.opts) }
+
+// keep retains a new publication: in the history, or without one among
+// the recent publications.
+func (c *channel) keep(s stored) {
+	if c.opts.HistorySize > 0 {
+		c.history = append(c.history, s)
+		c.trimHistory()
+		return
+	}
+	c.recent.add(s)
+}
+
+// retained is what the channel still holds of its latest publications.
+func (c *channel) retained() []stored {
+	if c.opts.HistorySize > 0 {
+		c.trimHistory()
+		return c.history
+	}
+	return c.recent.trim()
+}
 
 // maxHistoryPageBytes bounds one history answer, so it fits a client's
 // outbox (--outbox-bytes, 4 MiB by default) beside its live traffic; a

@@ -114,7 +114,7 @@ func (c *channel) follow(res *pb.ChannelSubscribers) *pb.FollowChannel {
 		return f
 	}
 	size := 0
-	for _, s := range c.history {
+	for _, s := range c.retained() {
 		if s.offset <= res.LastOffset {
 			continue
 		}
@@ -140,6 +140,7 @@ func (c *channel) takeOver(ctx actor.Context, address string, fromReplica bool) 
 	c.epoch, c.last = state.Epoch, state.Offset
 	c.history = append(c.history, storedFrom(state.History)...)
 	c.trimHistory()
+	c.recent = recentFrom(storedFrom(state.Recent))
 	if state.ConfiguredCapacity > 0 {
 		c.opts.Capacity, c.configured = int(state.ConfiguredCapacity), true
 	}
@@ -219,7 +220,7 @@ func (c *channel) stopped(ctx actor.SenderContext) {
 func (c *channel) state() *pb.ChannelState {
 	c.trimHistory()
 	state := &pb.ChannelState{Found: true, Epoch: c.epoch, Offset: c.last, Lineage: c.lineage,
-		History: storedState(c.history), Answered: answeredState(&c.retries), Users: slices.Clone(c.userOrder)}
+		History: storedState(c.history), Recent: storedState(c.recent.trim()), Answered: answeredState(&c.retries), Users: slices.Clone(c.userOrder)}
 	if c.configured {
 		state.ConfiguredCapacity = uint32(c.opts.Capacity)
 	}

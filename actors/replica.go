@@ -32,6 +32,7 @@ type replicaCopy struct {
 	epoch   string
 	offset  uint64
 	history []stored
+	recent  recentPublications // without history
 	// capacity set through the HTTP API; 0: the namespace's
 	capacity uint32
 	lineage  []string
@@ -61,6 +62,7 @@ func (r *replicas) state(channel string) *pb.ChannelState {
 	c.trim()
 	state := &pb.ChannelState{Found: true, Epoch: c.epoch, Offset: c.offset, Lineage: c.lineage, ConfiguredCapacity: c.capacity}
 	state.History = storedState(c.history)
+	state.Recent = storedState(c.recent.trim())
 	state.Answered = answeredState(&c.answers)
 	for u := range c.users {
 		state.Users = append(state.Users, u)
@@ -85,7 +87,8 @@ func (r *replicas) update(b *Broker, owner string, u *pb.ReplicaUpdate) *pb.Repl
 	}
 	if s := u.Whole; s != nil {
 		c = &replicaCopy{term: u.Term, owner: owner, opts: b.opts.Namespaces.For(u.Channel), epoch: s.Epoch, offset: s.Offset,
-			capacity: s.ConfiguredCapacity, lineage: s.Lineage, history: storedFrom(s.History), users: make(map[string]bool, len(s.Users))}
+			capacity: s.ConfiguredCapacity, lineage: s.Lineage, history: storedFrom(s.History), recent: recentFrom(storedFrom(s.Recent)),
+			users: make(map[string]bool, len(s.Users))}
 		for _, a := range s.Answered {
 			c.answers.remember(a.Publisher, a.Sequence, answerFrom(a))
 		}
@@ -113,8 +116,11 @@ func (r *replicas) update(b *Broker, owner string, u *pb.ReplicaUpdate) *pb.Repl
 			continue // sent again after the whole state overtook it
 		}
 		c.offset = p.Offset
+		kept := stored{offset: p.Offset, at: time.Unix(0, p.AtUnixNano), frame: p.Frame, excluded: p.ExcludedUser}
 		if c.opts.HistorySize > 0 {
-			c.history = append(c.history, stored{offset: p.Offset, at: time.Unix(0, p.AtUnixNano), frame: p.Frame, excluded: p.ExcludedUser})
+			c.history = append(c.history, kept)
+		} else {
+			c.recent.add(kept)
 		}
 	}
 	if len(u.Publications) > 0 {
@@ -156,7 +162,10 @@ func (r *replicas) drop(channel string, term uint64) {
 	}
 }
 
-func (c *replicaCopy) trim() { c.history = trimStored(c.history, c.opts) }
+func (c *replicaCopy) trim() {
+	c.history = trimStored(c.history, c.opts)
+	c.recent.trim()
+}
 
 // replica is the actor on every node that keeps its copies, and the
 // router of its activations' replication: updates for each member and
@@ -262,6 +271,50 @@ func answeredOf(publisher string, p *pb.Published) *pb.ChannelState_Answered {
 
 func answerFrom(a *pb.ChannelState_Answered) *pb.Published {
 	return &pb.Published{Offset: a.Offset, Mismatch: a.Mismatch, OutcomeUnknown: a.OutcomeUnknown, Sequence: a.Sequence}
+}
+
+// A channel without history keeps its publications of the last
+// recentWindow, at most recentBytes of them: what a relay may not have
+// received when the channel's node died, for the successor to send it.
+const (
+	recentWindow = 3 * time.Second
+	recentBytes  = maxHistoryPageBytes
+)
+
+// recentPublications are a channel's latest publications, oldest first.
+type recentPublications struct {
+	list  []stored
+	bytes int // of their frames
+}
+
+func recentFrom(list []stored) recentPublications {
+	r := recentPublications{list: list}
+	for _, s := range list {
+		r.bytes += len(s.frame)
+	}
+	r.trim()
+	return r
+}
+
+func (r *recentPublications) add(s stored) {
+	r.list = append(r.list, s)
+	r.bytes += len(s.frame)
+	r.trim()
+}
+
+// trim drops publications older than recentWindow or beyond recentBytes.
+// The slice only advances: append moves the rest to a new array when it
+// fills, so each publication is copied a bounded number of times.
+func (r *recentPublications) trim() []stored {
+	cutoff := time.Now().Add(-recentWindow)
+	drop := 0
+	for drop < len(r.list) && (r.bytes > recentBytes || r.list[drop].at.Before(cutoff)) {
+		r.bytes -= len(r.list[drop].frame)
+		r.list[drop] = stored{}
+		drop++
+	}
+	r.list = r.list[drop:]
+	return r.list
 }
 
 // trimStored drops publications beyond the size or older than the TTL.

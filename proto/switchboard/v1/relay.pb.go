@@ -776,7 +776,10 @@ type ChannelState struct {
 	Lineage []string `protobuf:"bytes,7,rep,name=lineage,proto3" json:"lineage,omitempty"`
 	// The users present, so a successor that finds some of them gone (their
 	// node died with the predecessor's) tells the others they left.
-	Users         []string `protobuf:"bytes,8,rep,name=users,proto3" json:"users,omitempty"`
+	Users []string `protobuf:"bytes,8,rep,name=users,proto3" json:"users,omitempty"`
+	// Without history: the latest publications (a few seconds' worth), so
+	// the successor can send relays those they had not received yet.
+	Recent        []*ChannelState_Stored `protobuf:"bytes,9,rep,name=recent,proto3" json:"recent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -863,6 +866,13 @@ func (x *ChannelState) GetLineage() []string {
 func (x *ChannelState) GetUsers() []string {
 	if x != nil {
 		return x.Users
+	}
+	return nil
+}
+
+func (x *ChannelState) GetRecent() []*ChannelState_Stored {
+	if x != nil {
+		return x.Recent
 	}
 	return nil
 }
@@ -1480,7 +1490,7 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\bHandOver\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12!\n" +
-	"\ffrom_replica\x18\x03 \x01(\bR\vfromReplica\"\xd8\x04\n" +
+	"\ffrom_replica\x18\x03 \x01(\bR\vfromReplica\"\x95\x05\n" +
 	"\fChannelState\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x16\n" +
@@ -1489,7 +1499,8 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\x13configured_capacity\x18\x05 \x01(\rR\x12configuredCapacity\x12A\n" +
 	"\banswered\x18\x06 \x03(\v2%.switchboard.v1.ChannelState.AnsweredR\banswered\x12\x18\n" +
 	"\alineage\x18\a \x03(\tR\alineage\x12\x14\n" +
-	"\x05users\x18\b \x03(\tR\x05users\x1a}\n" +
+	"\x05users\x18\b \x03(\tR\x05users\x12;\n" +
+	"\x06recent\x18\t \x03(\v2#.switchboard.v1.ChannelState.StoredR\x06recent\x1a}\n" +
 	"\x06Stored\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12 \n" +
 	"\fat_unix_nano\x18\x02 \x01(\x03R\n" +
@@ -1568,12 +1579,13 @@ var file_switchboard_v1_relay_proto_depIdxs = []int32{
 	2,  // 1: switchboard.v1.FollowChannel.missed:type_name -> switchboard.v1.Delivery
 	17, // 2: switchboard.v1.ChannelState.history:type_name -> switchboard.v1.ChannelState.Stored
 	18, // 3: switchboard.v1.ChannelState.answered:type_name -> switchboard.v1.ChannelState.Answered
-	19, // 4: switchboard.v1.UserConnections.connections:type_name -> switchboard.v1.UserConnections.Connection
-	5,  // [5:5] is the sub-list for method output_type
-	5,  // [5:5] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	17, // 4: switchboard.v1.ChannelState.recent:type_name -> switchboard.v1.ChannelState.Stored
+	19, // 5: switchboard.v1.UserConnections.connections:type_name -> switchboard.v1.UserConnections.Connection
+	6,  // [6:6] is the sub-list for method output_type
+	6,  // [6:6] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_relay_proto_init() }
