@@ -17,12 +17,24 @@ import (
 	"github.com/switchboard/switchboard/cluster"
 )
 
+// w4Options are how W4 starts its nodes.
+type w4Options struct {
+	cpu, brokerBin string
+	// replicas ≥ 0 is passed to every node as --channel-replicas; -1
+	// passes nothing (the broker's default).
+	replicas int
+	// logDir, when set, keeps each node's stderr as logDir/W4-node<i>.log.
+	logDir string
+	// nodePortBase, when set, gives the nodes the cluster ports base,
+	// base+1, base+2. Channels are placed by hashing those addresses, so
+	// runs with the same base place every channel and replica alike.
+	nodePortBase int
+}
+
 // runW4 is W2 spread over a three-node cluster sharing the server core:
 // clients go evenly to the nodes, and the nodes' metrics show how often a
-// publication crossed the network. replicas ≥ 0 is passed to every node as
-// --channel-replicas; -1 passes nothing (the broker's default).
-// logDir, when set, keeps each node's stderr as logDir/W4-node<i>.log.
-func runW4(cpu, brokerBin string, replicas int, logDir string, cfg fanoutConfig) (fanoutResult, nodeFigures, error) {
+// publication crossed the network.
+func runW4(opts w4Options, cfg fanoutConfig) (fanoutResult, nodeFigures, error) {
 	dir, err := os.MkdirTemp("", "bench-etcd")
 	if err != nil {
 		return fanoutResult{}, nodeFigures{}, err
@@ -41,15 +53,19 @@ func runW4(cpu, brokerBin string, replicas int, logDir string, cfg fanoutConfig)
 			_ = n.Wait()
 		}
 	}()
-	args := []string{"--cluster-etcd", etcd.Endpoint, "--node-addr", "127.0.0.1:0", "--rate-limit", "0", "--log-level", "warn"}
-	if replicas >= 0 {
-		args = append(args, fmt.Sprintf("--channel-replicas=%d", replicas))
+	args := []string{"--cluster-etcd", etcd.Endpoint, "--rate-limit", "0", "--log-level", "warn"}
+	if opts.replicas >= 0 {
+		args = append(args, fmt.Sprintf("--channel-replicas=%d", opts.replicas))
 	}
 	for i := range 3 {
 		addr := freeAddr()
-		cmd := serverCommand(cpu, brokerBin, append([]string{"--addr", addr}, args...)...)
-		if logDir != "" {
-			f, err := os.Create(filepath.Join(logDir, fmt.Sprintf("W4-node%d.log", i+1)))
+		nodeAddr := "127.0.0.1:0"
+		if opts.nodePortBase > 0 {
+			nodeAddr = fmt.Sprintf("127.0.0.1:%d", opts.nodePortBase+i)
+		}
+		cmd := serverCommand(opts.cpu, opts.brokerBin, append([]string{"--addr", addr, "--node-addr", nodeAddr}, args...)...)
+		if opts.logDir != "" {
+			f, err := os.Create(filepath.Join(opts.logDir, fmt.Sprintf("W4-node%d.log", i+1)))
 			if err != nil {
 				return fanoutResult{}, nodeFigures{}, err
 			}

@@ -24,6 +24,7 @@ func runScenarios(args []string) error {
 	only := fs.String("only", "", "comma-separated scenarios to run (W1-20, W1, W2, W3, W4, W5-base, W5-slow, failover, rolling-restart, presence-burst); empty: all W scenarios")
 	replicas := fs.Int("replicas", -1, "W4, failover, rolling-restart: pass --channel-replicas=N to every node; -1: do not pass the flag (the broker's default)")
 	failoverAfter := fs.Duration("failover-after", 10*time.Second, "failover: load after the kill; rolling-restart: after the last restart (a quarter of it)")
+	nodePortBase := fs.Int("node-port-base", 0, "W4: give the nodes the cluster ports N, N+1, N+2, so runs place channels and replicas alike (0: free ports, a new placement each run)")
 	nodeLogs := fs.String("node-logs", "", "W4, failover, rolling-restart: directory for the nodes' logs (default: discarded)")
 	burst := defaultPresenceBurstConfig("")
 	fs.IntVar(&burst.Users, "presence-users", burst.Users, "presence-burst: users joining the one presence channel")
@@ -124,7 +125,7 @@ func runScenarios(args []string) error {
 	}
 	if selected("W4") {
 		cfg := scenarios[2].cfg // W2
-		res, nodes, err := runW4(*serverCPU, *brokerBin, *replicas, *nodeLogs, cfg)
+		res, nodes, err := runW4(w4Options{cpu: *serverCPU, brokerBin: *brokerBin, replicas: *replicas, logDir: *nodeLogs, nodePortBase: *nodePortBase}, cfg)
 		if err != nil {
 			return fmt.Errorf("W4: %w", err)
 		}
