@@ -22,6 +22,7 @@ type Metrics struct {
 	ClusterMembers     prometheus.Gauge
 	RemoteDeliveries   prometheus.Counter
 	SocketWrites       prometheus.Counter
+	FullSocketWrites   prometheus.Counter
 	DeliveryGaps       prometheus.Counter
 	StaleDeliveries    prometheus.Counter
 	HandOvers          prometheus.Counter
@@ -57,6 +58,8 @@ func NewMetrics() *Metrics {
 			Name: "switchboard_remote_deliveries_total", Help: "Publications sent by channels on this node to relays on other nodes."}),
 		SocketWrites: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_socket_writes_total", Help: "Write system calls to client sockets; messages_out / socket_writes is the frames each write carries."}),
+		FullSocketWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_full_socket_writes_total", Help: "Writes to client sockets cut short because the socket's buffer was full (the client reads slower than it is sent to); the rest waits on a goroutine of its own."}),
 		DeliveryGaps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_delivery_gaps_total", Help: "Times a channel's publications reached this node with offsets missing or under a new epoch; its local subscribers were sent a gap frame."}),
 		StaleDeliveries: prometheus.NewCounter(prometheus.CounterOpts{
@@ -72,7 +75,7 @@ func NewMetrics() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.Actors, m.Subscriptions, m.MessagesIn, m.FramesOut,
 		m.Publications, m.Deliveries, m.SlowConsumerCloses, m.ProtocolErrors,
-		m.ClusterMembers, m.RemoteDeliveries, m.SocketWrites, m.DeliveryGaps, m.StaleDeliveries, m.HandOvers,
+		m.ClusterMembers, m.RemoteDeliveries, m.SocketWrites, m.FullSocketWrites, m.DeliveryGaps, m.StaleDeliveries, m.HandOvers,
 		m.GrainLookups,
 	)
 	return m

@@ -150,6 +150,7 @@ func (o *Outbox) writeNow(batch [][]byte, iov *iovecs) {
 		rest := unwritten(batch, written)
 		if o.metrics != nil {
 			o.metrics.FramesOut.Add(float64(len(batch) - len(rest)))
+			o.metrics.FullSocketWrites.Inc()
 		}
 		o.mu.Lock()
 		if !o.broken { // even when closing: a frame cut short must be finished

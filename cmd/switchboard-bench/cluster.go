@@ -115,6 +115,8 @@ func runW4(opts w4Options, cfg fanoutConfig) (fanoutResult, nodeFigures, error) 
 		figures.FramesOut += v
 		v, _ = metric(addr, "switchboard_socket_writes_total")
 		figures.SocketWrites += v
+		v, _ = metric(addr, "switchboard_full_socket_writes_total")
+		figures.FullSocketWrites += v
 	}
 	return res, figures, nil
 }
@@ -130,6 +132,8 @@ type nodeFigures struct {
 	// FramesOut / SocketWrites is how many frames a write to a client
 	// socket carried: the coalescing that makes a delivery cheap.
 	FramesOut, SocketWrites float64
+	// FullSocketWrites were cut short by a client that read too slowly.
+	FullSocketWrites float64
 }
 
 // processCPU is the user and system CPU time a process has used, from

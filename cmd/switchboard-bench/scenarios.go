@@ -140,6 +140,7 @@ func runScenarios(args []string) error {
 			nodes.CPU.Round(10*time.Millisecond), float64(nodes.CPU.Microseconds())/float64(max(res.Published, 1)))
 		fmt.Printf("| W4 | network crossings per publication (2 other nodes with subscribers) | %.2f | | |\n", nodes.Crossings/float64(res.Published))
 		fmt.Printf("| W4 | frames per write to a client socket | %.2f | | |\n", nodes.FramesOut/max(nodes.SocketWrites, 1))
+		fmt.Printf("| W4 | writes cut short by a full socket | %.0f of %.0f | | |\n", nodes.FullSocketWrites, nodes.SocketWrites)
 		fmt.Printf("| W4 | lost / dup / reordered | %d / %d / %d | | |\n", res.Lost, res.Duplicated, res.Reorders)
 	}
 	if b, ok := results["broker"]["W5-slow"]; ok {
