@@ -25,6 +25,7 @@ func runScenarios(args []string) error {
 	replicas := fs.Int("replicas", -1, "W4, failover, rolling-restart: pass --channel-replicas=N to every node; -1: do not pass the flag (the broker's default)")
 	failoverAfter := fs.Duration("failover-after", 10*time.Second, "failover: load after the kill; rolling-restart: after the last restart (a quarter of it)")
 	nodePortBase := fs.Int("node-port-base", 0, "W4: give the nodes the cluster ports N, N+1, N+2, so runs place channels and replicas alike (0: free ports, a new placement each run)")
+	window := fs.Int("window", 32, "W2, W4: publications each publisher keeps in flight")
 	nodeLogs := fs.String("node-logs", "", "W4, failover, rolling-restart: directory for the nodes' logs (default: discarded)")
 	burst := defaultPresenceBurstConfig("")
 	fs.IntVar(&burst.Users, "presence-users", burst.Users, "presence-burst: users joining the one presence channel")
@@ -67,7 +68,7 @@ func runScenarios(args []string) error {
 	}{
 		{"W1-20", fanoutConfig{Subscribers: 1000, Channels: 1, Publishers: 1, Rate: 20, Payload: 64, Duration: *duration}},
 		{"W1", fanoutConfig{Subscribers: 1000, Channels: 1, Publishers: 1, Rate: 100, Payload: 64, Duration: *duration}},
-		{"W2", fanoutConfig{Subscribers: 10000, Channels: 100, Publishers: 10, Rate: 0, Window: 32, Payload: 64, Duration: *duration}},
+		{"W2", fanoutConfig{Subscribers: 10000, Channels: 100, Publishers: 10, Rate: 0, Window: *window, Payload: 64, Duration: *duration}},
 		// W5: as W1 with 1 KiB payloads, without and then with a subscriber that stops reading.
 		{"W5-base", fanoutConfig{Subscribers: 1000, Channels: 1, Publishers: 1, Rate: 100, Payload: 1024, Duration: *duration}},
 		{"W5-slow", fanoutConfig{Subscribers: 1000, Channels: 1, Publishers: 1, Rate: 100, Payload: 1024, Duration: *duration, Stalled: 1}},
