@@ -21,10 +21,11 @@ func runScenarios(args []string) error {
 	brokerBin := fs.String("broker-bin", "", "switchboard binary (default: beside this one)")
 	serverCPU := fs.String("server-cpu", "1", "CPU the servers are pinned to (taskset); empty: not pinned")
 	duration := fs.Duration("duration", 10*time.Second, "publishing time of each fan-out scenario")
-	only := fs.String("only", "", "comma-separated scenarios to run (W1-20, W1, W2, W3, W4, W5-base, W5-slow, failover, rolling-restart, presence-burst); empty: all W scenarios")
+	only := fs.String("only", "", "comma-separated scenarios to run (W1-20, W1, W2, W3, W4, W5-base, W5-slow, failover, rolling-restart, presence-burst, W4-replication); empty: all W scenarios")
 	replicas := fs.Int("replicas", -1, "W4, failover, rolling-restart: pass --channel-replicas=N to every node; -1: do not pass the flag (the broker's default)")
 	failoverAfter := fs.Duration("failover-after", 10*time.Second, "failover: load after the kill; rolling-restart: after the last restart (a quarter of it)")
 	nodePortBase := fs.Int("node-port-base", 0, "W4: give the nodes the cluster ports N, N+1, N+2, so runs place channels and replicas alike (0: free ports, a new placement each run)")
+	pairs := fs.Int("pairs", 8, "W4-replication: W4 runs with replication off and on, alternating")
 	window := fs.Int("window", 32, "W2, W4: publications each publisher keeps in flight")
 	nodeLogs := fs.String("node-logs", "", "W4, failover, rolling-restart: directory for the nodes' logs (default: discarded)")
 	burst := defaultPresenceBurstConfig("")
@@ -36,7 +37,7 @@ func runScenarios(args []string) error {
 	// The failover scenarios kill and restart processes and take a minute:
 	// they run only when named; so does presence-burst, which has no raw
 	// hub to compare with.
-	namedOnly := map[string]bool{"failover": true, "rolling-restart": true, "presence-burst": true}
+	namedOnly := map[string]bool{"failover": true, "rolling-restart": true, "presence-burst": true, "W4-replication": true}
 	selected := func(name string) bool {
 		return (*only == "" && !namedOnly[name]) || slices.Contains(strings.Split(*only, ","), name)
 	}
@@ -143,6 +144,13 @@ func runScenarios(args []string) error {
 		fmt.Printf("| W4 | frames per write to a client socket | %.2f | | |\n", nodes.FramesOut/max(nodes.SocketWrites, 1))
 		fmt.Printf("| W4 | writes cut short by a full socket | %.0f of %.0f | | |\n", nodes.FullSocketWrites, nodes.SocketWrites)
 		fmt.Printf("| W4 | lost / dup / reordered | %d / %d / %d | | |\n", res.Lost, res.Duplicated, res.Reorders)
+	}
+	if selected("W4-replication") {
+		fmt.Println()
+		opts := w4Options{cpu: *serverCPU, brokerBin: *brokerBin, logDir: *nodeLogs, nodePortBase: *nodePortBase}
+		if err := runReplicationCost(opts, scenarios[2].cfg, max(*pairs, 1)); err != nil {
+			return fmt.Errorf("W4-replication: %w", err)
+		}
 	}
 	if b, ok := results["broker"]["W5-slow"]; ok {
 		base := results["broker"]["W5-base"]
