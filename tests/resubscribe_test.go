@@ -137,6 +137,19 @@ func subscribeAll(t *testing.T, c *goclient.Client, channels []string) {
 
 // checkNoGivingUp fails the test if a client dropped a channel the server
 // refused: with the default limits no refusal should be final.
+// checkEveryRecoveryFailed checks that a client reported recovery_failed
+// for each of the manyChannels channels whose history a restart lost.
+func checkEveryRecoveryFailed(t *testing.T, events []map[string]any) {
+	t.Helper()
+	failed := map[string]bool{}
+	for _, e := range events {
+		failed[fmt.Sprint(e["channel"])] = true
+	}
+	if len(failed) != manyChannels {
+		t.Errorf("recovery_failed for %d of %d channels whose history the restart lost", len(failed), manyChannels)
+	}
+}
+
 func checkNoGivingUp(t *testing.T, refusals []map[string]any) {
 	t.Helper()
 	for _, r := range refusals {
@@ -172,13 +185,7 @@ func TestGoClientResubscribesHundredChannelsAfterRestart(t *testing.T) {
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	failed := map[string]bool{}
-	for _, e := range goEventFrames(rec, "recovery_failed") {
-		failed[fmt.Sprint(e["channel"])] = true
-	}
-	if len(failed) != manyChannels {
-		t.Errorf("recovery_failed for %d of %d channels whose history the restart lost", len(failed), manyChannels)
-	}
+	checkEveryRecoveryFailed(t, goEventFrames(rec, "recovery_failed"))
 	checkNoGivingUp(t, goEventFrames(rec, "subscription_failed"))
 }
 
@@ -262,13 +269,7 @@ func TestJSClientResubscribesHundredChannelsAfterRestart(t *testing.T) {
 	publishEach(t, join(t, srv, "publisher"), channels, "after")
 	waitJS(t, js, "a message on every channel", func() bool { return everyChannelGot(jsMessages(js), channels, "after") })
 
-	failed := map[string]bool{}
-	for _, e := range jsPayloads(js, "recovery_failed") {
-		failed[fmt.Sprint(e["channel"])] = true
-	}
-	if len(failed) != manyChannels {
-		t.Errorf("recovery_failed for %d of %d channels whose history the restart lost", len(failed), manyChannels)
-	}
+	checkEveryRecoveryFailed(t, jsPayloads(js, "recovery_failed"))
 	checkNoGivingUp(t, jsPayloads(js, "subscription_failed"))
 }
 
