@@ -296,17 +296,22 @@ func recentFrom(list []stored) recentPublications {
 	return r
 }
 
+// add keeps a publication just sequenced (or copied): its own time is now
+// enough for trimming, so adding reads no clock.
 func (r *recentPublications) add(s stored) {
 	r.list = append(r.list, s)
 	r.bytes += len(s.frame)
-	r.trim()
+	r.trimAsOf(s.at)
 }
 
 // trim drops publications older than recentWindow or beyond recentBytes.
-// The slice only advances: append moves the rest to a new array when it
-// fills, so each publication is copied a bounded number of times.
-func (r *recentPublications) trim() []stored {
-	cutoff := time.Now().Add(-recentWindow)
+func (r *recentPublications) trim() []stored { return r.trimAsOf(time.Now()) }
+
+// trimAsOf is trim at the time now. The slice only advances: append moves
+// the rest to a new array when it fills, so each publication is copied a
+// bounded number of times.
+func (r *recentPublications) trimAsOf(now time.Time) []stored {
+	cutoff := now.Add(-recentWindow)
 	drop := 0
 	for drop < len(r.list) && (r.bytes > recentBytes || r.list[drop].at.Before(cutoff)) {
 		r.bytes -= len(r.list[drop].frame)
