@@ -136,6 +136,13 @@ type nodeFigures struct {
 	FullSocketWrites float64
 }
 
+// cpuPerPublication is CPU in microseconds for each of published.
+func (n nodeFigures) cpuPerPublication(published int64) float64 {
+	return float64(n.CPU.Microseconds()) / float64(max(published, 1))
+}
+
+func (n nodeFigures) framesPerWrite() float64 { return n.FramesOut / max(n.SocketWrites, 1) }
+
 // processCPU is the user and system CPU time a process has used, from
 // /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s on Linux).
 func processCPU(pid int) (time.Duration, error) {

@@ -13,12 +13,6 @@ type w4Run struct {
 	nodes nodeFigures
 }
 
-func (r w4Run) cpuPerPublication() float64 {
-	return float64(r.nodes.CPU.Microseconds()) / float64(max(r.res.Published, 1))
-}
-
-func (r w4Run) framesPerWrite() float64 { return r.nodes.FramesOut / max(r.nodes.SocketWrites, 1) }
-
 // runReplicationCost is W4 with replication off and on, pairs times, in
 // one invocation: the order alternates from pair to pair so a machine
 // that speeds up or slows down during the run favours neither. A single
@@ -50,7 +44,8 @@ func runReplicationCost(opts w4Options, cfg fanoutConfig, pairs int) error {
 		fmt.Printf("| %d | %.0f | %.0f | %.2f | %s | %s | %.1f µs | %.1f µs | %.2f | %.2f | %d / %d / %d |\n", pair,
 			off.res.DeliveriesPerSecond(), on.res.DeliveriesPerSecond(), ratio,
 			off.res.P99.Round(time.Millisecond), on.res.P99.Round(time.Millisecond),
-			off.cpuPerPublication(), on.cpuPerPublication(), off.framesPerWrite(), on.framesPerWrite(),
+			off.nodes.cpuPerPublication(off.res.Published), on.nodes.cpuPerPublication(on.res.Published),
+			off.nodes.framesPerWrite(), on.nodes.framesPerWrite(),
 			off.res.Lost+on.res.Lost, off.res.Duplicated+on.res.Duplicated, off.res.Reorders+on.res.Reorders)
 	}
 	fmt.Printf("\nW4 replication on / off over %d pairs: median %.2f, geometric mean %.2f, range %.2f–%.2f; p99 added, median %s\n",

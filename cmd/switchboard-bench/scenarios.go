@@ -139,9 +139,9 @@ func runScenarios(args []string) error {
 			fmt.Printf("| W4 | deliveries/s, 3 nodes (W2 not run) | %.0f | | |\n", res.DeliveriesPerSecond())
 		}
 		fmt.Printf("| W4 | nodes' CPU time from publishing to drained, per publication | %s, %.1f µs | | |\n",
-			nodes.CPU.Round(10*time.Millisecond), float64(nodes.CPU.Microseconds())/float64(max(res.Published, 1)))
+			nodes.CPU.Round(10*time.Millisecond), nodes.cpuPerPublication(res.Published))
 		fmt.Printf("| W4 | network crossings per publication (2 other nodes with subscribers) | %.2f | | |\n", nodes.Crossings/float64(res.Published))
-		fmt.Printf("| W4 | frames per write to a client socket | %.2f | | |\n", nodes.FramesOut/max(nodes.SocketWrites, 1))
+		fmt.Printf("| W4 | frames per write to a client socket | %.2f | | |\n", nodes.framesPerWrite())
 		fmt.Printf("| W4 | writes cut short by a full socket | %.0f of %.0f | | |\n", nodes.FullSocketWrites, nodes.SocketWrites)
 		fmt.Printf("| W4 | lost / dup / reordered | %d / %d / %d | | |\n", res.Lost, res.Duplicated, res.Reorders)
 	}
