@@ -14,7 +14,7 @@ import (
 // it missed on a survivor.
 func TestFailoverKeepsEveryAcknowledgedPublication(t *testing.T) {
 	t.Parallel()
-	failoverKeepsEveryAcknowledgedPublication(t, "--history-size", "2000", "--history-ttl", "5m")
+	failoverKeepsEveryAcknowledgedPublication(t, true)
 }
 
 // Without history too, the subscribers on the survivors miss nothing that
@@ -22,13 +22,16 @@ func TestFailoverKeepsEveryAcknowledgedPublication(t *testing.T) {
 // the successor sends each relay what the dead owner had not delivered.
 func TestFailoverWithoutHistoryKeepsEveryAcknowledgedPublication(t *testing.T) {
 	t.Parallel()
-	failoverKeepsEveryAcknowledgedPublication(t, "--history-size", "0")
+	failoverKeepsEveryAcknowledgedPublication(t, false)
 }
 
-func failoverKeepsEveryAcknowledgedPublication(t *testing.T, historyFlags ...string) {
+func failoverKeepsEveryAcknowledgedPublication(t *testing.T, withHistory bool) {
 	etcd := startEtcd(t)
-	nodes := startCluster(t, etcd, 3, historyFlags...)
-	withHistory := historyFlags[1] != "0"
+	history := []string{"--history-size", "0"}
+	if withHistory {
+		history = []string{"--history-size", "2000", "--history-ttl", "5m"}
+	}
+	nodes := startCluster(t, etcd, 3, history...)
 	prober := join(t, nodes[0], "prober")
 	channels := channelsOwnedBy(t, nodes, prober, "kept", 2, 6)
 
