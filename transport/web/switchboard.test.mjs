@@ -56,6 +56,16 @@ function autoReply(socket, reply = (f) => ({ type: f.type === "ping" ? "pong" : 
   };
 }
 
+// connectSubscribed connects c and subscribes it to channels, each
+// answered at offset 3 of epoch e1.
+async function connectSubscribed(c, ...channels) {
+  const connected = c.connect();
+  autoReply(latest(), (f) => ({ type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }));
+  latest().accept();
+  await connected;
+  for (const channel of channels) await c.subscribe(channel);
+}
+
 test("backoff doubles from the base up to the cap, with jitter", () => {
   const c = new Switchboard("ws://x", { backoffBase: 1000, backoffCap: 30_000, random: () => 0 });
   assert.deepEqual([0, 1, 2, 5, 9].map((n) => c.backoff(n)), [500, 1000, 2000, 15_000, 15_000]);
@@ -103,12 +113,7 @@ test("after a drop it reconnects, re-subscribes with recovery and reports a fail
   const c = client();
   const events = [];
   for (const e of ["connected", "disconnected", "reconnecting", "recovery_failed"]) c.on(e, (p) => events.push([e, p]));
-  const connected = c.connect();
-  autoReply(latest(), (f) => ({ type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }));
-  latest().accept();
-  await connected;
-  await c.subscribe("doc:1");
-  await c.subscribe("doc:2");
+  await connectSubscribed(c, "doc:1", "doc:2");
   latest().push({ type: "message", channel: "doc:1", data: "x", offset: 4, epoch: "e1" });
 
   latest().drop();
@@ -273,12 +278,7 @@ test("a gap in the same epoch is filled from history, in order, before live mess
 
 test("a gap into a new epoch, or a new epoch unannounced, is a failed recovery", async () => {
   const c = client();
-  const connected = c.connect();
-  autoReply(latest(), (f) => ({ type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }));
-  latest().accept();
-  await connected;
-  await c.subscribe("doc:1");
-  await c.subscribe("doc:2");
+  await connectSubscribed(c, "doc:1", "doc:2");
   const failed = [];
   const got = [];
   c.on("recovery_failed", (e) => failed.push(e));
@@ -462,11 +462,7 @@ test("an unannounced jump that history cannot fill is a failed recovery", async 
 
 test("a subscribe reply sets the channel's place before the frames that follow it in the same tick", async () => {
   const c = client();
-  const connected = c.connect();
-  autoReply(latest(), (f) => ({ type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }));
-  latest().accept();
-  await connected;
-  await c.subscribe("doc:1");
+  await connectSubscribed(c, "doc:1");
   latest().drop();
   await tick(20);
   const second = latest();
@@ -496,11 +492,7 @@ test("a subscribe reply sets the channel's place before the frames that follow i
 
 test("a recovery answered with a gap right behind the reply is read from history page by page, live messages held back", async () => {
   const c = client();
-  const connected = c.connect();
-  autoReply(latest(), (f) => ({ type: "subscribed", channel: f.channel, offset: 3, epoch: "e1" }));
-  latest().accept();
-  await connected;
-  await c.subscribe("doc:1");
+  await connectSubscribed(c, "doc:1");
   latest().drop();
   await tick(20);
   const second = latest();
