@@ -44,9 +44,7 @@ type unconfirmed struct {
 	delivery *pb.Delivery
 	answer   *pb.Published
 	waiters  []*actor.PID
-	// The update asked the replica to answer waiters[0], and it did.
-	replyAsked, replied bool
-	at                  time.Time
+	at       time.Time
 }
 
 // replicaCheck reminds an activation to look for replicas that fell
@@ -153,18 +151,12 @@ func (c *channel) sequenced(ctx actor.Context, delivery *pb.Delivery, kept store
 	update := c.update(ctx)
 	update.Publications = append(update.Publications, &pb.ChannelState_Stored{Offset: kept.offset, AtUnixNano: kept.at.UnixNano(),
 		Frame: kept.frame, ExcludedUser: kept.excluded})
-	p := unconfirmed{delivery: delivery, answer: answer, at: kept.at}
-	waiter := ctx.Sender()
-	if waiter != nil {
-		p.waiters = []*actor.PID{waiter}
-	}
 	if publisher != "" {
 		update.Answered = append(update.Answered, answeredOf(publisher, answer))
-		if waiter != nil && len(c.rep.targets) == 1 {
-			update.Replies = append(update.Replies, &pb.ReplicaUpdate_Reply{Answered: uint32(len(update.Answered) - 1),
-				Address: waiter.Address, Actor: waiter.Id, RequestId: waiter.RequestId})
-			p.replyAsked = true
-		}
+	}
+	p := unconfirmed{delivery: delivery, answer: answer, at: time.Now()}
+	if ctx.Sender() != nil {
+		p.waiters = []*actor.PID{ctx.Sender()}
 	}
 	c.rep.pending = append(c.rep.pending, p)
 	c.checkReplicasLater(ctx)
@@ -226,25 +218,7 @@ func (c *channel) replicated(ctx actor.Context, ack *pb.ReplicaAck) {
 		}
 	default:
 		c.rep.acked[from] = max(c.rep.acked[from], ack.Offset)
-		c.repliedBy(ack)
 		c.flush(ctx)
-	}
-}
-
-// repliedBy notes the publishers a replica answered itself, so that they
-// are not answered twice.
-func (c *channel) repliedBy(ack *pb.ReplicaAck) {
-	if ack.RepliedFrom == 0 {
-		return
-	}
-	for i := range c.rep.pending {
-		p := &c.rep.pending[i]
-		if p.delivery.Offset > ack.RepliedThrough {
-			break
-		}
-		if p.delivery.Offset >= ack.RepliedFrom && p.replyAsked {
-			p.replied = true
-		}
 	}
 }
 
@@ -260,7 +234,7 @@ func (c *channel) flush(ctx actor.Context) {
 			break
 		}
 		c.deliver(ctx, p.delivery)
-		for _, w := range p.unanswered() {
+		for _, w := range p.waiters {
 			ctx.Send(w, p.answer)
 		}
 		done++
@@ -311,19 +285,11 @@ func (c *channel) checkReplicas(ctx actor.Context) {
 // their answers.
 func (c *channel) abandonPending(ctx actor.SenderContext) {
 	for _, p := range c.rep.pending {
-		for _, w := range p.unanswered() {
+		for _, w := range p.waiters {
 			ctx.Send(w, &pb.Moved{Sequence: p.answer.Sequence})
 		}
 	}
 	c.rep.pending = nil
-}
-
-// unanswered are the publishers still waiting for the publication.
-func (p *unconfirmed) unanswered() []*actor.PID {
-	if p.replied && len(p.waiters) > 0 {
-		return p.waiters[1:]
-	}
-	return p.waiters
 }
 
 // replicatePresence tells the replicas who arrived and left, after the

@@ -205,9 +205,6 @@ func (r *replica) Receive(ctx actor.Context) {
 		for _, u := range msg.Updates {
 			ack := r.broker.replicas.update(r.broker, msg.From, u)
 			ack.Replica = ctx.Self().Address
-			if !ack.Resync && !ack.Stale {
-				answerWaiting(ctx, u, ack)
-			}
 			confirmations := r.acks[msg.From]
 			if confirmations == nil {
 				confirmations = &pb.ReplicaAcks{}
@@ -232,26 +229,6 @@ func (r *replica) Receive(ctx actor.Context) {
 		clear(r.acks)
 	case *pb.ReplicaDrop:
 		r.broker.replicas.drop(msg.Channel, msg.Term)
-	}
-}
-
-// answerWaiting answers the publishers waiting for the publications of an
-// update this copy now holds, and tells the activation whom it answered.
-func answerWaiting(ctx actor.Context, u *pb.ReplicaUpdate, ack *pb.ReplicaAck) {
-	for _, reply := range u.Replies {
-		if int(reply.Answered) >= len(u.Answered) {
-			continue
-		}
-		answered := u.Answered[reply.Answered]
-		if answered.Offset == 0 || answered.Offset > ack.Offset {
-			continue
-		}
-		ctx.Send(&actor.PID{Address: reply.Address, Id: reply.Actor, RequestId: reply.RequestId}, answerFrom(answered))
-		if ack.RepliedFrom == 0 {
-			ack.RepliedFrom = answered.Offset
-		}
-		ack.RepliedFrom = min(ack.RepliedFrom, answered.Offset)
-		ack.RepliedThrough = max(ack.RepliedThrough, answered.Offset)
 	}
 }
 
