@@ -181,7 +181,7 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *pb.QueryPresence:
 		ctx.Respond(c.presence(msg.After, msg.Limit))
 	case *pb.QueryHistory:
-		ctx.Respond(c.historySince(msg.Since, msg.Limit, msg.User))
+		c.queryHistory(ctx, msg)
 	case *pb.Activate:
 		ctx.Respond(&pb.Activated{})
 	case *pb.ConfigureChannel:

@@ -36,6 +36,18 @@ type replication struct {
 	arrived, left []string
 	// what happened since the replicas were last sent an update
 	outgoing *pb.ReplicaUpdate
+	// history requests waiting for publications sequenced before them
+	readers []historyReader
+}
+
+// historyReader is a history request that waits until every publication
+// sequenced before it arrived is delivered: the replica may have answered
+// their publishers already, and a history read after "published" must
+// hold the publication.
+type historyReader struct {
+	through uint64
+	asker   *actor.PID
+	query   *pb.QueryHistory
 }
 
 // unconfirmed is a publication sequenced and sent to the replicas, not yet
@@ -44,7 +56,9 @@ type unconfirmed struct {
 	delivery *pb.Delivery
 	answer   *pb.Published
 	waiters  []*actor.PID
-	at       time.Time
+	// The update asked the replica to answer waiters[0], and it did.
+	replyAsked, replied bool
+	at                  time.Time
 }
 
 // replicaCheck reminds an activation to look for replicas that fell
@@ -151,12 +165,18 @@ func (c *channel) sequenced(ctx actor.Context, delivery *pb.Delivery, kept store
 	update := c.update(ctx)
 	update.Publications = append(update.Publications, &pb.ChannelState_Stored{Offset: kept.offset, AtUnixNano: kept.at.UnixNano(),
 		Frame: kept.frame, ExcludedUser: kept.excluded})
+	p := unconfirmed{delivery: delivery, answer: answer, at: kept.at}
+	waiter := ctx.Sender()
+	if waiter != nil {
+		p.waiters = []*actor.PID{waiter}
+	}
 	if publisher != "" {
 		update.Answered = append(update.Answered, answeredOf(publisher, answer))
-	}
-	p := unconfirmed{delivery: delivery, answer: answer, at: time.Now()}
-	if ctx.Sender() != nil {
-		p.waiters = []*actor.PID{ctx.Sender()}
+		if waiter != nil && len(c.rep.targets) == 1 {
+			update.Replies = append(update.Replies, &pb.ReplicaUpdate_Reply{Answered: uint32(len(update.Answered) - 1),
+				Address: waiter.Address, Actor: waiter.Id, RequestId: waiter.RequestId})
+			p.replyAsked = true
+		}
 	}
 	c.rep.pending = append(c.rep.pending, p)
 	c.checkReplicasLater(ctx)
@@ -177,6 +197,11 @@ func (c *channel) update(ctx actor.SenderContext) *pb.ReplicaUpdate {
 func (c *channel) sendAppends(ctx actor.SenderContext) {
 	if c.rep.outgoing == nil {
 		return
+	}
+	if len(c.rep.targets) != 1 {
+		// The replicas changed since: the one asked to answer may not be
+		// the only one that must hold the publications first.
+		c.rep.outgoing.Replies = nil
 	}
 	for _, t := range c.rep.targets {
 		ctx.Send(c.broker.replicaRouter, replicate{to: t, update: c.rep.outgoing})
@@ -218,7 +243,25 @@ func (c *channel) replicated(ctx actor.Context, ack *pb.ReplicaAck) {
 		}
 	default:
 		c.rep.acked[from] = max(c.rep.acked[from], ack.Offset)
+		c.repliedBy(ack)
 		c.flush(ctx)
+	}
+}
+
+// repliedBy notes the publishers a replica answered itself, so that they
+// are not answered twice.
+func (c *channel) repliedBy(ack *pb.ReplicaAck) {
+	if ack.RepliedFrom == 0 {
+		return
+	}
+	for i := range c.rep.pending {
+		p := &c.rep.pending[i]
+		if p.delivery.Offset > ack.RepliedThrough {
+			break
+		}
+		if p.delivery.Offset >= ack.RepliedFrom && p.replyAsked {
+			p.replied = true
+		}
 	}
 }
 
@@ -234,7 +277,7 @@ func (c *channel) flush(ctx actor.Context) {
 			break
 		}
 		c.deliver(ctx, p.delivery)
-		for _, w := range p.waiters {
+		for _, w := range p.unanswered() {
 			ctx.Send(w, p.answer)
 		}
 		done++
@@ -242,6 +285,7 @@ func (c *channel) flush(ctx actor.Context) {
 	if done > 0 {
 		clear(c.rep.pending[:done])
 		c.rep.pending = c.rep.pending[done:]
+		c.answerReaders(ctx)
 	}
 	if len(c.rep.formerHolders) > 0 && confirmed >= c.rep.dropAfter {
 		for address, term := range c.rep.formerHolders {
@@ -285,11 +329,50 @@ func (c *channel) checkReplicas(ctx actor.Context) {
 // their answers.
 func (c *channel) abandonPending(ctx actor.SenderContext) {
 	for _, p := range c.rep.pending {
-		for _, w := range p.waiters {
+		for _, w := range p.unanswered() {
 			ctx.Send(w, &pb.Moved{Sequence: p.answer.Sequence})
 		}
 	}
 	c.rep.pending = nil
+	for _, r := range c.rep.readers {
+		ctx.Send(r.asker, &pb.Moved{})
+	}
+	c.rep.readers = nil
+}
+
+// queryHistory answers a history request once the publications sequenced
+// before it are delivered.
+func (c *channel) queryHistory(ctx actor.Context, q *pb.QueryHistory) {
+	if c.delivered >= c.last || ctx.Sender() == nil {
+		ctx.Respond(c.historySince(q.Since, q.Limit, q.User))
+		return
+	}
+	c.rep.readers = append(c.rep.readers, historyReader{through: c.last, asker: ctx.Sender(), query: q})
+}
+
+// answerReaders answers the history requests whose publications are all
+// delivered now, in the order they came.
+func (c *channel) answerReaders(ctx actor.Context) {
+	done := 0
+	for _, r := range c.rep.readers {
+		if r.through > c.delivered {
+			break
+		}
+		ctx.Send(r.asker, c.historySince(r.query.Since, r.query.Limit, r.query.User))
+		done++
+	}
+	if done > 0 {
+		clear(c.rep.readers[:done])
+		c.rep.readers = c.rep.readers[done:]
+	}
+}
+
+// unanswered are the publishers still waiting for the publication.
+func (p *unconfirmed) unanswered() []*actor.PID {
+	if p.replied && len(p.waiters) > 0 {
+		return p.waiters[1:]
+	}
+	return p.waiters
 }
 
 // replicatePresence tells the replicas who arrived and left, after the

@@ -15,7 +15,8 @@
 //     epoch), encodes its WebSocket frame once, keeps it in history,
 //     replicates it to the members ranked next for the channel, if any
 //     (channel_replication.go), and once they hold it delivers it and
-//     answers the publisher;
+//     answers the publisher (with one replica, the replica answers as it
+//     stores the publication: a hop sooner);
 //  5. the relay of each node with subscribers (relay.go) gets one
 //     pb.Delivery and queues the same bytes on each local subscriber's
 //     outbox;

@@ -150,7 +150,7 @@ func (r *relay) history(ctx actor.Context, q *pb.QueryHistory) {
 // with the state it left or the replica kept here, or that there is none.
 func (r *relay) handOver(ctx actor.Context, msg *pb.HandOver) {
 	if msg.FromReplica {
-		ctx.Respond(r.broker.replicas.state(msg.Channel))
+		ctx.Respond(r.broker.replicas.handOver(msg.Channel, msg.Term))
 		return
 	}
 	if p := r.broker.activeHere(ChannelKind, msg.Channel); p != nil && p.term < msg.Term && p.served.Load() {

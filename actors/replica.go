@@ -26,7 +26,10 @@ type replicas struct {
 }
 
 type replicaCopy struct {
-	term    uint64 // of the activation it is kept for
+	term uint64 // of the activation it is kept for
+	// the term of the newest activation that took the copy over: older
+	// ones, the one it was kept for included, are refused from then on
+	takenBy uint64
 	owner   string // that activation's address
 	opts    ChannelOptions
 	epoch   string
@@ -51,14 +54,21 @@ func (r *replicas) standing(channel string) (term, offset uint64, ok bool) {
 	return c.term, c.offset, true
 }
 
-// state is the copy of channel as a successor takes it over.
-func (r *replicas) state(channel string) *pb.ChannelState {
+// handOver is the copy of channel as the activation of term takes it
+// over. From then on the copy refuses updates of older terms, those still
+// on their way from the activation it was kept for included: a
+// publication the successor never saw is never confirmed, nor answered,
+// here. It keeps its own term, so a copy the successor replicates itself
+// wins over it when that one in turn dies, whether or not this hand-over
+// reached it. An activation older than one that took it gets nothing.
+func (r *replicas) handOver(channel string, term uint64) *pb.ChannelState {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c := r.copies[channel]
-	if c == nil {
+	if c == nil || max(c.term, c.takenBy) > term {
 		return &pb.ChannelState{}
 	}
+	c.takenBy = term
 	c.trim()
 	state := &pb.ChannelState{Found: true, Epoch: c.epoch, Offset: c.offset, Lineage: c.lineage, ConfiguredCapacity: c.capacity}
 	state.History = storedState(c.history)
@@ -81,7 +91,7 @@ func (r *replicas) update(b *Broker, owner string, u *pb.ReplicaUpdate) *pb.Repl
 	defer r.mu.Unlock()
 	ack := &pb.ReplicaAck{Channel: u.Channel, Term: u.Term, OwnerActor: u.OwnerActor}
 	c := r.copies[u.Channel]
-	if c != nil && c.term > u.Term {
+	if c != nil && max(c.term, c.takenBy) > u.Term {
 		ack.Stale = true
 		return ack
 	}
@@ -205,6 +215,9 @@ func (r *replica) Receive(ctx actor.Context) {
 		for _, u := range msg.Updates {
 			ack := r.broker.replicas.update(r.broker, msg.From, u)
 			ack.Replica = ctx.Self().Address
+			if !ack.Resync && !ack.Stale {
+				answerWaiting(ctx, u, ack)
+			}
 			confirmations := r.acks[msg.From]
 			if confirmations == nil {
 				confirmations = &pb.ReplicaAcks{}
@@ -229,6 +242,26 @@ func (r *replica) Receive(ctx actor.Context) {
 		clear(r.acks)
 	case *pb.ReplicaDrop:
 		r.broker.replicas.drop(msg.Channel, msg.Term)
+	}
+}
+
+// answerWaiting answers the publishers waiting for the publications of an
+// update this copy now holds, and tells the activation whom it answered.
+func answerWaiting(ctx actor.Context, u *pb.ReplicaUpdate, ack *pb.ReplicaAck) {
+	for _, reply := range u.Replies {
+		if int(reply.Answered) >= len(u.Answered) {
+			continue
+		}
+		answered := u.Answered[reply.Answered]
+		if answered.Offset == 0 || answered.Offset > ack.Offset {
+			continue
+		}
+		ctx.Send(&actor.PID{Address: reply.Address, Id: reply.Actor, RequestId: reply.RequestId}, answerFrom(answered))
+		if ack.RepliedFrom == 0 {
+			ack.RepliedFrom = answered.Offset
+		}
+		ack.RepliedFrom = min(ack.RepliedFrom, answered.Offset)
+		ack.RepliedThrough = max(ack.RepliedThrough, answered.Offset)
 	}
 }
 

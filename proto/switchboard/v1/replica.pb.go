@@ -41,7 +41,12 @@ type ReplicaUpdate struct {
 	Arrived  []string                 `protobuf:"bytes,7,rep,name=arrived,proto3" json:"arrived,omitempty"`
 	Left     []string                 `protobuf:"bytes,8,rep,name=left,proto3" json:"left,omitempty"`
 	// The activation's actor on its node: the confirmation goes there.
-	OwnerActor    string `protobuf:"bytes,9,opt,name=owner_actor,json=ownerActor,proto3" json:"owner_actor,omitempty"`
+	OwnerActor string `protobuf:"bytes,9,opt,name=owner_actor,json=ownerActor,proto3" json:"owner_actor,omitempty"`
+	// Publishers waiting for publications of this update. With one replica
+	// (with more, the activation answers once all of them confirm), the
+	// replica answers them as soon as it holds the publication: a hop
+	// sooner than the activation, which learns it from the confirmation.
+	Replies       []*ReplicaUpdate_Reply `protobuf:"bytes,10,rep,name=replies,proto3" json:"replies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -139,6 +144,13 @@ func (x *ReplicaUpdate) GetOwnerActor() string {
 	return ""
 }
 
+func (x *ReplicaUpdate) GetReplies() []*ReplicaUpdate_Reply {
+	if x != nil {
+		return x.Replies
+	}
+	return nil
+}
+
 // The updates of one node's channel activations for one member that keeps
 // their replicas, sent together: under load one message carries many.
 type ReplicaUpdates struct {
@@ -204,10 +216,14 @@ type ReplicaAck struct {
 	Resync  bool                   `protobuf:"varint,4,opt,name=resync,proto3" json:"resync,omitempty"`
 	Stale   bool                   `protobuf:"varint,5,opt,name=stale,proto3" json:"stale,omitempty"`
 	// The address of the member that keeps the copy.
-	Replica       string `protobuf:"bytes,6,opt,name=replica,proto3" json:"replica,omitempty"`
-	OwnerActor    string `protobuf:"bytes,7,opt,name=owner_actor,json=ownerActor,proto3" json:"owner_actor,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Replica    string `protobuf:"bytes,6,opt,name=replica,proto3" json:"replica,omitempty"`
+	OwnerActor string `protobuf:"bytes,7,opt,name=owner_actor,json=ownerActor,proto3" json:"owner_actor,omitempty"`
+	// The replica answered the publishers waiting for the publications at
+	// offsets replied_from to replied_through (0: none).
+	RepliedFrom    uint64 `protobuf:"varint,8,opt,name=replied_from,json=repliedFrom,proto3" json:"replied_from,omitempty"`
+	RepliedThrough uint64 `protobuf:"varint,9,opt,name=replied_through,json=repliedThrough,proto3" json:"replied_through,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReplicaAck) Reset() {
@@ -287,6 +303,20 @@ func (x *ReplicaAck) GetOwnerActor() string {
 		return x.OwnerActor
 	}
 	return ""
+}
+
+func (x *ReplicaAck) GetRepliedFrom() uint64 {
+	if x != nil {
+		return x.RepliedFrom
+	}
+	return 0
+}
+
+func (x *ReplicaAck) GetRepliedThrough() uint64 {
+	if x != nil {
+		return x.RepliedThrough
+	}
+	return 0
 }
 
 // Confirmations for one node's activations, sent together; that node's
@@ -389,11 +419,81 @@ func (x *ReplicaDrop) GetTerm() uint64 {
 	return 0
 }
 
+type ReplicaUpdate_Reply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The index of the answer in answered.
+	Answered uint32 `protobuf:"varint,1,opt,name=answered,proto3" json:"answered,omitempty"`
+	// The waiting actor.
+	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	RequestId     uint32 `protobuf:"varint,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaUpdate_Reply) Reset() {
+	*x = ReplicaUpdate_Reply{}
+	mi := &file_switchboard_v1_replica_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaUpdate_Reply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaUpdate_Reply) ProtoMessage() {}
+
+func (x *ReplicaUpdate_Reply) ProtoReflect() protoreflect.Message {
+	mi := &file_switchboard_v1_replica_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaUpdate_Reply.ProtoReflect.Descriptor instead.
+func (*ReplicaUpdate_Reply) Descriptor() ([]byte, []int) {
+	return file_switchboard_v1_replica_proto_rawDescGZIP(), []int{0, 0}
+}
+
+func (x *ReplicaUpdate_Reply) GetAnswered() uint32 {
+	if x != nil {
+		return x.Answered
+	}
+	return 0
+}
+
+func (x *ReplicaUpdate_Reply) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ReplicaUpdate_Reply) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ReplicaUpdate_Reply) GetRequestId() uint32 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
 var File_switchboard_v1_replica_proto protoreflect.FileDescriptor
 
 const file_switchboard_v1_replica_proto_rawDesc = "" +
 	"\n" +
-	"\x1cswitchboard/v1/replica.proto\x12\x0eswitchboard.v1\x1a\x1aswitchboard/v1/relay.proto\"\xe2\x02\n" +
+	"\x1cswitchboard/v1/replica.proto\x12\x0eswitchboard.v1\x1a\x1aswitchboard/v1/relay.proto\"\x95\x04\n" +
 	"\rReplicaUpdate\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x14\n" +
@@ -404,10 +504,18 @@ const file_switchboard_v1_replica_proto_rawDesc = "" +
 	"\aarrived\x18\a \x03(\tR\aarrived\x12\x12\n" +
 	"\x04left\x18\b \x03(\tR\x04left\x12\x1f\n" +
 	"\vowner_actor\x18\t \x01(\tR\n" +
-	"ownerActor\"]\n" +
+	"ownerActor\x12=\n" +
+	"\areplies\x18\n" +
+	" \x03(\v2#.switchboard.v1.ReplicaUpdate.ReplyR\areplies\x1ar\n" +
+	"\x05Reply\x12\x1a\n" +
+	"\banswered\x18\x01 \x01(\rR\banswered\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\rR\trequestId\"]\n" +
 	"\x0eReplicaUpdates\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x127\n" +
-	"\aupdates\x18\x02 \x03(\v2\x1d.switchboard.v1.ReplicaUpdateR\aupdates\"\xbb\x01\n" +
+	"\aupdates\x18\x02 \x03(\v2\x1d.switchboard.v1.ReplicaUpdateR\aupdates\"\x87\x02\n" +
 	"\n" +
 	"ReplicaAck\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
@@ -417,7 +525,9 @@ const file_switchboard_v1_replica_proto_rawDesc = "" +
 	"\x05stale\x18\x05 \x01(\bR\x05stale\x12\x18\n" +
 	"\areplica\x18\x06 \x01(\tR\areplica\x12\x1f\n" +
 	"\vowner_actor\x18\a \x01(\tR\n" +
-	"ownerActor\"=\n" +
+	"ownerActor\x12!\n" +
+	"\freplied_from\x18\b \x01(\x04R\vrepliedFrom\x12'\n" +
+	"\x0freplied_through\x18\t \x01(\x04R\x0erepliedThrough\"=\n" +
 	"\vReplicaAcks\x12.\n" +
 	"\x04acks\x18\x01 \x03(\v2\x1a.switchboard.v1.ReplicaAckR\x04acks\";\n" +
 	"\vReplicaDrop\x12\x18\n" +
@@ -436,28 +546,30 @@ func file_switchboard_v1_replica_proto_rawDescGZIP() []byte {
 	return file_switchboard_v1_replica_proto_rawDescData
 }
 
-var file_switchboard_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_switchboard_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_switchboard_v1_replica_proto_goTypes = []any{
 	(*ReplicaUpdate)(nil),         // 0: switchboard.v1.ReplicaUpdate
 	(*ReplicaUpdates)(nil),        // 1: switchboard.v1.ReplicaUpdates
 	(*ReplicaAck)(nil),            // 2: switchboard.v1.ReplicaAck
 	(*ReplicaAcks)(nil),           // 3: switchboard.v1.ReplicaAcks
 	(*ReplicaDrop)(nil),           // 4: switchboard.v1.ReplicaDrop
-	(*ChannelState)(nil),          // 5: switchboard.v1.ChannelState
-	(*ChannelState_Stored)(nil),   // 6: switchboard.v1.ChannelState.Stored
-	(*ChannelState_Answered)(nil), // 7: switchboard.v1.ChannelState.Answered
+	(*ReplicaUpdate_Reply)(nil),   // 5: switchboard.v1.ReplicaUpdate.Reply
+	(*ChannelState)(nil),          // 6: switchboard.v1.ChannelState
+	(*ChannelState_Stored)(nil),   // 7: switchboard.v1.ChannelState.Stored
+	(*ChannelState_Answered)(nil), // 8: switchboard.v1.ChannelState.Answered
 }
 var file_switchboard_v1_replica_proto_depIdxs = []int32{
-	5, // 0: switchboard.v1.ReplicaUpdate.whole:type_name -> switchboard.v1.ChannelState
-	6, // 1: switchboard.v1.ReplicaUpdate.publications:type_name -> switchboard.v1.ChannelState.Stored
-	7, // 2: switchboard.v1.ReplicaUpdate.answered:type_name -> switchboard.v1.ChannelState.Answered
-	0, // 3: switchboard.v1.ReplicaUpdates.updates:type_name -> switchboard.v1.ReplicaUpdate
-	2, // 4: switchboard.v1.ReplicaAcks.acks:type_name -> switchboard.v1.ReplicaAck
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	6, // 0: switchboard.v1.ReplicaUpdate.whole:type_name -> switchboard.v1.ChannelState
+	7, // 1: switchboard.v1.ReplicaUpdate.publications:type_name -> switchboard.v1.ChannelState.Stored
+	8, // 2: switchboard.v1.ReplicaUpdate.answered:type_name -> switchboard.v1.ChannelState.Answered
+	5, // 3: switchboard.v1.ReplicaUpdate.replies:type_name -> switchboard.v1.ReplicaUpdate.Reply
+	0, // 4: switchboard.v1.ReplicaUpdates.updates:type_name -> switchboard.v1.ReplicaUpdate
+	2, // 5: switchboard.v1.ReplicaAcks.acks:type_name -> switchboard.v1.ReplicaAck
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_switchboard_v1_replica_proto_init() }
@@ -472,7 +584,7 @@ func file_switchboard_v1_replica_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchboard_v1_replica_proto_rawDesc), len(file_switchboard_v1_replica_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
