@@ -115,6 +115,9 @@ func (b *Broker) replicaTargets(channel string) []string {
 func (c *channel) retarget(ctx actor.Context) {
 	targets := c.broker.replicaTargets(c.name)
 	if slices.Equal(targets, c.rep.targets) {
+		// With no replicas nothing else would drop the copies left
+		// elsewhere, such as the one a lone successor took over.
+		c.flush(ctx)
 		return
 	}
 	if c.rep.acked == nil {

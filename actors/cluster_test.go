@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +20,14 @@ import (
 // this process, keeping replicas of its channels on that many others.
 func startMember(t testing.TB, etcd string, replicas int) *Broker {
 	t.Helper()
+	b, _ := startStoppableMember(t, etcd, replicas)
+	return b
+}
+
+// startStoppableMember is startMember, with a function that stops the
+// member as a crash would, but for leaving etcd at once.
+func startStoppableMember(t testing.TB, etcd string, replicas int) (*Broker, func()) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	history := ChannelOptions{HistorySize: 100, HistoryTTL: time.Minute}
 	b := NewBroker(Options{RequestTimeout: 2 * time.Second, GrainIdleTimeout: time.Minute, Namespaces: Namespaces{Default: history},
@@ -29,8 +38,9 @@ func startMember(t testing.TB, etcd string, replicas int) *Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(node.Stop)
-	return b
+	stop := sync.OnceFunc(node.Stop)
+	t.Cleanup(stop)
+	return b, stop
 }
 
 // startEtcd starts an embedded etcd for this test and returns its endpoint.

@@ -343,3 +343,46 @@ func TestHistoryWaitsForThePublicationsBeforeIt(t *testing.T) {
 		t.Fatalf("history %v; want it to end with the publication at offset %d", got[1], offset)
 	}
 }
+
+// A member left alone takes the channel over from the copy it kept and
+// goes on in the same epoch; with nobody to replicate to, it drops that
+// copy at once rather than keeping a second history until a member joins.
+func TestALoneSuccessorDropsTheCopyItTookOver(t *testing.T) {
+	if raceEnabled {
+		t.Skip("protoactor's internal races between two members in one process; tests/run runs this without -race")
+	}
+	etcd := startEtcd(t)
+	a := startMember(t, etcd, 1)
+	b, stopB := startStoppableMember(t, etcd, 1)
+	waitForMembers(t, 2, a, b)
+	name := ""
+	for i := 0; name == ""; i++ {
+		if candidate := fmt.Sprintf("alone:%d", i); b.view.Load().owns(ChannelKind, candidate) {
+			name = candidate // owned by b, so its replica is on a
+		}
+	}
+	ctx := context.Background()
+	for n := range 3 {
+		if offset, err := a.Publish(ctx, name, []byte(fmt.Sprint(n)), ""); err != nil || offset != uint64(n+1) {
+			t.Fatalf("publish %d: offset %d, %v", n, offset, err)
+		}
+	}
+	if _, offset, ok := a.replicas.standing(name); !ok || offset != 3 {
+		t.Fatalf("a's copy stands at %d (kept: %v); want 3", offset, ok)
+	}
+	stopB()
+	waitForMembers(t, 1, a)
+	if offset, err := a.Publish(ctx, name, []byte(`"alone"`), ""); err != nil || offset != 4 {
+		t.Fatalf("publish on the lone member: offset %d, %v; want 4, the epoch going on", offset, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, _, kept := a.replicas.standing(name); !kept {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lone member still keeps the copy it took the channel over from")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
