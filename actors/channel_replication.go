@@ -290,7 +290,9 @@ func (c *channel) flush(ctx actor.Context) {
 		c.rep.pending = c.rep.pending[done:]
 		c.answerReaders(ctx)
 	}
-	if len(c.rep.formerHolders) > 0 && confirmed >= c.rep.dropAfter {
+	// A fenced activation drops nothing: the copies may be all its
+	// successor can take over.
+	if len(c.rep.formerHolders) > 0 && confirmed >= c.rep.dropAfter && !c.placement.moved.Load() {
 		for address, term := range c.rep.formerHolders {
 			ctx.Send(actor.NewPID(address, replicaName), &pb.ReplicaDrop{Channel: c.name, Term: term})
 		}

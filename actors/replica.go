@@ -206,14 +206,23 @@ func (r *replica) Receive(ctx actor.Context) {
 	case replicate:
 		batch := r.outbound[msg.to]
 		if batch == nil {
-			batch = &pb.ReplicaUpdates{From: ctx.Self().Address}
+			batch = &pb.ReplicaUpdates{From: ctx.Self().Address, FromMember: r.broker.system.ID}
 			r.outbound[msg.to] = batch
 		}
 		batch.Updates = append(batch.Updates, msg.update)
 		r.flushSoon(ctx)
 	case *pb.ReplicaUpdates:
+		departed := msg.FromMember != "" && !r.broker.isMember(msg.FromMember)
 		for _, u := range msg.Updates {
-			ack := r.broker.replicas.update(r.broker, msg.From, u)
+			var ack *pb.ReplicaAck
+			if departed {
+				// Late mail from a member that left (a pause, a partition):
+				// its channels' successors may have taken, even dropped,
+				// the copies it would recreate here.
+				ack = &pb.ReplicaAck{Channel: u.Channel, Term: u.Term, OwnerActor: u.OwnerActor, Stale: true}
+			} else {
+				ack = r.broker.replicas.update(r.broker, msg.From, u)
+			}
 			ack.Replica = ctx.Self().Address
 			if !ack.Resync && !ack.Stale {
 				answerWaiting(ctx, u, ack)

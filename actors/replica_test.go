@@ -386,3 +386,40 @@ func TestALoneSuccessorDropsTheCopyItTookOver(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Updates from a member this node saw leave are refused as stale, and
+// answer nobody: its channels have successors, which may have taken (and
+// dropped) the copies those updates would recreate. A member not seen yet
+// (one that just joined) is trusted.
+func TestAReplicaRefusesUpdatesFromADepartedMember(t *testing.T) {
+	b := startBroker(t)
+	publisher, publisherPID := newInbox(t, b)
+	owner, ownerPID := newInbox(t, b)
+	b.departed.add("member-that-left")
+	update := func(channel string) *pb.ReplicaUpdate {
+		return &pb.ReplicaUpdate{Channel: channel, Term: 1, Epoch: "e1", OwnerActor: ownerPID.Id,
+			Whole:        &pb.ChannelState{Found: true, Epoch: "e1"},
+			Publications: []*pb.ChannelState_Stored{{Offset: 1, Frame: []byte("{}")}},
+			Answered:     []*pb.ChannelState_Answered{{Publisher: "p", Sequence: 1, Offset: 1}},
+			Replies:      []*pb.ReplicaUpdate_Reply{{Answered: 0, Address: publisherPID.Address, Actor: publisherPID.Id}}}
+	}
+	for _, tc := range []struct {
+		member string
+		kept   bool
+	}{{"member-that-left", false}, {"member-just-joined", true}} {
+		channel := "doc:" + tc.member
+		before := len(owner.settled(t, b, ownerPID))
+		b.system.Root.Send(b.replicaRouter, &pb.ReplicaUpdates{From: b.system.Address(), FromMember: tc.member,
+			Updates: []*pb.ReplicaUpdate{update(channel)}})
+		got := owner.waitFor(t, "the confirmation", func(got []any) bool { return len(got) > before })
+		ack := got[before].(*pb.ReplicaAck)
+		answers := answersIn(publisher.settled(t, b, publisherPID))
+		_, _, kept := b.replicas.standing(channel)
+		if tc.kept && (ack.Stale || ack.Offset != 1 || len(answers) != 1 || !kept) {
+			t.Fatalf("from %s: confirmation %v, %d answers, copy kept %v; want it held and answered", tc.member, ack, len(answers), kept)
+		}
+		if !tc.kept && (!ack.Stale || len(answers) != 0 || kept) {
+			t.Fatalf("from %s: confirmation %v, %d answers, copy kept %v; want it refused as stale", tc.member, ack, len(answers), kept)
+		}
+	}
+}

@@ -156,8 +156,11 @@ func (x *ReplicaUpdate) GetReplies() []*ReplicaUpdate_Reply {
 type ReplicaUpdates struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The address of the node whose activations sent them.
-	From          string           `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
-	Updates       []*ReplicaUpdate `protobuf:"bytes,2,rep,name=updates,proto3" json:"updates,omitempty"`
+	From    string           `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	Updates []*ReplicaUpdate `protobuf:"bytes,2,rep,name=updates,proto3" json:"updates,omitempty"`
+	// That node's member incarnation: a replica refuses, as stale, updates
+	// from one it saw leave, whose channels have successors.
+	FromMember    string `protobuf:"bytes,3,opt,name=from_member,json=fromMember,proto3" json:"from_member,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,6 +207,13 @@ func (x *ReplicaUpdates) GetUpdates() []*ReplicaUpdate {
 		return x.Updates
 	}
 	return nil
+}
+
+func (x *ReplicaUpdates) GetFromMember() string {
+	if x != nil {
+		return x.FromMember
+	}
+	return ""
 }
 
 // A replica holds the channel's state up to offset, or (resync) needs the
@@ -512,10 +522,12 @@ const file_switchboard_v1_replica_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\rR\trequestId\"]\n" +
+	"request_id\x18\x04 \x01(\rR\trequestId\"~\n" +
 	"\x0eReplicaUpdates\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x127\n" +
-	"\aupdates\x18\x02 \x03(\v2\x1d.switchboard.v1.ReplicaUpdateR\aupdates\"\x87\x02\n" +
+	"\aupdates\x18\x02 \x03(\v2\x1d.switchboard.v1.ReplicaUpdateR\aupdates\x12\x1f\n" +
+	"\vfrom_member\x18\x03 \x01(\tR\n" +
+	"fromMember\"\x87\x02\n" +
 	"\n" +
 	"ReplicaAck\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
