@@ -14,6 +14,15 @@ import (
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 )
 
+// channelOwnedBy is the first channel prefix:N that b owns.
+func channelOwnedBy(b *Broker, prefix string) string {
+	for i := 0; ; i++ {
+		if name := fmt.Sprintf("%s:%d", prefix, i); b.view.Load().owns(ChannelKind, name) {
+			return name
+		}
+	}
+}
+
 // inbox is an actor that keeps what it is sent, for a test to wait on.
 type inbox struct {
 	mu       sync.Mutex
@@ -157,12 +166,7 @@ func TestEveryPublisherIsAnsweredOnceAcrossAReplicaResync(t *testing.T) {
 	etcd := startEtcd(t)
 	a, b := startMember(t, etcd, 1), startMember(t, etcd, 1)
 	waitForMembers(t, 2, a, b)
-	name := ""
-	for i := 0; name == ""; i++ {
-		if candidate := fmt.Sprintf("doc:%d", i); b.view.Load().owns(ChannelKind, candidate) {
-			name = candidate // owned by b, so its replica is on a
-		}
-	}
+	name := channelOwnedBy(b, "doc") // so its replica is on a
 	// A subscriber on a: the channel's deliveries to it and any answers it
 	// sends the publisher travel one stream from b to a, in order.
 	subscriber := openPeer(t, a, "c1", "reader")
@@ -278,12 +282,7 @@ func TestHistoryWaitsForThePublicationsBeforeIt(t *testing.T) {
 	etcd := startEtcd(t)
 	a, b := startMember(t, etcd, 1), startMember(t, etcd, 1)
 	waitForMembers(t, 2, a, b)
-	name := ""
-	for i := 0; name == ""; i++ {
-		if candidate := fmt.Sprintf("history:%d", i); b.view.Load().owns(ChannelKind, candidate) {
-			name = candidate // owned by b, so its replica is on a
-		}
-	}
+	name := channelOwnedBy(b, "history") // so its replica is on a
 	if _, err := b.Publish(context.Background(), name, []byte(`"first"`), ""); err != nil {
 		t.Fatal(err)
 	}
@@ -355,12 +354,7 @@ func TestALoneSuccessorDropsTheCopyItTookOver(t *testing.T) {
 	a := startMember(t, etcd, 1)
 	b, stopB := startStoppableMember(t, etcd, 1)
 	waitForMembers(t, 2, a, b)
-	name := ""
-	for i := 0; name == ""; i++ {
-		if candidate := fmt.Sprintf("alone:%d", i); b.view.Load().owns(ChannelKind, candidate) {
-			name = candidate // owned by b, so its replica is on a
-		}
-	}
+	name := channelOwnedBy(b, "alone") // so its replica is on a
 	ctx := context.Background()
 	for n := range 3 {
 		if offset, err := a.Publish(ctx, name, []byte(fmt.Sprint(n)), ""); err != nil || offset != uint64(n+1) {
