@@ -14,6 +14,19 @@ import (
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 )
 
+// replicatedChannel starts two members that keep one replica and names a
+// channel that b owns, so its replica is on a.
+func replicatedChannel(t *testing.T, prefix string) (a, b *Broker, name string) {
+	t.Helper()
+	if raceEnabled {
+		t.Skip("protoactor's internal races between two members in one process; tests/run runs this without -race")
+	}
+	etcd := startEtcd(t)
+	a, b = startMember(t, etcd, 1), startMember(t, etcd, 1)
+	waitForMembers(t, 2, a, b)
+	return a, b, channelOwnedBy(b, prefix)
+}
+
 // channelOwnedBy is the first channel prefix:N that b owns.
 func channelOwnedBy(b *Broker, prefix string) string {
 	for i := 0; ; i++ {
@@ -160,13 +173,7 @@ func TestReplicaAnswersThePublishersOfWhatItHolds(t *testing.T) {
 // up and by the channel when the replica lost its copy and had to be sent
 // the whole state again.
 func TestEveryPublisherIsAnsweredOnceAcrossAReplicaResync(t *testing.T) {
-	if raceEnabled {
-		t.Skip("protoactor's internal races between two members in one process; tests/run runs this without -race")
-	}
-	etcd := startEtcd(t)
-	a, b := startMember(t, etcd, 1), startMember(t, etcd, 1)
-	waitForMembers(t, 2, a, b)
-	name := channelOwnedBy(b, "doc") // so its replica is on a
+	a, _, name := replicatedChannel(t, "doc")
 	// A subscriber on a: the channel's deliveries to it and any answers it
 	// sends the publisher travel one stream from b to a, in order.
 	subscriber := openPeer(t, a, "c1", "reader")
@@ -276,13 +283,7 @@ func TestAHandedOverCopyRefusesItsFormerActivation(t *testing.T) {
 // wait for the replica is answered once they are delivered, and holds
 // them: the replica may have answered their publishers already.
 func TestHistoryWaitsForThePublicationsBeforeIt(t *testing.T) {
-	if raceEnabled {
-		t.Skip("protoactor's internal races between two members in one process; tests/run runs this without -race")
-	}
-	etcd := startEtcd(t)
-	a, b := startMember(t, etcd, 1), startMember(t, etcd, 1)
-	waitForMembers(t, 2, a, b)
-	name := channelOwnedBy(b, "history") // so its replica is on a
+	a, b, name := replicatedChannel(t, "history")
 	if _, err := b.Publish(context.Background(), name, []byte(`"first"`), ""); err != nil {
 		t.Fatal(err)
 	}
