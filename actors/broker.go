@@ -122,13 +122,12 @@ func (b *Broker) Start(c *cluster.Cluster, membership Membership) error {
 // connections of members that left. Draining members own nothing but
 // still hold connections, and their relays still answer.
 func (b *Broker) updateMembers(term uint64, serving []*cluster.Member, draining map[string]string) {
-	next := &view{term: term, self: b.system.Address(), members: make(map[string]string, len(serving)+len(draining)),
-		owners: cluster.NewRendezvous()}
-	next.owners.UpdateMembers(serving)
+	next := &view{term: term, self: b.system.Address(), members: make(map[string]string, len(serving)+len(draining))}
 	for _, m := range serving {
 		next.members[m.Address()] = m.Id
 		next.serving = append(next.serving, m.Address())
 	}
+	next.owners = sbcluster.NewPlacement(next.serving)
 	for address, id := range draining {
 		next.members[address] = id
 	}

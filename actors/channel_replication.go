@@ -1,9 +1,7 @@
 package actors
 
 import (
-	"hash/fnv"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -82,29 +80,11 @@ func (b *Broker) replicaTargets(channel string) []string {
 		return nil
 	}
 	v := b.view.Load()
-	type ranked struct {
-		address string
-		score   uint32
-	}
-	var candidates []ranked
-	for _, address := range v.serving {
-		if address == v.self {
-			continue
+	targets := make([]string, 0, n)
+	for _, address := range v.owners.Ranked(channel) {
+		if address != v.self && len(targets) < n {
+			targets = append(targets, address)
 		}
-		h := fnv.New32a()
-		h.Write([]byte(channel))
-		h.Write([]byte(address))
-		candidates = append(candidates, ranked{address, h.Sum32()})
-	}
-	sort.Slice(candidates, func(i, j int) bool {
-		if candidates[i].score != candidates[j].score {
-			return candidates[i].score > candidates[j].score
-		}
-		return candidates[i].address < candidates[j].address
-	})
-	targets := make([]string, 0, min(n, len(candidates)))
-	for _, c := range candidates[:min(n, len(candidates))] {
-		targets = append(targets, c.address)
 	}
 	return targets
 }

@@ -8,9 +8,9 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
-	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"google.golang.org/protobuf/proto"
 
+	sbcluster "github.com/switchboard/switchboard/cluster"
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 	"github.com/switchboard/switchboard/transport"
 )
@@ -156,22 +156,19 @@ func (b *Broker) lookup(kind, identity string, budgeted bool) (*actor.PID, error
 // lookupTimeout bounds a lookup that callers have given up on.
 const lookupTimeout = 5 * time.Second
 
-// activate asks the owner's placement actor (protoactor's disthash, which
-// activates whatever it is asked) for the grain. Owners are computed here,
-// from serving members only, not by disthash over protoactor's topology,
-// which also holds draining members: a member taken out of protoactor's
-// topology is blocked for good by its peers.
+// activate asks the owner's activator (which activates whatever it is
+// asked) for the grain. Owners are computed here, from serving members
+// only, not over protoactor's topology, which also holds draining
+// members: a member taken out of protoactor's topology is blocked for
+// good by its peers.
 func (b *Broker) activate(v *view, kind, identity string) *actor.PID {
 	owner := v.owner(kind, identity)
 	if owner == "" {
 		return nil
 	}
 	request := &cluster.ActivationRequest{ClusterIdentity: cluster.NewClusterIdentity(identity, kind)}
-	res, err := b.system.Root.RequestFuture(actor.NewPID(owner, disthash.PartitionActivatorActorName), request, lookupTimeout).Result()
-	if err != nil {
-		return nil
-	}
-	if activated, ok := res.(*cluster.ActivationResponse); ok {
+	res, err := b.system.Root.RequestFuture(actor.NewPID(owner, sbcluster.ActivatorName), request, lookupTimeout).Result()
+	if activated, ok := res.(*cluster.ActivationResponse); err == nil && ok && !activated.Failed {
 		return activated.Pid
 	}
 	return nil

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/asynkron/protoactor-go/cluster"
 
+	sbcluster "github.com/switchboard/switchboard/cluster"
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 )
 
@@ -22,15 +22,14 @@ type Membership interface {
 }
 
 // view is the member list in force on this node: who owns which grain
-// (rendezvous hashing over the serving members' addresses, as protoactor's
-// disthash does) and which member incarnation listens at each address,
-// draining members included.
+// (rendezvous hashing over the serving members' addresses) and which
+// member incarnation listens at each address, draining members included.
 type view struct {
 	term    uint64
 	self    string            // this node's address
 	members map[string]string // address → member id, serving and draining
 	serving []string          // addresses of the members that own grains
-	owners  *cluster.Rendezvous
+	owners  *sbcluster.Placement
 }
 
 // membersChanged tells a channel activation that a new member list is in
@@ -40,7 +39,7 @@ type membersChanged struct{}
 // owner is the address of the member that owns a grain; empty when no
 // member serves.
 func (v *view) owner(kind, identity string) string {
-	return v.owners.GetByClusterIdentity(&cluster.ClusterIdentity{Kind: kind, Identity: identity})
+	return v.owners.Owner(identity)
 }
 
 func (v *view) owns(kind, identity string) bool { return v.owner(kind, identity) == v.self }

@@ -7,9 +7,9 @@ import (
 	"testing"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	sbcluster "github.com/switchboard/switchboard/cluster"
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 	"github.com/switchboard/switchboard/transport"
 )
@@ -72,9 +72,7 @@ func TestRelayFollowsTheNewestActivation(t *testing.T) {
 	metrics := transport.NewMetrics()
 	b := NewBroker(Options{}, metrics, nil)
 	b.system = actor.NewActorSystem()
-	owners := cluster.NewRendezvous()
-	owners.UpdateMembers(cluster.Members{{Id: b.system.ID, Host: "nonhost", Port: 0, Kinds: []string{ChannelKind}}})
-	b.view.Store(&view{term: 5, self: "nonhost:0", owners: owners})
+	b.view.Store(&view{term: 5, self: "nonhost:0", owners: sbcluster.NewPlacement([]string{"nonhost:0"})})
 	r := newRelay(b)
 	b.local.add(&client{ID: "c0", User: "u", Outbox: newMemoryOutbox(64)}, nil, true)
 	local := b.place(ChannelKind, "ch", actor.NewPID("nonhost:0", "ch"))

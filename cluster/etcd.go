@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,12 +74,16 @@ type memberRecord struct {
 	// Draining: the member is leaving and hands its grains over first; it
 	// owns nothing, but its relay still answers.
 	Draining bool `json:"draining,omitempty"`
+	// Placement is the member's PlacementScheme; versions before it placed
+	// grains by protoactor's disthash and wrote none.
+	Placement string `json:"placement,omitempty"`
 }
 
 // memberEntry is one member as etcd holds it.
 type memberEntry struct {
-	member   *cluster.Member
-	draining bool
+	member    *cluster.Member
+	draining  bool
+	placement string
 }
 
 const etcdCallTimeout = 5 * time.Second
@@ -106,7 +112,12 @@ func (m *etcdMembership) StartMember(c *cluster.Cluster) error {
 		return err
 	}
 	m.key = m.prefix + c.ActorSystem.ID
-	m.record, _ = json.Marshal(memberRecord{ID: c.ActorSystem.ID, Host: host, Port: port, Kinds: c.GetClusterKinds()})
+	m.record, _ = json.Marshal(memberRecord{ID: c.ActorSystem.ID, Host: host, Port: port, Kinds: c.GetClusterKinds(), Placement: PlacementScheme})
+	if err := m.refuseOtherPlacements(); err != nil {
+		m.cancel()
+		_ = m.client.Close()
+		return err
+	}
 	if err := m.register(); err != nil {
 		return fmt.Errorf("join cluster through etcd %v: %w", m.endpoints, err)
 	}
@@ -205,6 +216,38 @@ func (m *etcdMembership) lose(why string) {
 	})
 }
 
+// refuseOtherPlacements keeps this node out of a cluster whose members
+// place grains by another scheme: each would think it owns grains the
+// other places elsewhere, and both would sequence them.
+func (m *etcdMembership) refuseOtherPlacements() error {
+	ctx, cancel := context.WithTimeout(m.ctx, etcdCallTimeout)
+	defer cancel()
+	res, err := m.client.Get(ctx, m.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("read cluster members from etcd %v: %w", m.endpoints, err)
+	}
+	for _, kv := range res.Kvs {
+		var r memberRecord
+		if json.Unmarshal(kv.Value, &r) == nil && r.ID != "" && r.Placement != PlacementScheme {
+			return fmt.Errorf("%w: member %s at %s places grains by %s, this node by %s; stop every node and start them all on one version",
+				ErrOtherPlacement, r.ID, net.JoinHostPort(r.Host, strconv.Itoa(r.Port)), placementName(r.Placement), PlacementScheme)
+		}
+	}
+	return nil
+}
+
+// ErrOtherPlacement: the cluster's members place grains by another scheme
+// than this node (an older or newer version); a rolling upgrade across the
+// change is not possible.
+var ErrOtherPlacement = errors.New("cluster members place grains differently")
+
+func placementName(scheme string) string {
+	if scheme == "" {
+		return "protoactor's disthash (Switchboard before placement schemes)"
+	}
+	return scheme
+}
+
 // register puts this node's record under a fresh lease.
 func (m *etcdMembership) register() error {
 	ctx, cancel := context.WithTimeout(m.ctx, etcdCallTimeout)
@@ -262,7 +305,7 @@ func decodeMember(value []byte) (memberEntry, bool) {
 	if json.Unmarshal(value, &r) != nil || r.ID == "" {
 		return memberEntry{}, false
 	}
-	return memberEntry{&cluster.Member{Id: r.ID, Host: r.Host, Port: int32(r.Port), Kinds: r.Kinds}, r.Draining}, true
+	return memberEntry{&cluster.Member{Id: r.ID, Host: r.Host, Port: int32(r.Port), Kinds: r.Kinds}, r.Draining, r.Placement}, true
 }
 
 // ownRecordDeleted: this node's record is gone from etcd, as it meant
@@ -374,6 +417,10 @@ func (m *etcdMembership) watch(revision int64) {
 					}
 				} else if entry, ok := decodeMember(ev.Kv.Value); ok {
 					m.members[key] = entry
+					if entry.placement != PlacementScheme {
+						m.log.Error("a member that places grains by another scheme joined: grains both place here may have two sequencers; stop it and start it on this version",
+							"member", entry.member.Id, "address", entry.member.Address(), "its placement", placementName(entry.placement), "placement", PlacementScheme)
+					}
 				}
 				revision = max(revision, ev.Kv.ModRevision)
 			}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
-	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
 )
 
@@ -63,8 +62,7 @@ type membership interface {
 
 // MembersChanged is published on the actor system's event stream after
 // every change of the member list, once protoactor holds the new topology.
-// Grains are placed on the serving members only, by rendezvous hashing as
-// protoactor's disthash does.
+// Grains are placed on the serving members only, by Placement.
 type MembersChanged struct {
 	// Term is the etcd revision of the member list.
 	Term uint64
@@ -151,9 +149,9 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 	if cfg.BeforeJoin != nil {
 		provider = joinAfter{provider, func() error { return cfg.BeforeJoin(node) }}
 	}
-	// Rendezvous hashing (disthash) places each grain on one member with no
-	// coordination beyond the member list; it needs no identity storage.
-	clusterConfig := cluster.Configure(cfg.Name, provider, disthash.New(), remoteConfig,
+	// Rendezvous hashing (Placement) places each grain on one member with
+	// no coordination beyond the member list; it needs no identity storage.
+	clusterConfig := cluster.Configure(cfg.Name, provider, &identityLookup{}, remoteConfig,
 		cluster.WithKinds(kinds...),
 		cluster.WithRequestTimeout(cfg.RequestTimeout),
 	)
@@ -162,11 +160,24 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("start cluster member: %v", r)
+			node = nil
+			if cause, ok := r.(error); ok {
+				err = fmt.Errorf("start cluster member: %w", cause)
+			} else {
+				err = fmt.Errorf("start cluster member: %v", r)
+			}
+			stopRemote(c)
 		}
 	}()
 	c.StartMember()
 	return node, nil
+}
+
+// stopRemote frees the node address of a member that failed to start;
+// the remote itself may be what failed (its address was taken).
+func stopRemote(c *cluster.Cluster) {
+	defer func() { _ = recover() }()
+	c.Remote.Shutdown(false)
 }
 
 // Stop leaves the cluster and stops every local actor.

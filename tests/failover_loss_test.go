@@ -12,8 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"sort"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -39,30 +38,14 @@ func startPinnedCluster(t testing.TB, etcd *cluster.EmbeddedEtcd, n int, args ..
 }
 
 // replicaOf is the node that keeps the replica of channel owned by
-// nodes[owner]: of the other members, the one rendezvous hashing ranks
-// highest, fnv32a over the channel's name and the member's address (ties
-// to the lower address), as the broker's replicaTargets ranks them.
+// nodes[owner]: the member the broker's placement ranks next.
 func replicaOf(channel string, owner int, nodeAddrs []string) int {
-	var others []int
-	for i := range nodeAddrs {
-		if i != owner {
-			others = append(others, i)
+	for _, address := range cluster.NewPlacement(nodeAddrs).Ranked(channel) {
+		if i := slices.Index(nodeAddrs, address); i != owner {
+			return i
 		}
 	}
-	score := func(i int) uint32 {
-		h := fnv.New32a()
-		h.Write([]byte(channel))
-		h.Write([]byte(nodeAddrs[i]))
-		return h.Sum32()
-	}
-	sort.Slice(others, func(a, b int) bool {
-		sa, sb := score(others[a]), score(others[b])
-		if sa != sb {
-			return sa > sb
-		}
-		return nodeAddrs[others[a]] < nodeAddrs[others[b]]
-	})
-	return others[0]
+	return -1
 }
 
 // channelsByFate probes prefix0, prefix1, … on a 3-node cluster and sorts
