@@ -158,8 +158,9 @@ func (c *channel) takeOver(ctx actor.Context, address string, fromReplica bool) 
 
 // askForState asks the relay at address for the predecessor's state. The
 // predecessor may stop between the relay passing the question on and
-// answering it (protoactor stops grains whose owner changed): its mail is
-// then dropped, and asking again finds the state it left with the relay.
+// answering it (a moved activation stops movedLinger after it learns it
+// moved): its mail is then dropped, and asking again finds the state it
+// left with the relay.
 func (c *channel) askForState(ctx actor.Context, address string, fromReplica bool) (*pb.ChannelState, error) {
 	deadline := time.Now().Add(handOverTimeout)
 	ask := &pb.HandOver{Channel: c.name, Term: c.placement.term, FromReplica: fromReplica}
@@ -191,10 +192,9 @@ func (c *channel) handOver(ctx actor.Context) {
 // offset and history, and its answers to publishers, so a publication
 // retried after it was dropped with the activation's mailbox (protoactor
 // discards mail reaching a stopping actor) is neither lost nor applied
-// twice. A channel that moved (protoactor stops grains
-// whose owner changed, possibly before this node's member list says so)
-// and holds subscribers or history is woken where it now belongs, so the
-// successor takes over now rather than at the channel's next use.
+// twice. A channel that moved (movedAway) and holds subscribers or
+// history is woken where it now belongs, so the successor takes over now
+// rather than at the channel's next use.
 func (c *channel) stopped(ctx actor.SenderContext) {
 	c.abandonPending(ctx)
 	if c.handedOver || !c.placement.served.Load() {

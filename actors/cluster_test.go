@@ -141,6 +141,58 @@ func TestChannelsMoveToAJoiningMemberWithTheirState(t *testing.T) {
 	t.Logf("%d of %d channels moved with their epoch and history", moved, channels)
 }
 
+// A channel that moves to a joining member stops on its old member soon
+// after, rather than lingering there moved: when the new member leaves
+// again, the channel comes back and serves on the old member, in the same
+// epoch, from the replica the departed member kept there.
+func TestAChannelThatMovesAwayAndBackServesAgain(t *testing.T) {
+	if raceEnabled {
+		t.Skip("protoactor's internal races between two members in one process; tests/run runs this without -race")
+	}
+	etcd := startEtcd(t)
+	ctx := context.Background()
+	a := startMember(t, etcd, 1)
+	const channels = 12
+	for i := range channels {
+		if _, err := a.Publish(ctx, fmt.Sprintf("lobby:%d", i), []byte(`"before"`), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, stopB := startStoppableMember(t, etcd, 1)
+	waitForMembers(t, 2, a, b)
+	name := ""
+	for i := range channels {
+		if candidate := fmt.Sprintf("lobby:%d", i); name == "" && b.view.Load().owns(ChannelKind, candidate) {
+			name = candidate
+		}
+	}
+	if name == "" {
+		t.Fatalf("none of the %d channels moved to the new member; the test proves nothing", channels)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	// Nothing asks for the channel meanwhile: the member list alone moves it.
+	for a.activeHere(ChannelKind, name) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s moved away, but its old activation is still there after 5 s", name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	before, err := request[*pb.History](ctx, b, ChannelKind, name, &pb.QueryHistory{})
+	if err != nil || before.Offset != 1 {
+		t.Fatalf("%s on its new member: %v, %v; want its offset 1", name, before, err)
+	}
+
+	stopB()
+	waitForMembers(t, 1, a)
+	if offset, err := a.Publish(ctx, name, []byte(`"back"`), ""); err != nil || offset != 2 {
+		t.Fatalf("publish to %s once it is back: offset %d, %v; want 2", name, offset, err)
+	}
+	after, err := request[*pb.History](ctx, a, ChannelKind, name, &pb.QueryHistory{})
+	if err != nil || after.Epoch != before.Epoch || len(after.Frames) != 2 {
+		t.Fatalf("%s once back: %v, %v; want epoch %s and both publications", name, after, err, before.Epoch)
+	}
+}
+
 // BenchmarkPublishAcrossTwoMembers publishes through both members of a
 // two-member cluster, from many goroutines at once, to 100 channels with
 // no subscribers: the cost of sequencing, and of keeping a replica on the

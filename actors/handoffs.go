@@ -9,8 +9,8 @@ import (
 
 // handoffs keeps the state of channel activations that stopped, until a
 // successor takes it (through this node's relay) or handoffMemory passes.
-// protoactor stops a grain on its old node as soon as the member list
-// moves it, often before the successor has asked, and a channel that
+// A grain stops on its old node movedLinger after the member list moves
+// it, sometimes before the successor has asked, and a channel that
 // passivates may have answered publications whose retries are on the way;
 // without this the channel's epoch, history and answers would end there.
 type handoffs struct {

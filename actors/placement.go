@@ -36,6 +36,13 @@ type view struct {
 // force: the members that keep its replicas may have changed.
 type membersChanged struct{}
 
+// movedAway tells an activation that its grain belongs to another member
+// under the new member list. Like any message to a moved activation, it
+// makes the activation answer Moved for movedLinger and then stop; a
+// channel that holds subscribers or history then wakes at its new owner,
+// which takes its state over now rather than at the channel's next use.
+type movedAway struct{}
+
 // owner is the address of the member that owns a grain; empty when no
 // member serves.
 func (v *view) owner(kind, identity string) string {
