@@ -167,9 +167,7 @@ func (b *Broker) updateMembers(term uint64, serving []*cluster.Member, draining 
 	}
 	b.placements.Range(func(_, value any) bool {
 		p := value.(*placement)
-		if !next.owns(p.kind, p.identity) && !p.moved.Swap(true) {
-			b.system.Root.Send(p.pid, movedAway{})
-		}
+		b.moveAway(p, next)
 		if len(left.Members) > 0 {
 			b.system.Root.Send(p.pid, left)
 		}

@@ -152,7 +152,7 @@ func TestAChannelThatMovesAwayAndBackServesAgain(t *testing.T) {
 	etcd := startEtcd(t)
 	ctx := context.Background()
 	a := startMember(t, etcd, 1)
-	const channels = 12
+	const channels = 32
 	for i := range channels {
 		if _, err := a.Publish(ctx, fmt.Sprintf("lobby:%d", i), []byte(`"before"`), ""); err != nil {
 			t.Fatal(err)
@@ -169,17 +169,26 @@ func TestAChannelThatMovesAwayAndBackServesAgain(t *testing.T) {
 	if name == "" {
 		t.Fatalf("none of the %d channels moved to the new member; the test proves nothing", channels)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	// Nothing asks for the channel meanwhile: the member list alone moves it.
 	for a.activeHere(ChannelKind, name) != nil {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s moved away, but its old activation is still there after 5 s", name)
+			t.Fatalf("%s moved away, but its old activation is still there after 10 s", name)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	before, err := request[*pb.History](ctx, b, ChannelKind, name, &pb.QueryHistory{})
 	if err != nil || before.Offset != 1 {
 		t.Fatalf("%s on its new member: %v, %v; want its offset 1", name, before, err)
+	}
+	for {
+		if _, offset, ok := a.replicas.standing(name); ok && offset == 1 {
+			break // the new member's copy is kept here
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the new member kept no copy here", name)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	stopB()

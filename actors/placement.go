@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,7 +86,25 @@ func (b *Broker) place(kind, identity string, pid *actor.PID) *placement {
 		p.bornMoved = true
 	}
 	b.placements.Store(kind+"/"+identity, p)
+	// A list swapped in meanwhile may have gone over the placements
+	// before this one was stored.
+	if now := b.view.Load(); now != v {
+		b.moveAway(p, now)
+	}
 	return p
+}
+
+// moveAway marks an activation moved if the member list v places its
+// grain elsewhere, and tells it so (movedAway), unless this node itself
+// is draining or leaving: then its shutdown hands each grain over, and
+// only then stops it.
+func (b *Broker) moveAway(p *placement, v *view) {
+	if v.owns(p.kind, p.identity) || p.moved.Swap(true) {
+		return
+	}
+	if slices.Contains(v.serving, v.self) {
+		b.system.Root.Send(p.pid, movedAway{})
+	}
 }
 
 // unplace forgets a stopped activation (a newer one stays).
