@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sort"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,16 +111,17 @@ func (m *etcdMembership) StartMember(c *cluster.Cluster) error {
 	}
 	m.key = m.prefix + c.ActorSystem.ID
 	m.record, _ = json.Marshal(memberRecord{ID: c.ActorSystem.ID, Host: host, Port: port, Kinds: c.GetClusterKinds(), Placement: PlacementScheme})
-	if err := m.refuseOtherPlacements(); err != nil {
-		m.cancel()
-		_ = m.client.Close()
-		return err
-	}
 	if err := m.register(); err != nil {
+		m.close()
 		return fmt.Errorf("join cluster through etcd %v: %w", m.endpoints, err)
 	}
 	revision, err := m.load()
+	if err == nil {
+		// A member that registered since Start checked (refuseOtherPlacements).
+		err = m.otherPlacement()
+	}
 	if err != nil {
+		m.withdraw()
 		return fmt.Errorf("read cluster members from etcd %v: %w", m.endpoints, err)
 	}
 	m.watching.Store(true)
@@ -227,13 +226,44 @@ func (m *etcdMembership) refuseOtherPlacements() error {
 		return fmt.Errorf("read cluster members from etcd %v: %w", m.endpoints, err)
 	}
 	for _, kv := range res.Kvs {
-		var r memberRecord
-		if json.Unmarshal(kv.Value, &r) == nil && r.ID != "" && r.Placement != PlacementScheme {
-			return fmt.Errorf("%w: member %s at %s places grains by %s, this node by %s; stop every node and start them all on one version",
-				ErrOtherPlacement, r.ID, net.JoinHostPort(r.Host, strconv.Itoa(r.Port)), placementName(r.Placement), PlacementScheme)
+		if entry, ok := decodeMember(kv.Value); ok && entry.placement != PlacementScheme {
+			return otherPlacementError(entry)
 		}
 	}
 	return nil
+}
+
+// otherPlacement refuses the member list loaded if it holds a member of
+// another placement scheme.
+func (m *etcdMembership) otherPlacement() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, entry := range m.members {
+		if entry.placement != PlacementScheme {
+			return otherPlacementError(entry)
+		}
+	}
+	return nil
+}
+
+func otherPlacementError(entry memberEntry) error {
+	return fmt.Errorf("%w: member %s at %s places grains by %s, this node by %s; stop every node and start them all on one version",
+		ErrOtherPlacement, entry.member.Id, entry.member.Address(), placementName(entry.placement), PlacementScheme)
+}
+
+// withdraw takes back the record of a node that failed to start, so no
+// peer places grains on it, and closes the etcd client.
+func (m *etcdMembership) withdraw() {
+	ctx, cancel := context.WithTimeout(context.Background(), etcdCallTimeout)
+	defer cancel()
+	_, _ = m.client.Revoke(ctx, m.lease)
+	m.close()
+}
+
+// close ends the etcd client of a node that never started.
+func (m *etcdMembership) close() {
+	m.cancel()
+	_ = m.client.Close()
 }
 
 // ErrOtherPlacement: the cluster's members place grains by another scheme

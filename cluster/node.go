@@ -143,6 +143,11 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 		if err != nil {
 			return nil, err
 		}
+		// Before anything starts: a refused node has nothing to undo.
+		if err := etcd.refuseOtherPlacements(); err != nil {
+			etcd.close()
+			return nil, err
+		}
 		provider = etcd
 	}
 	node = &Node{membership: provider, multiNode: len(cfg.EtcdEndpoints) > 0}
