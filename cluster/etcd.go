@@ -86,21 +86,28 @@ type memberEntry struct {
 
 const etcdCallTimeout = 5 * time.Second
 
-func newEtcdMembership(endpoints []string, clusterName string, ttl time.Duration, log *slog.Logger) (*etcdMembership, error) {
+func newEtcdMembership(endpoints []string, clusterName string, ttl time.Duration, log *slog.Logger) *etcdMembership {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &etcdMembership{
+		endpoints: endpoints, ttl: ttl, prefix: "/switchboard/" + clusterName + "/members/", log: log,
+		ctx: ctx, cancel: cancel, members: map[string]memberEntry{},
+		left: make(chan struct{}), lost: make(chan struct{}),
+	}
+}
+
+// dial makes an etcd client. The membership's own is made only once
+// protoactor has started remoting, which replaces gRPC's global logger:
+// a gRPC client already connecting would read it meanwhile, unlocked.
+func (m *etcdMembership) dial() (*clientv3.Client, error) {
 	client, err := clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
+		Endpoints:   m.endpoints,
 		DialTimeout: etcdCallTimeout,
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("etcd %v: %w", endpoints, err)
+		return nil, fmt.Errorf("etcd %v: %w", m.endpoints, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &etcdMembership{
-		endpoints: endpoints, ttl: ttl, prefix: "/switchboard/" + clusterName + "/members/", log: log,
-		client: client, ctx: ctx, cancel: cancel, members: map[string]memberEntry{},
-		left: make(chan struct{}), lost: make(chan struct{}),
-	}, nil
+	return client, nil
 }
 
 func (m *etcdMembership) StartMember(c *cluster.Cluster) error {
@@ -111,6 +118,11 @@ func (m *etcdMembership) StartMember(c *cluster.Cluster) error {
 	}
 	m.key = m.prefix + c.ActorSystem.ID
 	m.record, _ = json.Marshal(memberRecord{ID: c.ActorSystem.ID, Host: host, Port: port, Kinds: c.GetClusterKinds(), Placement: PlacementScheme})
+	if m.client == nil {
+		if err := m.prepare(); err != nil {
+			return err
+		}
+	}
 	if err := m.register(); err != nil {
 		m.close()
 		return fmt.Errorf("join cluster through etcd %v: %w", m.endpoints, err)
@@ -140,6 +152,10 @@ func (m *etcdMembership) StartClient(*cluster.Cluster) error {
 func (m *etcdMembership) Shutdown(bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	if m.client == nil { // never started
+		m.cancel()
+		return nil
+	}
 	err := m.Leave(ctx)
 	m.cancel()
 	m.wg.Wait()
@@ -215,9 +231,22 @@ func (m *etcdMembership) lose(why string) {
 	})
 }
 
-// refuseOtherPlacements keeps this node out of a cluster whose members
-// place grains by another scheme: each would think it owns grains the
-// other places elsewhere, and both would sequence them.
+// prepare connects to etcd and refuses to join members that place
+// grains by another scheme: each would think it owns grains the other
+// places elsewhere, and both would sequence them.
+func (m *etcdMembership) prepare() error {
+	client, err := m.dial()
+	if err != nil {
+		return err
+	}
+	m.client = client
+	if err := m.refuseOtherPlacements(); err != nil {
+		m.close()
+		return err
+	}
+	return nil
+}
+
 func (m *etcdMembership) refuseOtherPlacements() error {
 	ctx, cancel := context.WithTimeout(m.ctx, etcdCallTimeout)
 	defer cancel()
@@ -263,7 +292,9 @@ func (m *etcdMembership) withdraw() {
 // close ends the etcd client of a node that never started.
 func (m *etcdMembership) close() {
 	m.cancel()
-	_ = m.client.Close()
+	if m.client != nil {
+		_ = m.client.Close()
+	}
 }
 
 // ErrOtherPlacement: the cluster's members place grains by another scheme

@@ -139,16 +139,7 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 	remoteConfig := remote.Configure(host, port, remoteOptions...)
 	var provider membership = standalone{}
 	if len(cfg.EtcdEndpoints) > 0 {
-		etcd, err := newEtcdMembership(cfg.EtcdEndpoints, cfg.Name, cfg.LeaseTTL, cfg.Log)
-		if err != nil {
-			return nil, err
-		}
-		// Before anything starts: a refused node has nothing to undo.
-		if err := etcd.refuseOtherPlacements(); err != nil {
-			etcd.close()
-			return nil, err
-		}
-		provider = etcd
+		provider = newEtcdMembership(cfg.EtcdEndpoints, cfg.Name, cfg.LeaseTTL, cfg.Log)
 	}
 	node = &Node{membership: provider, multiNode: len(cfg.EtcdEndpoints) > 0}
 	if cfg.BeforeJoin != nil {
@@ -171,18 +162,19 @@ func Start(cfg Config, kinds []*cluster.Kind) (node *Node, err error) {
 			} else {
 				err = fmt.Errorf("start cluster member: %v", r)
 			}
-			stopRemote(c)
+			stopStarted(c)
 		}
 	}()
 	c.StartMember()
 	return node, nil
 }
 
-// stopRemote frees the node address of a member that failed to start;
-// the remote itself may be what failed (its address was taken).
-func stopRemote(c *cluster.Cluster) {
+// stopStarted stops what protoactor started of a member that failed to
+// join (its actors, gossip, remoting, freeing the node address); the
+// remote itself may be what failed (its address was taken).
+func stopStarted(c *cluster.Cluster) {
 	defer func() { _ = recover() }()
-	c.Remote.Shutdown(false)
+	c.Shutdown(false)
 }
 
 // Stop leaves the cluster and stops every local actor.
@@ -223,6 +215,12 @@ type joinAfter struct {
 }
 
 func (j joinAfter) StartMember(c *cluster.Cluster) error {
+	if p, ok := j.membership.(interface{ prepare() error }); ok {
+		// A node the cluster refuses starts nothing of its own.
+		if err := p.prepare(); err != nil {
+			return err
+		}
+	}
 	if err := j.before(); err != nil {
 		return err
 	}
