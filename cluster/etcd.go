@@ -129,7 +129,7 @@ func (m *etcdMembership) StartMember(c *cluster.Cluster) error {
 	}
 	revision, err := m.load()
 	if err == nil {
-		// A member that registered since Start checked (refuseOtherPlacements).
+		// A member that registered since prepare looked.
 		err = m.otherPlacement()
 	}
 	if err != nil {

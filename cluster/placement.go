@@ -70,9 +70,6 @@ func (p *Placement) Ranked(identity string) []string {
 	return ranked
 }
 
-// Members are the addresses the placement ranks, sorted.
-func (p *Placement) Members() []string { return p.addresses }
-
 // fnv64a is the 64-bit FNV-1a hash of s.
 func fnv64a(s string) uint64 {
 	h := uint64(14695981039346656037)
