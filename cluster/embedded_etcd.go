@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"sync"
 	"time"
@@ -16,6 +17,18 @@ type EmbeddedEtcd struct {
 	once   sync.Once
 	// Endpoint is the client URL nodes pass to --cluster-etcd.
 	Endpoint string
+}
+
+// FreeLoopbackAddr is a loopback address whose port was free a moment
+// ago: for an embedded etcd's URLs, and for tests that must name an
+// address before the server that listens on it starts.
+func FreeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // StartEmbeddedEtcd runs etcd with its data in dir, serving clients at
