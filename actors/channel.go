@@ -190,7 +190,7 @@ func (c *channel) Receive(ctx actor.Context) {
 			c.opts.Capacity = c.broker.opts.Namespaces.For(c.name).Capacity
 		}
 		c.configured = msg.Capacity != 0
-		c.sync(ctx, c.rep.targets) // the replicas keep the setting too
+		c.sync(ctx, c.rep.targets, "settings") // the replicas keep the setting too
 		ctx.Respond(&pb.ChannelConfigured{})
 		c.idleWhenUnused(ctx)
 	}

@@ -24,7 +24,10 @@ type replication struct {
 	// address → c.last when the whole state was last sent there: appends
 	// sent before it that the replica refused need no other resync
 	syncedTo map[string]uint64
-	pending  []unconfirmed
+	// address → what it had confirmed at the last replicaCheck: a replica
+	// that confirms, however slowly, is catching up and needs no resync
+	checked map[string]uint64
+	pending []unconfirmed
 	// Copies kept elsewhere for this channel that are no longer needed once
 	// every target confirms offset dropAfter.
 	formerHolders map[string]uint64 // address → term of the copy there
@@ -112,11 +115,12 @@ func (c *channel) retarget(ctx actor.Context) {
 	}
 	former := c.rep.targets
 	c.rep.targets = targets
-	c.sync(ctx, fresh)
+	c.sync(ctx, fresh, "new")
 	for _, old := range former {
 		if !slices.Contains(targets, old) {
 			delete(c.rep.acked, old)
 			delete(c.rep.syncedTo, old)
+			delete(c.rep.checked, old)
 			c.forgetCopyAt(old, c.placement.term)
 		}
 	}
@@ -222,7 +226,7 @@ func (c *channel) replicated(ctx actor.Context, ack *pb.ReplicaAck) {
 		c.placement.moved.Store(true)
 	case ack.Resync:
 		if ack.Offset > c.rep.syncedTo[from] {
-			c.sync(ctx, []string{from})
+			c.sync(ctx, []string{from}, "refused")
 		}
 	default:
 		c.rep.acked[from] = max(c.rep.acked[from], ack.Offset)
@@ -290,21 +294,33 @@ func (c *channel) checkReplicasLater(ctx actor.Context) {
 }
 
 // checkReplicas sends the whole state again to replicas that have not
-// confirmed a publication waiting longer than replicaResync.
+// confirmed a publication waiting longer than replicaResync and confirmed
+// nothing since the last check. One that confirms, however slowly (it was
+// paused, or a burst of large publications crosses to it), would only be
+// slowed further by the whole state every second.
 func (c *channel) checkReplicas(ctx actor.Context) {
 	c.rep.checking = false
+	if c.rep.checked == nil {
+		c.rep.checked = map[string]uint64{}
+	}
+	defer func() {
+		for _, t := range c.rep.targets {
+			c.rep.checked[t] = c.rep.acked[t]
+		}
+	}()
 	if len(c.rep.pending) == 0 {
 		return
 	}
 	oldest := c.rep.pending[0]
 	if time.Since(oldest.at) >= replicaResync {
-		var behind []string
+		var stuck []string
 		for _, t := range c.rep.targets {
-			if c.rep.acked[t] < oldest.delivery.Offset {
-				behind = append(behind, t)
+			confirmed, before := c.rep.acked[t], c.rep.checked[t]
+			if confirmed < oldest.delivery.Offset && confirmed <= before {
+				stuck = append(stuck, t)
 			}
 		}
-		c.sync(ctx, behind)
+		c.sync(ctx, stuck, "stuck")
 	}
 	c.checkReplicasLater(ctx)
 }
@@ -374,8 +390,9 @@ func (c *channel) replicatePresence(ctx actor.SenderContext) {
 	c.rep.arrived, c.rep.left = nil, nil
 }
 
-// sync sends the whole state to the replicas at addresses.
-func (c *channel) sync(ctx actor.Context, addresses []string) {
+// sync sends the whole state to the replicas at addresses, for the reason
+// switchboard_replica_syncs_total counts it under.
+func (c *channel) sync(ctx actor.Context, addresses []string, reason string) {
 	if len(addresses) == 0 {
 		return
 	}
@@ -387,6 +404,7 @@ func (c *channel) sync(ctx actor.Context, addresses []string) {
 	c.rep.arrived, c.rep.left = nil, nil // the state holds who is present
 	for _, t := range addresses {
 		c.rep.syncedTo[t] = c.last
+		c.broker.metrics.ReplicaSyncs.WithLabelValues(reason).Inc()
 		ctx.Send(c.broker.replicaRouter, replicate{to: t, update: whole})
 	}
 }

@@ -214,10 +214,14 @@ func TestChaosLargeBatchesCrossNodes(t *testing.T) {
 	// A lease well beyond the 1 s freeze: this is about a burst crossing
 	// to a node that stops reading, not about the node leaving (a loaded
 	// machine under -race can take a second to renew after the freeze).
-	nodes := startCluster(t, etcd, 3, "--history-size", "1000", "--history-ttl", "5m", "--cluster-lease-ttl", "5s")
+	nodes, nodeAddrs := startPinnedCluster(t, etcd, 3, "--history-size", "1000", "--history-ttl", "5m", "--cluster-lease-ttl", "5s")
 	a, b := nodes[0], nodes[1]
 	writer := join(t, a, "writer")
-	channel := channelsOwnedBy(t, nodes, writer, "bulk", 0, 1)[0] // A sequences it
+	// A sequences it, and B, which freezes, keeps its replica.
+	channel := channelPlacedOn(t, "bulk", 0, 1, nodeAddrs)
+	if owner := ownerOf(t, nodes, writer, channel); owner != 0 {
+		t.Fatalf("%s is owned by node %d, not by A as placement says", channel, owner)
+	}
 	reader := join(t, b, "reader")
 	subscribed := reader.subscribe(t, nil, channel)[channel]
 
@@ -262,6 +266,8 @@ func TestChaosLargeBatchesCrossNodes(t *testing.T) {
 	}
 	t.Logf("%d of %d publications of 60 KB arrived across nodes, B frozen 1s mid-burst; %s from the first send to the last delivery",
 		countIn(got, want[:burst]), burst, took.Round(time.Millisecond))
+	t.Logf("A sent its replica on B the whole state again %v times for confirming nothing in a second",
+		a.metric(t, `switchboard_replica_syncs_total{reason="stuck"}`))
 
 	// A full page of history, 1000 × 10 KB, sequenced by A, read on C.
 	archive := channelsOwnedBy(t, nodes, writer, "archive", 0, 1)[0]

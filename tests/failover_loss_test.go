@@ -48,6 +48,21 @@ func replicaOf(channel string, owner int, nodeAddrs []string) int {
 	return -1
 }
 
+// channelPlacedOn is the first of prefix0, prefix1, … that the broker's
+// placement gives to nodes[owner], with its replica on nodes[replica].
+func channelPlacedOn(t testing.TB, prefix string, owner, replica int, nodeAddrs []string) string {
+	t.Helper()
+	for i := range 1000 {
+		channel := fmt.Sprintf("%s%d", prefix, i)
+		ranked := cluster.NewPlacement(nodeAddrs).Ranked(channel)
+		if ranked[0] == nodeAddrs[owner] && replicaOf(channel, owner, nodeAddrs) == replica {
+			return channel
+		}
+	}
+	t.Fatalf("none of the first 1000 channels %s* is owned by node %d with its replica on node %d", prefix, owner, replica)
+	return ""
+}
+
 // channelsByFate probes prefix0, prefix1, … on a 3-node cluster and sorts
 // them by what killing nodes 1 and 2 together does to them: lost (owner
 // and replica both among them) or kept (owned by one of them, replica on

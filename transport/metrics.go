@@ -26,6 +26,7 @@ type Metrics struct {
 	DeliveryGaps       prometheus.Counter
 	StaleDeliveries    prometheus.Counter
 	HandOvers          prometheus.Counter
+	ReplicaSyncs       *prometheus.CounterVec
 	GrainLookups       *prometheus.CounterVec
 }
 
@@ -66,6 +67,9 @@ func NewMetrics() *Metrics {
 			Name: "switchboard_stale_deliveries_total", Help: "Publications dropped by this node's relay because a newer activation of their channel had announced itself."}),
 		HandOvers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_channel_handovers_total", Help: "Channels activated on this node that took over the state (epoch, offset, history) of their previous activation."}),
+		ReplicaSyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_replica_syncs_total", Help: "Times a channel on this node sent a replica its whole state, by reason: new (the replica just became one), refused (it lacked what an update built on), stuck (it confirmed nothing for a second while a publication waited), settings (the channel's settings changed)."},
+			[]string{"reason"}),
 		GrainLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_grain_lookups_total", Help: "Lookups of channels and sessions this node had no address for (each may activate the grain), by result: started, or refused over --lookup-rate-limit."},
 			[]string{"result"}),
@@ -76,7 +80,7 @@ func NewMetrics() *Metrics {
 		m.Connections, m.Actors, m.Subscriptions, m.MessagesIn, m.FramesOut,
 		m.Publications, m.Deliveries, m.SlowConsumerCloses, m.ProtocolErrors,
 		m.ClusterMembers, m.RemoteDeliveries, m.SocketWrites, m.FullSocketWrites, m.DeliveryGaps, m.StaleDeliveries, m.HandOvers,
-		m.GrainLookups,
+		m.ReplicaSyncs, m.GrainLookups,
 	)
 	return m
 }
