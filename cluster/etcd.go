@@ -381,7 +381,8 @@ func (m *etcdMembership) ownRecordDeleted() {
 
 // publishLocked hands the members to protoactor as the topology of term,
 // then tells the broker which of them own grains (MembersChanged).
-// protoactor's topology holds every member in etcd, and this node itself
+// protoactor's topology holds every member in etcd of this placement
+// scheme, and this node itself
 // (its record may trail its start by a watch event): a member taken out of
 // it is blocked for good by every peer, and a draining member must still
 // answer. Members own grains unless they are draining.
@@ -394,6 +395,12 @@ func (m *etcdMembership) publishLocked(term uint64) {
 	draining := map[string]string{}
 	included := false
 	for _, entry := range m.members {
+		if entry.placement != PlacementScheme {
+			// A member of another version that joined after this one: the
+			// members of this version agree to place nothing on it, and
+			// protoactor blocks it.
+			continue
+		}
 		member := entry.member
 		all = append(all, member)
 		included = included || member.Id == self
@@ -479,7 +486,7 @@ func (m *etcdMembership) watch(revision int64) {
 				} else if entry, ok := decodeMember(ev.Kv.Value); ok {
 					m.members[key] = entry
 					if entry.placement != PlacementScheme {
-						m.log.Error("a member that places grains by another scheme joined: grains both place here may have two sequencers; stop it and start it on this version",
+						m.log.Error("a member that places grains by another scheme joined: this node leaves it out of the cluster, but it may sequence grains this node's members sequence too; stop it and start it on this version",
 							"member", entry.member.Id, "address", entry.member.Address(), "its placement", placementName(entry.placement), "placement", PlacementScheme)
 					}
 				}

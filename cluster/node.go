@@ -215,16 +215,27 @@ type joinAfter struct {
 }
 
 func (j joinAfter) StartMember(c *cluster.Cluster) error {
-	if p, ok := j.membership.(interface{ prepare() error }); ok {
+	p, prepares := j.membership.(preparing)
+	if prepares {
 		// A node the cluster refuses starts nothing of its own.
 		if err := p.prepare(); err != nil {
 			return err
 		}
 	}
 	if err := j.before(); err != nil {
+		if prepares {
+			p.close() // a failed start is not shut down gracefully
+		}
 		return err
 	}
 	return j.membership.StartMember(c)
+}
+
+// preparing is a membership that connects before the node joins, and
+// closes that connection if the node then fails to start.
+type preparing interface {
+	prepare() error
+	close()
 }
 
 // standalone is the membership of a one-node cluster: only itself.
