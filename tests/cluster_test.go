@@ -468,6 +468,45 @@ func TestClusterSessionFollowsUsersOntoNewNodes(t *testing.T) {
 	}
 }
 
+// Users' sessions live on nodes that restart one after another, each
+// stopping gracefully: a message to a user still reaches each of their
+// connections once, counted right, while the node is gone and after its
+// successor joins.
+func TestClusterSessionsOutliveRestartsOfTheirNodes(t *testing.T) {
+	t.Parallel()
+	etcd := startEtcd(t)
+	nodes := startCluster(t, etcd, 3)
+	alice := nodes[0].connect(t, "alice")
+	users := []string{"u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"}
+	connected := map[string]*client{}
+	for _, user := range users {
+		connected[user] = nodes[0].connect(t, user)
+	}
+	id := 0
+	sendToAll := func(data string) {
+		t.Helper()
+		for _, user := range users {
+			id++
+			alice.sendJSON(map[string]any{"type": "send", "user": user, "data": data, "id": id})
+			if s := alice.expect("sent"); s["connections"] != float64(1) {
+				t.Fatalf("%s: sent to %s = %v, want 1 connection", data, user, s)
+			}
+			if d := connected[user].expect("direct"); d["data"] != data {
+				t.Fatalf("%s: %s got %v", data, user, d)
+			}
+		}
+	}
+	sendToAll("before")
+	for i := 1; i < len(nodes); i++ {
+		nodes[i].stop()
+		waitForMembers(t, running(nodes), 2)
+		sendToAll(fmt.Sprintf("node %d stopped", i))
+		nodes[i] = startNode(t, etcd)
+		waitForMembers(t, nodes, 3)
+		sendToAll(fmt.Sprintf("node %d back", i))
+	}
+}
+
 // The per-user connection limit holds cluster-wide for connections that
 // open at the same moment on different nodes.
 func TestClusterConnectionLimitForSimultaneousConnections(t *testing.T) {
