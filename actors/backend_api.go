@@ -21,6 +21,9 @@ func (b *Broker) Publish(ctx context.Context, channel string, data []byte, exclu
 	if err != nil {
 		return 0, err
 	}
+	if res.OutcomeUnknown {
+		return 0, fmt.Errorf("publish to %s: %w: the channel's node failed while it was in flight", channel, transport.ErrOutcomeUnknown)
+	}
 	return res.Offset, nil
 }
 

@@ -291,7 +291,7 @@ func (c *channel) publish(ctx actor.Context, msg *pb.Publish) {
 		return
 	}
 	if msg.HasExpectOffset && msg.ExpectOffset != c.last {
-		ctx.Respond(&pb.Published{Offset: c.last, Mismatch: true, Sequence: msg.Sequence})
+		c.refuseExpectation(ctx, msg)
 		return
 	}
 	c.last++

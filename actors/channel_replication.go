@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 )
@@ -37,18 +38,20 @@ type replication struct {
 	arrived, left []string
 	// what happened since the replicas were last sent an update
 	outgoing *pb.ReplicaUpdate
-	// history requests waiting for publications sequenced before them
-	readers []historyReader
+	// requests waiting for the publications sequenced before them
+	waiting []awaitingDelivery
 }
 
-// historyReader is a history request that waits until every publication
-// sequenced before it arrived is delivered: the replica may have answered
-// their publishers already, and a history read after "published" must
-// hold the publication.
-type historyReader struct {
+// awaitingDelivery is a request answered once every publication sequenced
+// before it arrived is delivered: a history read, which must hold the
+// publications whose publishers the replica may have answered already, or
+// a compare-and-publish refused with the channel's last offset, which must
+// name no offset that a failover could give to other content.
+type awaitingDelivery struct {
 	through uint64
 	asker   *actor.PID
-	query   *pb.QueryHistory
+	query   *pb.QueryHistory // a history read; otherwise answer
+	answer  *pb.Published
 }
 
 // unconfirmed is a publication sequenced and sent to the replicas, not yet
@@ -272,7 +275,7 @@ func (c *channel) flush(ctx actor.Context) {
 	if done > 0 {
 		clear(c.rep.pending[:done])
 		c.rep.pending = c.rep.pending[done:]
-		c.answerReaders(ctx)
+		c.answerWaiting(ctx)
 	}
 	// A fenced activation drops nothing: the copies may be all its
 	// successor can take over.
@@ -335,37 +338,62 @@ func (c *channel) abandonPending(ctx actor.SenderContext) {
 		}
 	}
 	c.rep.pending = nil
-	for _, r := range c.rep.readers {
-		ctx.Send(r.asker, &pb.Moved{})
+	for _, w := range c.rep.waiting {
+		ctx.Send(w.asker, &pb.Moved{Sequence: w.sequence()})
 	}
-	c.rep.readers = nil
+	c.rep.waiting = nil
 }
 
 // queryHistory answers a history request once the publications sequenced
 // before it are delivered.
 func (c *channel) queryHistory(ctx actor.Context, q *pb.QueryHistory) {
-	if c.delivered >= c.last || ctx.Sender() == nil {
-		ctx.Respond(c.historySince(q.Since, q.Limit, q.User))
-		return
-	}
-	c.rep.readers = append(c.rep.readers, historyReader{through: c.last, asker: ctx.Sender(), query: q})
+	c.answerOnceDelivered(ctx, awaitingDelivery{query: q})
 }
 
-// answerReaders answers the history requests whose publications are all
-// delivered now, in the order they came.
-func (c *channel) answerReaders(ctx actor.Context) {
+// refuseExpectation answers a compare-and-publish whose expected offset is
+// not the channel's last, with that offset once it is delivered.
+func (c *channel) refuseExpectation(ctx actor.Context, msg *pb.Publish) {
+	c.answerOnceDelivered(ctx, awaitingDelivery{answer: &pb.Published{Offset: c.last, Mismatch: true, Sequence: msg.Sequence}})
+}
+
+func (c *channel) answerOnceDelivered(ctx actor.Context, w awaitingDelivery) {
+	w.through, w.asker = c.last, ctx.Sender()
+	if c.delivered >= c.last || w.asker == nil {
+		ctx.Respond(c.answerFor(w))
+		return
+	}
+	c.rep.waiting = append(c.rep.waiting, w)
+}
+
+// answerWaiting answers the requests whose publications are all delivered
+// now, in the order they came.
+func (c *channel) answerWaiting(ctx actor.Context) {
 	done := 0
-	for _, r := range c.rep.readers {
-		if r.through > c.delivered {
+	for _, w := range c.rep.waiting {
+		if w.through > c.delivered {
 			break
 		}
-		ctx.Send(r.asker, c.historySince(r.query.Since, r.query.Limit, r.query.User))
+		ctx.Send(w.asker, c.answerFor(w))
 		done++
 	}
 	if done > 0 {
-		clear(c.rep.readers[:done])
-		c.rep.readers = c.rep.readers[done:]
+		clear(c.rep.waiting[:done])
+		c.rep.waiting = c.rep.waiting[done:]
 	}
+}
+
+func (c *channel) answerFor(w awaitingDelivery) proto.Message {
+	if w.query != nil {
+		return c.historySince(w.query.Since, w.query.Limit, w.query.User)
+	}
+	return w.answer
+}
+
+func (w awaitingDelivery) sequence() uint64 {
+	if w.answer != nil {
+		return w.answer.Sequence
+	}
+	return 0
 }
 
 // unanswered are the publishers still waiting for the publication.

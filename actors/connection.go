@@ -342,9 +342,7 @@ func (c *connection) publishAndWait(cmd *pb.ClientCommand, msg *pb.Publish) {
 
 func (c *connection) acknowledge(cmd *pb.ClientCommand, res *pb.Published) {
 	if res.OutcomeUnknown {
-		c.broker.metrics.ProtocolErrors.WithLabelValues(transport.CodeOutcomeUnknown).Inc()
-		c.out.Reply(transport.ErrorFrame(transport.CodeOutcomeUnknown,
-			"The channel's node failed while this publication was in flight: it may have been published (see history) or not", cmd.Id))
+		c.outcomeUnknown(cmd, "The channel's node failed while this publication was in flight: it may have been published (see history) or not")
 		return
 	}
 	if res.Mismatch {
@@ -406,8 +404,17 @@ func (c *connection) next() uint64 {
 	return c.sequence
 }
 
+func (c *connection) outcomeUnknown(cmd *pb.ClientCommand, text string) {
+	c.broker.metrics.ProtocolErrors.WithLabelValues(transport.CodeOutcomeUnknown).Inc()
+	c.out.Reply(transport.ErrorFrame(transport.CodeOutcomeUnknown, text, cmd.Id))
+}
+
 func (c *connection) fail(cmd *pb.ClientCommand, err error) {
 	c.broker.log.Warn("client command failed", "connection", c.out.ID, "kind", cmd.Kind.String(), "err", err)
+	if errors.Is(err, transport.ErrOutcomeUnknown) {
+		c.outcomeUnknown(cmd, "The channel did not confirm this publication in time: it may have been published (see history) or not")
+		return
+	}
 	text := "Temporarily unavailable, try again"
 	if !errors.Is(err, transport.ErrUnavailable) {
 		text = err.Error()

@@ -33,6 +33,11 @@ func request[T proto.Message](ctx context.Context, b *Broker, kind, identity str
 	for attempt := 0; ; attempt++ {
 		remaining := time.Until(deadline)
 		if remaining <= 0 {
+			if publish, ok := msg.(*pb.Publish); ok && publish.UnansweredBy != "" {
+				// An attempt may have been sequenced, and may yet be
+				// delivered: "try again" could publish it twice.
+				return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrOutcomeUnknown, lastErr)
+			}
 			return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrUnavailable, lastErr)
 		}
 		pid, err := b.grainPID(kind, identity)

@@ -2,8 +2,10 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
+	"github.com/switchboard/switchboard/transport"
 )
 
 // replicatedChannel starts two members that keep one replica and names a
@@ -281,26 +284,16 @@ func TestAHandedOverCopyRefusesItsFormerActivation(t *testing.T) {
 
 // A history request that arrives while publications sequenced before it
 // wait for the replica is answered once they are delivered, and holds
-// them: the replica may have answered their publishers already.
-func TestHistoryWaitsForThePublicationsBeforeIt(t *testing.T) {
+// them: the replica may have answered their publishers already. So is a
+// compare-and-publish refused with the channel's last offset: until the
+// replica holds that publication, a failover could give its offset to
+// other content.
+func TestAnswersNamingOffsetsWaitForThePublicationsBeforeThem(t *testing.T) {
 	a, b, name := replicatedChannel(t, "history")
 	if _, err := b.Publish(context.Background(), name, []byte(`"first"`), ""); err != nil {
 		t.Fatal(err)
 	}
-	// a's replica actor is replaced by one that keeps the updates and
-	// confirms nothing until the test says so.
-	a.system.Root.StopFuture(a.replicaRouter).Wait()
-	var mu sync.Mutex
-	var updates []*pb.ReplicaUpdate
-	if _, err := a.system.Root.SpawnNamed(actor.PropsFromFunc(func(ctx actor.Context) {
-		if batch, ok := ctx.Message().(*pb.ReplicaUpdates); ok {
-			mu.Lock()
-			updates = append(updates, batch.Updates...)
-			mu.Unlock()
-		}
-	}), replicaName); err != nil {
-		t.Fatal(err)
-	}
+	updates := holdConfirmations(t, a)
 	pid, err := b.grainPID(ChannelKind, name)
 	if err != nil {
 		t.Fatal(err)
@@ -308,21 +301,22 @@ func TestHistoryWaitsForThePublicationsBeforeIt(t *testing.T) {
 	asker, askerPID := newInbox(t, b)
 	b.system.Root.RequestWithCustomSender(pid, &pb.Publish{Channel: name, User: "u", Data: []byte(`"second"`), Publisher: "p", Sequence: 1}, askerPID)
 	b.system.Root.RequestWithCustomSender(pid, &pb.QueryHistory{Channel: name}, askerPID)
+	// An editor that saw only "first" expects offset 1.
+	b.system.Root.RequestWithCustomSender(pid, &pb.Publish{Channel: name, User: "u", Data: []byte(`"edit"`), Publisher: "p", Sequence: 2,
+		HasExpectOffset: true, ExpectOffset: 1}, askerPID)
 	// The channel reads its mailbox in order: once a later question is
-	// answered, the history request has been read.
+	// answered, the requests before it have been read.
 	if _, err := b.system.Root.RequestFuture(pid, &pb.QueryPresence{}, 10*time.Second).Result(); err != nil {
 		t.Fatal(err)
 	}
 	var update *pb.ReplicaUpdate
 	deadline := time.Now().Add(10 * time.Second)
 	for update == nil {
-		mu.Lock()
-		for _, u := range updates {
+		for _, u := range updates() {
 			if len(u.Publications) > 0 {
 				update = u
 			}
 		}
-		mu.Unlock()
 		if time.Now().After(deadline) {
 			t.Fatal("the channel sent the replica no update")
 		}
@@ -333,7 +327,7 @@ func TestHistoryWaitsForThePublicationsBeforeIt(t *testing.T) {
 	}
 	offset := update.Publications[0].Offset
 	b.system.Root.Send(pid, &pb.ReplicaAck{Channel: name, Term: update.Term, Replica: a.system.Address(), Offset: offset})
-	got := asker.waitFor(t, "the answers", func(got []any) bool { return len(got) == 2 })
+	got := asker.waitFor(t, "the answers", func(got []any) bool { return len(got) == 3 })
 	answer, ok := got[0].(*pb.Published)
 	if !ok || answer.Offset != offset {
 		t.Fatalf("first answer %v; want published at offset %d", got[0], offset)
@@ -341,6 +335,9 @@ func TestHistoryWaitsForThePublicationsBeforeIt(t *testing.T) {
 	res, ok := got[1].(*pb.History)
 	if !ok || res.Offset != offset || len(res.Frames) == 0 || !strings.Contains(string(res.Frames[len(res.Frames)-1]), "second") {
 		t.Fatalf("history %v; want it to end with the publication at offset %d", got[1], offset)
+	}
+	if refused, ok := got[2].(*pb.Published); !ok || !refused.Mismatch || refused.Offset != offset {
+		t.Fatalf("the compare-and-publish expecting offset 1 was answered %v; want a mismatch naming offset %d", got[2], offset)
 	}
 }
 
@@ -416,5 +413,49 @@ func TestAReplicaRefusesUpdatesFromADepartedMember(t *testing.T) {
 		if !tc.kept && (!ack.Stale || len(answers) != 0 || kept) {
 			t.Fatalf("from %s: confirmation %v, %d answers, copy kept %v; want it refused as stale", tc.member, ack, len(answers), kept)
 		}
+	}
+}
+
+// holdConfirmations replaces b's replica actor by one that keeps the
+// updates it is sent and confirms nothing; it returns them so far.
+func holdConfirmations(t *testing.T, b *Broker) func() []*pb.ReplicaUpdate {
+	t.Helper()
+	b.system.Root.StopFuture(b.replicaRouter).Wait()
+	var mu sync.Mutex
+	var updates []*pb.ReplicaUpdate
+	if _, err := b.system.Root.SpawnNamed(actor.PropsFromFunc(func(ctx actor.Context) {
+		if batch, ok := ctx.Message().(*pb.ReplicaUpdates); ok {
+			mu.Lock()
+			updates = append(updates, batch.Updates...)
+			mu.Unlock()
+		}
+	}), replicaName); err != nil {
+		t.Fatal(err)
+	}
+	return func() []*pb.ReplicaUpdate {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(updates)
+	}
+}
+
+// A publication its channel sequenced but its replica never confirmed is
+// answered outcome_unknown once the request times out, not unavailable:
+// it may yet be delivered, and a client that retried an "unavailable"
+// publication would publish it twice. The Go API says the same.
+func TestAnUnconfirmedPublicationIsAnsweredOutcomeUnknown(t *testing.T) {
+	a, b, name := replicatedChannel(t, "unconfirmed")
+	if _, err := b.Publish(context.Background(), name, []byte(`"first"`), ""); err != nil {
+		t.Fatal(err)
+	}
+	holdConfirmations(t, a)
+	writer := openPeer(t, b, "c1", "writer")
+	writer.expect("welcome")
+	writer.inbound.Command(&pb.ClientCommand{Kind: pb.ClientCommand_KIND_PUBLISH, Channel: name, Data: []byte(`"second"`), Id: []byte(`7`)})
+	if m := writer.expect("error"); m["code"] != transport.CodeOutcomeUnknown || m["id"] != float64(7) {
+		t.Fatalf("a publication the replica never confirmed was answered %v; want outcome_unknown", m)
+	}
+	if _, err := b.Publish(context.Background(), name, []byte(`"third"`), ""); !errors.Is(err, transport.ErrOutcomeUnknown) {
+		t.Fatalf("the Go API publishing what the replica never confirms: %v; want ErrOutcomeUnknown", err)
 	}
 }

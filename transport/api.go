@@ -222,6 +222,8 @@ func apiStatus(err error) (status int, code string) {
 		return http.StatusBadRequest, CodeInvalidChannel
 	case errors.Is(err, ErrInvalidData):
 		return http.StatusBadRequest, CodeInvalidJSON
+	case errors.Is(err, ErrOutcomeUnknown):
+		return http.StatusGatewayTimeout, CodeOutcomeUnknown
 	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, CodeUnavailable
 	default:

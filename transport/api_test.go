@@ -81,3 +81,23 @@ func apiCall(t *testing.T, backend Backend, method, body string) (status int, co
 	}
 	return rec.Code, answer.Code
 }
+
+// Each Backend error reaches an API caller as the status that tells it
+// whether to retry: a publication of unknown fate must not read as "retry".
+func TestAPIStatusOfEachBackendError(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{fmt.Errorf("publish x: %w", ErrInvalidChannel), http.StatusBadRequest, CodeInvalidChannel},
+		{fmt.Errorf("publish x: %w", ErrInvalidData), http.StatusBadRequest, CodeInvalidJSON},
+		{fmt.Errorf("channel x: %w: timeout", ErrUnavailable), http.StatusServiceUnavailable, CodeUnavailable},
+		{fmt.Errorf("channel x: %w: timeout", ErrOutcomeUnknown), http.StatusGatewayTimeout, CodeOutcomeUnknown},
+		{errors.New("something else"), http.StatusInternalServerError, CodeInternal},
+	} {
+		if status, code := apiStatus(tc.err); status != tc.status || code != tc.code {
+			t.Errorf("%v: %d %s, want %d %s", tc.err, status, code, tc.status, tc.code)
+		}
+	}
+}
