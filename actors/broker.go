@@ -47,6 +47,11 @@ type Options struct {
 	// with bursts of LookupBurst; 0: no bound.
 	LookupRate  float64
 	LookupBurst int
+	// MemberLossDetection is how long a dead member may take to be noticed
+	// (the cluster lease); 0 for a single node. A publication that may
+	// have been sequenced waits this much longer for its answer, so that
+	// a failover can end before it is answered outcome_unknown.
+	MemberLossDetection time.Duration
 }
 
 // Broker wires actors to the cluster and offers the backend operations.

@@ -334,7 +334,7 @@ func (c *channel) checkReplicas(ctx actor.Context) {
 func (c *channel) abandonPending(ctx actor.SenderContext) {
 	for _, p := range c.rep.pending {
 		for _, w := range p.unanswered() {
-			ctx.Send(w, &pb.Moved{Sequence: p.answer.Sequence})
+			ctx.Send(w, &pb.Moved{Sequence: p.answer.Sequence, Sequenced: true})
 		}
 	}
 	c.rep.pending = nil

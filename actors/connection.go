@@ -80,7 +80,7 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.retryPending(ctx, func(p pendingPublication) bool { return p.pid.Equal(msg.Target) }, false)
 		c.closeIfAnswered()
 	case *pb.Moved:
-		c.retryPending(ctx, func(p pendingPublication) bool { return p.msg.Sequence == msg.Sequence }, false)
+		c.retryPending(ctx, func(p pendingPublication) bool { return p.msg.Sequence == msg.Sequence }, msg.Sequenced)
 		c.closeIfAnswered()
 	case transport.Refresh:
 		c.refreshed(ctx, msg)

@@ -77,6 +77,7 @@ func Start(cfg Config) (*Switchboard, error) {
 		ChannelReplicas:       cfg.ChannelReplicas,
 		LookupRate:            cfg.LookupRate,
 		LookupBurst:           cfg.LookupBurst,
+		MemberLossDetection:   memberLossDetection(cfg),
 	}, metrics, log)
 	node, err := sbcluster.Start(sbcluster.Config{
 		Name:           cfg.ClusterName,
@@ -245,4 +246,12 @@ func (sb *Switchboard) lost() bool {
 	default:
 		return false
 	}
+}
+
+// memberLossDetection is how long a dead member stays one: its lease.
+func memberLossDetection(cfg Config) time.Duration {
+	if len(splitList(cfg.ClusterEtcd)) == 0 {
+		return 0
+	}
+	return cfg.ClusterLeaseTTL
 }

@@ -22,34 +22,36 @@ import (
 // answer with a dead letter. Each attempt therefore has its own timeout,
 // and the call is retried with backoff against a fresh lookup until the
 // overall deadline; grains recognise retried requests by their sequence
-// numbers, so nothing is done twice.
+// numbers, so nothing is done twice. A publication that an attempt may
+// have sequenced (it timed out, or the activation moved after sequencing
+// it) waits a failover longer for its answer, and is of unknown outcome,
+// not unavailable, if none comes.
 func request[T proto.Message](ctx context.Context, b *Broker, kind, identity string, msg proto.Message) (T, error) {
 	var zero T
-	deadline := time.Now().Add(b.opts.RequestTimeout)
-	if d, ok := ctx.Deadline(); ok {
-		deadline = d
+	deadline, ownDeadline := ctx.Deadline()
+	if !ownDeadline {
+		deadline = time.Now().Add(b.opts.RequestTimeout)
+		if maybeSequenced(msg) {
+			deadline = deadline.Add(b.opts.MemberLossDetection)
+		}
 	}
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		remaining := time.Until(deadline)
 		if remaining <= 0 {
-			if publish, ok := msg.(*pb.Publish); ok && publish.UnansweredBy != "" {
-				// An attempt may have been sequenced, and may yet be
-				// delivered: "try again" could publish it twice.
-				return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrOutcomeUnknown, lastErr)
-			}
-			return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrUnavailable, lastErr)
+			return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, unanswered(msg), lastErr)
 		}
 		pid, err := b.grainPID(kind, identity)
 		if errors.Is(err, errTooManyLookups) {
 			b.metrics.GrainLookups.WithLabelValues("refused").Inc()
-			return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrUnavailable, err)
+			return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, unanswered(msg), err)
 		}
 		if pid != nil {
 			res, err := b.system.Root.RequestFuture(pid, msg, min(remaining, attemptTimeout)).Result()
+			sequenced := false
 			if err == nil {
-				if _, moved := res.(*pb.Moved); moved {
-					err = errMoved
+				if moved, ok := res.(*pb.Moved); ok {
+					err, sequenced = errMoved, moved.Sequenced
 				} else if answer, ok := res.(T); ok {
 					return answer, nil
 				} else {
@@ -58,18 +60,40 @@ func request[T proto.Message](ctx context.Context, b *Broker, kind, identity str
 			}
 			lastErr = err
 			b.forgetPID(kind, identity)
-			if publish, ok := msg.(*pb.Publish); ok && errors.Is(err, actor.ErrTimeout) && publish.UnansweredBy == "" {
+			if publish, ok := msg.(*pb.Publish); ok && (sequenced || errors.Is(err, actor.ErrTimeout)) && publish.UnansweredBy == "" {
 				// It may have been sequenced there: later attempts say so,
-				// on a copy, as the first may still be read locally.
+				// on a copy, as the first may still be read locally; and
+				// they wait out a failover for the answer.
 				publish = proto.Clone(publish).(*pb.Publish)
 				publish.UnansweredBy = activationName(pid)
 				msg = publish
+				if !ownDeadline {
+					deadline = deadline.Add(b.opts.MemberLossDetection)
+				}
 			}
 		} else {
 			lastErr = fmt.Errorf("no activation found")
 		}
 		time.Sleep(min(time.Duration(1<<min(attempt, 8))*time.Millisecond, 200*time.Millisecond, time.Until(deadline)))
 	}
+}
+
+// maybeSequenced reports whether msg is a publication an earlier attempt
+// may have sequenced without its answer reaching the caller.
+func maybeSequenced(msg proto.Message) bool {
+	publish, ok := msg.(*pb.Publish)
+	return ok && publish.UnansweredBy != ""
+}
+
+// unanswered is the error for a request that got no answer in time: a
+// publication that may have been sequenced, and may yet be delivered, is
+// of unknown outcome ("try again" could publish it twice); anything else
+// is unavailable.
+func unanswered(msg proto.Message) error {
+	if maybeSequenced(msg) {
+		return transport.ErrOutcomeUnknown
+	}
+	return transport.ErrUnavailable
 }
 
 // attemptTimeout bounds one try of a grain call; a live grain answers in

@@ -397,8 +397,7 @@ func (m *etcdMembership) publishLocked(term uint64) {
 	for _, entry := range m.members {
 		if entry.placement != PlacementScheme {
 			// A member of another version that joined after this one: the
-			// members of this version agree to place nothing on it, and
-			// protoactor blocks it.
+			// members of this version place no grains on it.
 			continue
 		}
 		member := entry.member

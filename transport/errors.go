@@ -14,9 +14,10 @@ var (
 	// ErrUnavailable: a channel, session or node did not answer in time.
 	// Retrying may succeed: it may be moving, or its node failing over.
 	ErrUnavailable = errors.New("broker unavailable")
-	// ErrOutcomeUnknown: a publication reached its channel but was not
-	// answered in time (its replicas did not confirm it, or its node
-	// failed): it may be published or not. Publishing it again may
-	// publish it twice; read the channel's history to tell.
+	// ErrOutcomeUnknown: a publication may have reached its channel but
+	// was not answered in time (its replicas did not confirm it, or its
+	// node failed and no successor answered): it may be published or not.
+	// Publishing it again may publish it twice; read the channel's history
+	// to tell.
 	ErrOutcomeUnknown = errors.New("the publication's outcome is unknown")
 )

@@ -1109,7 +1109,10 @@ type Moved struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The sequence of the publication answered, for a connection that has
 	// several in flight.
-	Sequence      uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The activation had sequenced the publication but not answered it: the
+	// channel's next activation holds its answer.
+	Sequenced     bool `protobuf:"varint,2,opt,name=sequenced,proto3" json:"sequenced,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1149,6 +1152,13 @@ func (x *Moved) GetSequence() uint64 {
 		return x.Sequence
 	}
 	return 0
+}
+
+func (x *Moved) GetSequenced() bool {
+	if x != nil {
+		return x.Sequenced
+	}
+	return false
 }
 
 type ChannelSubscribers_Subscriber struct {
@@ -1535,9 +1545,10 @@ const file_switchboard_v1_relay_proto_rawDesc = "" +
 	"\bactor_id\x18\x02 \x01(\tR\aactorId\x12\x1a\n" +
 	"\badmitted\x18\x03 \x01(\bR\badmitted\"'\n" +
 	"\vMembersLeft\x12\x18\n" +
-	"\amembers\x18\x01 \x03(\tR\amembers\"#\n" +
+	"\amembers\x18\x01 \x03(\tR\amembers\"A\n" +
 	"\x05Moved\x12\x1a\n" +
-	"\bsequence\x18\x01 \x01(\x04R\bsequenceBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x1c\n" +
+	"\tsequenced\x18\x02 \x01(\bR\tsequencedBGZEgithub.com/switchboard/switchboard/proto/switchboard/v1;switchboardv1b\x06proto3"
 
 var (
 	file_switchboard_v1_relay_proto_rawDescOnce sync.Once
