@@ -54,7 +54,7 @@ func newInbox(t *testing.T, b *Broker) (*inbox, *actor.PID) {
 	pid := b.system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
 		in.mu.Lock()
 		switch msg := ctx.Message().(type) {
-		case *pb.Published, *pb.ReplicaAck, *pb.History:
+		case *pb.Published, *pb.ReplicaAck, *pb.History, *pb.Moved:
 			in.received = append(in.received, msg)
 		case inboxMark:
 			in.marks++
@@ -457,5 +457,31 @@ func TestAnUnconfirmedPublicationIsAnsweredOutcomeUnknown(t *testing.T) {
 	}
 	if _, err := b.Publish(context.Background(), name, []byte(`"third"`), ""); !errors.Is(err, transport.ErrOutcomeUnknown) {
 		t.Fatalf("the Go API publishing what the replica never confirms: %v; want ErrOutcomeUnknown", err)
+	}
+}
+
+// An activation that stops while a publication waits for its replica tells
+// the publisher that it sequenced it: the retry then says so, and is
+// answered by the successor that holds its answer, or outcome_unknown,
+// never "unavailable, try again".
+func TestAStoppingActivationSaysWhatItSequenced(t *testing.T) {
+	a, b, name := replicatedChannel(t, "stopping")
+	if _, err := b.Publish(context.Background(), name, []byte(`"first"`), ""); err != nil {
+		t.Fatal(err)
+	}
+	holdConfirmations(t, a)
+	pid, err := b.grainPID(ChannelKind, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publisher, publisherPID := newInbox(t, b)
+	b.system.Root.RequestWithCustomSender(pid, &pb.Publish{Channel: name, User: "u", Data: []byte(`"second"`), Publisher: "p", Sequence: 9}, publisherPID)
+	if _, err := b.system.Root.RequestFuture(pid, &pb.QueryPresence{}, 10*time.Second).Result(); err != nil {
+		t.Fatal(err) // the publication was read, and waits for the replica
+	}
+	b.system.Root.Stop(pid)
+	got := publisher.waitFor(t, "an answer", func(got []any) bool { return len(got) > 0 })
+	if moved, ok := got[0].(*pb.Moved); !ok || !moved.Sequenced || moved.Sequence != 9 {
+		t.Fatalf("the stopping activation answered %v; want Moved for sequence 9, sequenced", got[0])
 	}
 }
