@@ -19,8 +19,13 @@ import (
 
 func startBroker(t testing.TB) *Broker {
 	t.Helper()
+	return startBrokerWith(t, Options{RequestTimeout: 2 * time.Second, GrainIdleTimeout: 100 * time.Millisecond})
+}
+
+func startBrokerWith(t testing.TB, opts Options) *Broker {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b := NewBroker(Options{RequestTimeout: 2 * time.Second, GrainIdleTimeout: 100 * time.Millisecond}, transport.NewMetrics(), log)
+	b := NewBroker(opts, transport.NewMetrics(), log)
 	node, err := cluster.Start(cluster.Config{Name: "test", NodeAddr: "127.0.0.1:0", RequestTimeout: 2 * time.Second, Log: log, LogLevel: slog.LevelError}, b.Kinds())
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	pb "github.com/switchboard/switchboard/proto/switchboard/v1"
 	"github.com/switchboard/switchboard/transport"
 )
 
@@ -37,5 +40,27 @@ func TestGoAPIErrorsAreTyped(t *testing.T) {
 		if err := c.call(); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want an error that is %v", c.name, err, c.want)
 		}
+	}
+}
+
+// A node over its lookup budget refuses a new lookup at once, unavailable,
+// for a request that was never answered before; a publication an earlier
+// attempt may have sequenced is not given up on a busy moment: it keeps
+// asking until its deadline, and is then of unknown outcome.
+func TestARefusedLookupDoesNotGiveUpOnAPublicationThatMayBeSequenced(t *testing.T) {
+	b := startBrokerWith(t, Options{RequestTimeout: 300 * time.Millisecond, GrainIdleTimeout: time.Minute,
+		LookupRate: 1e-9, LookupBurst: 1})
+	ctx := context.Background()
+	if _, err := b.Publish(ctx, "first", []byte(`1`), ""); err != nil {
+		t.Fatal(err) // the one lookup in the budget
+	}
+	refused := func() float64 { return testutil.ToFloat64(b.metrics.GrainLookups.WithLabelValues("refused")) }
+	fresh := &pb.Publish{Channel: "second", Data: []byte(`2`), Publisher: "p", Sequence: 1}
+	if _, err := request[*pb.Published](ctx, b, ChannelKind, "second", fresh); !errors.Is(err, transport.ErrUnavailable) || refused() != 1 {
+		t.Fatalf("a new publication over the lookup budget: %v after %v refusals; want unavailable after one", err, refused())
+	}
+	retried := &pb.Publish{Channel: "second", Data: []byte(`2`), Publisher: "p", Sequence: 1, UnansweredBy: "an-activation-that-timed-out"}
+	if _, err := request[*pb.Published](ctx, b, ChannelKind, "second", retried); !errors.Is(err, transport.ErrOutcomeUnknown) || refused() < 3 {
+		t.Fatalf("a publication that may have been sequenced, over the lookup budget: %v after %v refusals in all; want outcome unknown after asking again", err, refused())
 	}
 }

@@ -44,9 +44,13 @@ func request[T proto.Message](ctx context.Context, b *Broker, kind, identity str
 		pid, err := b.grainPID(kind, identity)
 		if errors.Is(err, errTooManyLookups) {
 			b.metrics.GrainLookups.WithLabelValues("refused").Inc()
-			return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, unanswered(msg), err)
-		}
-		if pid != nil {
+			if !maybeSequenced(msg) {
+				return zero, fmt.Errorf("%s %s: %w: %v", kind, identity, transport.ErrUnavailable, err)
+			}
+			// Its answer may be waiting at the successor: keep asking
+			// until the deadline rather than give up on a busy moment.
+			lastErr = err
+		} else if pid != nil {
 			res, err := b.system.Root.RequestFuture(pid, msg, min(remaining, attemptTimeout)).Result()
 			sequenced := false
 			if err == nil {
