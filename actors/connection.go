@@ -77,7 +77,10 @@ func (c *connection) Receive(ctx actor.Context) {
 		c.retryPending(ctx, func(p pendingPublication) bool { return time.Since(p.sent) >= attemptTimeout }, true)
 		c.closeIfAnswered()
 	case *actor.DeadLetterResponse:
-		c.retryPending(ctx, func(p pendingPublication) bool { return p.pid.Equal(msg.Target) }, false)
+		// The link to the target's node is down: one publication was not
+		// sent, but others sent to it earlier, over the link that broke,
+		// may have been sequenced there.
+		c.retryPending(ctx, func(p pendingPublication) bool { return p.pid.Equal(msg.Target) }, true)
 		c.closeIfAnswered()
 	case *pb.Moved:
 		c.retryPending(ctx, func(p pendingPublication) bool { return p.msg.Sequence == msg.Sequence }, msg.Sequenced)
