@@ -20,30 +20,12 @@ import (
 // a node of this version declares its scheme in its own and places no
 // grains on such a member that joins after it.
 func TestANodeRefusesMembersThatPlaceGrainsDifferently(t *testing.T) {
-	if raceEnabled {
-		// protoactor's remoting replaces gRPC's global logger as it starts,
-		// unlocked, while the etcd server in this process logs.
-		t.Skip("protoactor's logger swap races with the etcd server in the same process; tests/run runs this without -race")
-	}
-	etcd, err := StartEmbeddedEtcd(t.TempDir(), freeLoopbackAddr(t), freeLoopbackAddr(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Stop)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := Config{Name: "test", NodeAddr: "127.0.0.1:0", EtcdEndpoints: []string{etcd.Endpoint}, LeaseTTL: 2 * time.Second,
-		RequestTimeout: 2 * time.Second, Log: log, LogLevel: slog.LevelError}
+	cfg, client := nodeBesideEtcd(t)
 	node, err := Start(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer node.Stop()
-
-	client, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	prefix := "/switchboard/test/members/"
@@ -103,31 +85,16 @@ func TestANodeRefusesMembersThatPlaceGrainsDifferently(t *testing.T) {
 // why, leaves no member record behind, and frees its node address: it can
 // be started again there at once.
 func TestANodeThatFailsToStartLeavesNothingBehind(t *testing.T) {
-	if raceEnabled {
-		t.Skip("protoactor's logger swap races with the etcd server in the same process; tests/run runs this without -race")
-	}
-	etcd, err := StartEmbeddedEtcd(t.TempDir(), freeLoopbackAddr(t), freeLoopbackAddr(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Stop)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg, client := nodeBesideEtcd(t)
+	cfg.NodeAddr = freeLoopbackAddr(t)
 	brokerFailed := errors.New("the broker could not start")
-	cfg := Config{Name: "test", NodeAddr: freeLoopbackAddr(t), EtcdEndpoints: []string{etcd.Endpoint}, LeaseTTL: 2 * time.Second,
-		RequestTimeout: 2 * time.Second, Log: log, LogLevel: slog.LevelError,
-		BeforeJoin: func(*Node) error { return brokerFailed }}
+	cfg.BeforeJoin = func(*Node) error { return brokerFailed }
 	if node, err := Start(cfg, nil); !errors.Is(err, brokerFailed) {
 		if node != nil {
 			node.Stop()
 		}
 		t.Fatalf("a node whose BeforeJoin fails started: %v; want its error", err)
 	}
-
-	client, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if res, err := client.Get(ctx, "/switchboard/test/members/", clientv3.WithPrefix()); err != nil || len(res.Kvs) != 0 {
@@ -139,6 +106,30 @@ func TestANodeThatFailsToStartLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("starting again on %s after a failed start: %v", cfg.NodeAddr, err)
 	}
 	node.Stop()
+}
+
+// nodeBesideEtcd starts an etcd server for the test and returns the
+// configuration of a node that joins through it, and a client of it.
+func nodeBesideEtcd(t *testing.T) (Config, *clientv3.Client) {
+	t.Helper()
+	if raceEnabled {
+		// protoactor's remoting replaces gRPC's global logger as it starts,
+		// unlocked, while the etcd server in this process logs.
+		t.Skip("protoactor's logger swap races with the etcd server in the same process; tests/run runs this without -race")
+	}
+	etcd, err := StartEmbeddedEtcd(t.TempDir(), freeLoopbackAddr(t), freeLoopbackAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Stop)
+	client, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return Config{Name: "test", NodeAddr: "127.0.0.1:0", EtcdEndpoints: []string{etcd.Endpoint}, LeaseTTL: 2 * time.Second,
+		RequestTimeout: 2 * time.Second, Log: log, LogLevel: slog.LevelError}, client
 }
 
 func freeLoopbackAddr(t *testing.T) string {
