@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -309,66 +308,30 @@ func (c *connection) armPendingCheck(ctx actor.Context) {
 	c.pendingCheck = time.AfterFunc(attemptTimeout, func() { root.Send(self, checkPending{}) })
 }
 
-// retryPending sends the pending publications that match again, with the
-// call that retries until answered. unanswered: their first attempt may
-// have been sequenced (it timed out, rather than being refused or
-// undeliverable), so the retry names where it went.
-//
-// Each channel's retries go in order, in a goroutine of their own, all
-// under one deadline: a channel that never answers holds the connection
-// for one request's wait, not one per publication, and does not hold
-// the retries for other channels.
+// retryPending sends the pending publications that match again, oldest
+// first, with the call that retries until answered. unanswered: their
+// first attempt may have been sequenced (it timed out, rather than being
+// refused or undeliverable), so the retry names where it went.
 func (c *connection) retryPending(ctx actor.Context, match func(pendingPublication) bool, unanswered bool) {
-	byChannel := map[string][]pendingPublication{}
+	var retry []pendingPublication
 	for seq, p := range c.pending {
 		if match(p) {
-			byChannel[p.cmd.Channel] = append(byChannel[p.cmd.Channel], p)
+			retry = append(retry, p)
 			delete(c.pending, seq)
 		}
 	}
-	if len(byChannel) == 0 {
-		return
-	}
-	wait, cancel := context.WithTimeout(context.Background(), c.broker.opts.RequestTimeout+c.broker.opts.MemberLossDetection)
-	defer cancel()
-	outcomes := make([][]retryOutcome, 0, len(byChannel))
-	var done sync.WaitGroup
-	for channel, retry := range byChannel {
-		slices.SortFunc(retry, func(a, b pendingPublication) int { return cmp.Compare(a.msg.Sequence, b.msg.Sequence) })
-		c.broker.forgetPID(ChannelKind, channel)
-		results := make([]retryOutcome, len(retry))
-		outcomes = append(outcomes, results)
-		done.Go(func() {
-			for i, p := range retry {
-				msg := p.msg
-				if unanswered {
-					// A copy: the first attempt's message may still be read locally.
-					msg = proto.Clone(p.msg).(*pb.Publish)
-					msg.UnansweredBy = activationName(p.pid)
-				}
-				results[i].cmd = p.cmd
-				results[i].res, results[i].err = request[*pb.Published](wait, c.broker, ChannelKind, channel, msg)
-			}
-		})
-	}
-	done.Wait()
-	for _, results := range outcomes {
-		for _, r := range results {
-			if r.err != nil {
-				c.fail(r.cmd, r.err)
-			} else {
-				c.acknowledge(r.cmd, r.res)
-			}
+	slices.SortFunc(retry, func(a, b pendingPublication) int { return cmp.Compare(a.msg.Sequence, b.msg.Sequence) })
+	for _, p := range retry {
+		c.broker.forgetPID(ChannelKind, p.cmd.Channel)
+		msg := p.msg
+		if unanswered {
+			// A copy: the first attempt's message may still be read locally.
+			msg = proto.Clone(p.msg).(*pb.Publish)
+			msg.UnansweredBy = activationName(p.pid)
 		}
+		c.publishAndWait(p.cmd, msg)
 	}
 	c.armPendingCheck(ctx)
-}
-
-// retryOutcome is how one retried publication ended.
-type retryOutcome struct {
-	cmd *pb.ClientCommand
-	res *pb.Published
-	err error
 }
 
 func (c *connection) publishAndWait(cmd *pb.ClientCommand, msg *pb.Publish) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -492,33 +491,5 @@ func TestAStoppingActivationSaysWhatItSequenced(t *testing.T) {
 	got := publisher.waitFor(t, "an answer", func(got []any) bool { return len(got) > 0 })
 	if moved, ok := got[0].(*pb.Moved); !ok || !moved.Sequenced || moved.Sequence != 9 {
 		t.Fatalf("the stopping activation answered %v; want Moved for sequence 9, sequenced", got[0])
-	}
-}
-
-// Publications a channel never confirms are all answered within one
-// request's wait after their first attempt, not one wait each in turn,
-// which held the connection's other commands for minutes.
-func TestPublicationsAChannelNeverConfirmsAreAnsweredTogether(t *testing.T) {
-	b, name, writer := writerToAnUnconfirmingChannel(t, "never")
-	const publications = 5
-	start := time.Now()
-	for i := range publications {
-		writer.inbound.Command(&pb.ClientCommand{Kind: pb.ClientCommand_KIND_PUBLISH, Channel: name, Data: []byte(`"more"`),
-			Id: []byte(strconv.Itoa(i))})
-	}
-	answered := map[float64]bool{}
-	for range publications {
-		if m := writer.expect("error"); m["code"] != transport.CodeOutcomeUnknown {
-			t.Fatalf("a publication the replica never confirmed was answered %v; want outcome_unknown", m)
-		} else {
-			answered[m["id"].(float64)] = true
-		}
-	}
-	if len(answered) != publications {
-		t.Fatalf("answers for ids %v; want each of %d once", answered, publications)
-	}
-	bound := attemptTimeout + 2*(b.opts.RequestTimeout+b.opts.MemberLossDetection)
-	if took := time.Since(start); took > bound {
-		t.Fatalf("the last answer came %v after publishing; one wait for all of them is at most %v", took, bound)
 	}
 }
