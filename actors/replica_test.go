@@ -439,26 +439,18 @@ func holdConfirmations(t *testing.T, b *Broker) func() []*pb.ReplicaUpdate {
 	}
 }
 
-// writerToAnUnconfirmingChannel is a client of b and a channel b owns
-// that has published once and whose replica confirms nothing from then on.
-func writerToAnUnconfirmingChannel(t *testing.T, prefix string) (b *Broker, name string, writer *peer) {
-	t.Helper()
-	a, b, name := replicatedChannel(t, prefix)
-	if _, err := b.Publish(context.Background(), name, []byte(`"first"`), ""); err != nil {
-		t.Fatal(err)
-	}
-	holdConfirmations(t, a)
-	writer = openPeer(t, b, "c1", "writer")
-	writer.expect("welcome")
-	return b, name, writer
-}
-
 // A publication its channel sequenced but its replica never confirmed is
 // answered outcome_unknown once the request times out, not unavailable:
 // it may yet be delivered, and a client that retried an "unavailable"
 // publication would publish it twice. The Go API says the same.
 func TestAnUnconfirmedPublicationIsAnsweredOutcomeUnknown(t *testing.T) {
-	b, name, writer := writerToAnUnconfirmingChannel(t, "unconfirmed")
+	a, b, name := replicatedChannel(t, "unconfirmed")
+	if _, err := b.Publish(context.Background(), name, []byte(`"first"`), ""); err != nil {
+		t.Fatal(err)
+	}
+	holdConfirmations(t, a)
+	writer := openPeer(t, b, "c1", "writer")
+	writer.expect("welcome")
 	writer.inbound.Command(&pb.ClientCommand{Kind: pb.ClientCommand_KIND_PUBLISH, Channel: name, Data: []byte(`"second"`), Id: []byte(`7`)})
 	if m := writer.expect("error"); m["code"] != transport.CodeOutcomeUnknown || m["id"] != float64(7) {
 		t.Fatalf("a publication the replica never confirmed was answered %v; want outcome_unknown", m)
